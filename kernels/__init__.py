@@ -1,0 +1,31 @@
+"""Triton kernels of ramac, each beside its plain-PyTorch reference op.
+
+Installed as `ramac.kernels`; nothing here imports from `ramac`. The public
+ops below dispatch through one switch (`use`, `set_backend`, or the
+RAMAC_KERNELS environment variable): Triton on CUDA tensors, reference ops
+everywhere else.
+"""
+
+from ._dispatch import BACKENDS, HAS_TRITON, get_backend, set_backend, use, use_triton
+from .denoise import StepCoefs, posterior_step, posterior_step_ref
+from .quantile_huber import quantile_huber_loss, quantile_huber_loss_ref
+from .risk import (
+    DEFAULT_PARAMS,
+    DISTORTIONS,
+    check_distortion,
+    distort,
+    distort_ref,
+    quadrature_fractions,
+    tail_mean,
+    tail_mean_ref,
+)
+from .sampler import PRECISIONS, PackedDenoiser, pack_denoiser, sample_chain, sample_chain_ref
+
+__all__ = [
+    "BACKENDS", "HAS_TRITON", "get_backend", "set_backend", "use", "use_triton",
+    "StepCoefs", "posterior_step", "posterior_step_ref",
+    "quantile_huber_loss", "quantile_huber_loss_ref",
+    "DEFAULT_PARAMS", "DISTORTIONS", "check_distortion", "distort", "distort_ref",
+    "quadrature_fractions", "tail_mean", "tail_mean_ref",
+    "PRECISIONS", "PackedDenoiser", "pack_denoiser", "sample_chain", "sample_chain_ref",
+]

@@ -1,0 +1,63 @@
+"""The one switch that picks Triton kernels or plain-PyTorch reference ops.
+
+Algorithm code calls the public ops in `ramac.kernels` and never branches on
+the backend itself. Triton runs only on CUDA tensors; everything else (CPU
+tensors, no Triton installed, backend "reference") takes the reference op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import torch
+
+BACKENDS = ("auto", "triton", "reference")
+
+try:  # Triton is optional at run time: the reference path needs only torch.
+    import triton  # noqa: F401
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - depends on the machine
+    HAS_TRITON = False
+
+_state = threading.local()
+
+
+def _current() -> str:
+    chosen = getattr(_state, "backend", None)  # set_backend / use win over the environment
+    return chosen if chosen is not None else os.environ.get("RAMAC_KERNELS", "auto")
+
+
+def get_backend() -> str:
+    """The selected backend: "auto" (Triton on CUDA), "triton" or "reference"."""
+    name = _current()
+    if name not in BACKENDS:
+        raise ValueError(f"RAMAC_KERNELS={name!r} is not one of {BACKENDS}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for this thread until changed again."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {BACKENDS}")
+    _state.backend = name
+
+
+@contextlib.contextmanager
+def use(name: str):
+    """Context manager: `with ramac.kernels.use("reference"): ...`."""
+    previous = getattr(_state, "backend", None)
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _state.backend = previous
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """True when the Triton kernel should run for these tensors."""
+    if not HAS_TRITON or get_backend() == "reference":
+        return False
+    return all(t.is_cuda for t in tensors)

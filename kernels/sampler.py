@@ -1,0 +1,290 @@
+"""Whole-chain DDPM sampler: all T denoising steps for a block of states in one launch.
+
+The denoiser is the Diffusion-QL MLP used by RADAC:
+
+    h1  = mish(W1 [x_t, temb(t), s] + b1)
+    h2  = mish(W2 h1 + b2);  h3 = mish(W3 h2 + b3);  eps = W4 h3 + b4
+
+followed by the posterior step of `denoise.py`. Packing (`pack_denoiser`)
+prepares what the kernel needs once per set of weights:
+
+* the time-embedding part of layer 1 plus b1 is the same for every state, so it
+  becomes a (T, H) table `c_time`;
+* x and s enter layer 1 through one zero-padded (IN_P, H) matrix `w_in`, with
+  x in columns [0, A) and s in [A, A + S) of a register tile `xs` that the
+  kernel keeps for the whole chain (only the x columns change);
+* layers 2 and 3 are fused chunk by chunk: for each chunk c of BN hidden units
+  the kernel forms mish(h1 W2[:, c] + b2[c]) and immediately accumulates it
+  into h1-independent acc += (.) W3[c, :], so no (BM, H) intermediate other than
+  h1 and the accumulator is live, and weight chunks stream from L2 through a
+  pipelined loop while tensor cores (tl.dot, bf16 or tf32 inputs, fp32
+  accumulate) do the products.
+
+Forward only: evaluation and the target next actions. The reference op
+`sample_chain_ref` computes the same chain in plain PyTorch from the same
+packed weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import HAS_TRITON, use_triton
+
+PRECISIONS = ("bf16", "tf32", "fp32")
+
+
+@dataclass
+class PackedDenoiser:
+    """Denoiser weights and schedule laid out for the chain sampler (fp32 masters)."""
+
+    w_in: torch.Tensor  # (IN_P, H): rows [0, A) = W1_x^T, rows [A, A + S) = W1_s^T, rest 0
+    c_time: torch.Tensor  # (T, H): W1_t temb(t) + b1 for step t
+    w2: torch.Tensor  # (H, H) = W2^T
+    b2: torch.Tensor  # (H,)
+    w3: torch.Tensor  # (H, H) = W3^T
+    b3: torch.Tensor  # (H,)
+    w_out: torch.Tensor  # (H, IN_P): columns [0, A) = W4^T, rest 0
+    b_out: torch.Tensor  # (IN_P,): [0, A) = b4, rest 0
+    coefs: torch.Tensor  # (T, 8) fp32: recip, recipm1, mean1, mean2, sigma per step t (then padding)
+    action_dim: int
+    state_dim: int
+    max_action: float
+    _casts: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_steps(self) -> int:
+        return self.c_time.shape[0]
+
+    @property
+    def hidden(self) -> int:
+        return self.w2.shape[0]
+
+    def weights_as(self, dtype: torch.dtype):
+        """(w_in, w2, w3, w_out) in the dtype the tensor cores read, cached."""
+        if dtype not in self._casts:
+            self._casts[dtype] = tuple(w.to(dtype).contiguous() for w in (self.w_in, self.w2, self.w3, self.w_out))
+        return self._casts[dtype]
+
+
+def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, max_action) -> PackedDenoiser:
+    """Pack torch.nn.Linear weights (out, in) of the denoiser MLP.
+
+    w1: (H, A + E + S) with inputs ordered (x, temb, s); time_emb: (T, E), the
+    embedding MLP's output for t = 0..T-1; coefs: (T, 5) schedule constants.
+    """
+    H, d_in = w1.shape
+    T, E = time_emb.shape
+    A = w4.shape[0]
+    S = state_dim
+    if d_in != A + E + S:
+        raise ValueError(f"layer 1 takes {d_in} inputs, expected action {A} + time {E} + state {S}")
+    in_p = max(16, 1 << (A + S - 1).bit_length())
+    f32 = dict(dtype=torch.float32, device=w1.device)
+    w1, b1, w2, b2, w3, b3, w4, b4 = (t.detach() for t in (w1, b1, w2, b2, w3, b3, w4, b4))
+
+    def copy(t):  # a private fp32 copy: the pack must not alias (or track) live parameters
+        return t.float().clone().contiguous()
+
+    w_in = torch.zeros(in_p, H, **f32)
+    w_in[:A] = w1[:, :A].t()
+    w_in[A:A + S] = w1[:, A + E:].t()
+    c_time = time_emb.detach().float() @ w1[:, A:A + E].t().float() + b1.float()
+    w_out = torch.zeros(H, in_p, **f32)
+    w_out[:, :A] = w4.t()
+    b_out = torch.zeros(in_p, **f32)
+    b_out[:A] = b4
+    coef_table = torch.zeros(T, 8, **f32)
+    coef_table[:, :5] = coefs.detach().float()
+    return PackedDenoiser(
+        w_in=w_in, c_time=c_time.contiguous(), w2=copy(w2.t()), b2=copy(b2), w3=copy(w3.t()), b3=copy(b3),
+        w_out=w_out, b_out=b_out,
+        coefs=coef_table, action_dim=A, state_dim=S, max_action=float(max_action),
+    )
+
+
+# --------------------------------------------------------------------------
+# reference op
+# --------------------------------------------------------------------------
+def sample_chain_ref(p: PackedDenoiser, state: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain-PyTorch chain from packed weights. noise: (T + 1, B, A), noise[T] = x_T."""
+    B = state.shape[0]
+    A, S, T = p.action_dim, p.state_dim, p.n_steps
+    _check_chain(p, state, noise)
+    if noise is None:
+        noise = torch.randn(T + 1, B, A, device=state.device, dtype=torch.float32)
+    s_part = state.float() @ p.w_in[A:A + S]
+    x = noise[T].float()
+    for t in reversed(range(T)):
+        h = F.mish(x @ p.w_in[:A] + s_part + p.c_time[t])
+        h = F.mish(h @ p.w2 + p.b2)
+        h = F.mish(h @ p.w3 + p.b3)
+        eps = h @ p.w_out[:, :A] + p.b_out[:A]
+        recip, recipm1, mean1, mean2, sigma = p.coefs[t, :5].tolist()
+        x0 = (recip * x - recipm1 * eps).clamp(-p.max_action, p.max_action)
+        x = mean1 * x0 + mean2 * x + sigma * noise[t].float()
+    return x.clamp(-p.max_action, p.max_action)
+
+
+def _check_chain(p, state, noise):
+    if state.dim() != 2 or state.shape[1] != p.state_dim:
+        raise ValueError(f"state must be (B, {p.state_dim}), got {tuple(state.shape)}")
+    want = (p.n_steps + 1, state.shape[0], p.action_dim)
+    if noise is not None and tuple(noise.shape) != want:
+        raise ValueError(f"noise must be {want} (noise[T] is x_T), got {tuple(noise.shape)}")
+
+
+# --------------------------------------------------------------------------
+# Triton kernel
+# --------------------------------------------------------------------------
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _mish(x):
+        # mish(x) = x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2); = x for large x
+        e = tl.exp(tl.minimum(x, 20.0))
+        n = e * (e + 2.0)
+        return tl.where(x > 20.0, x, x * n / (n + 2.0))
+
+    @triton.jit
+    def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+        # UPCAST: the Triton interpreter mishandles bf16 tl.dot, so interpreted runs
+        # multiply the (bf16-rounded) operands in fp32 instead
+        if UPCAST:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+    @triton.jit
+    def _chain_kernel(
+        state_ptr,  # (B, S) states, any float dtype
+        noise_ptr,  # (T + 1, B, A) fp32 noise, noise[T] = x_T (read only if HAS_NOISE)
+        out_ptr,  # (B, A) fp32 actions
+        w_in_ptr,  # (IN_P, H) layer-1 weights for [x, s], dot dtype
+        c_time_ptr,  # (T, H) fp32 time part of layer 1 + b1
+        w2_ptr, b2_ptr,  # (H, H) dot dtype, (H,) fp32
+        w3_ptr, b3_ptr,  # (H, H) dot dtype, (H,) fp32
+        w_out_ptr, b_out_ptr,  # (H, IN_P) dot dtype, (IN_P,) fp32
+        coef_ptr,  # (T, 8) fp32 schedule constants
+        seed_ptr,  # (1,) int64 Philox seed (read only if not HAS_NOISE)
+        B, S, A, T, max_action,
+        H: tl.constexpr, IN_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+        HAS_NOISE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        row_ok = rows < B
+        cols = tl.arange(0, IN_P)
+        is_x = cols < A
+        x_ok = row_ok[:, None] & is_x[None, :]
+        hk = tl.arange(0, H)
+        dot_t = w2_ptr.dtype.element_ty
+        if not HAS_NOISE:
+            seed = tl.load(seed_ptr)
+
+        s_cols = tl.where(is_x, 0, cols - A)
+        s_ok = row_ok[:, None] & (~is_x & (cols < A + S))[None, :]
+        xs = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :], mask=s_ok, other=0.0).to(tl.float32)
+        noise_offs = rows[:, None] * A + cols[None, :]
+        if HAS_NOISE:
+            x_T = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
+        else:
+            x_T = tl.randn(seed, T * B * A + noise_offs)
+        xs = tl.where(is_x[None, :], x_T, xs)
+
+        b3 = tl.load(b3_ptr + hk)
+        b_out = tl.load(b_out_ptr + cols)
+        for i in range(T):
+            t = T - 1 - i
+            w_in = tl.load(w_in_ptr + cols[:, None] * H + hk[None, :])
+            c_t = tl.load(c_time_ptr + t * H + hk)
+            h1 = _dot(xs.to(dot_t), w_in, None, DOT_PRECISION, UPCAST) + c_t[None, :]
+            h1 = _mish(h1).to(dot_t)
+            acc = tl.zeros([BM, H], dtype=tl.float32)
+            for n0 in range(0, H, BN):
+                nn = n0 + tl.arange(0, BN)
+                w2c = tl.load(w2_ptr + hk[:, None] * H + nn[None, :])  # (H, BN)
+                h2c = _dot(h1, w2c, None, DOT_PRECISION, UPCAST) + tl.load(b2_ptr + nn)[None, :]
+                h2c = _mish(h2c).to(dot_t)
+                w3c = tl.load(w3_ptr + nn[:, None] * H + hk[None, :])  # (BN, H)
+                acc = _dot(h2c, w3c, acc, DOT_PRECISION, UPCAST)
+            h3 = _mish(acc + b3[None, :]).to(dot_t)
+            w_out = tl.load(w_out_ptr + hk[:, None] * IN_P + cols[None, :])
+            eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
+
+            recip = tl.load(coef_ptr + t * 8 + 0)
+            recipm1 = tl.load(coef_ptr + t * 8 + 1)
+            mean1 = tl.load(coef_ptr + t * 8 + 2)
+            mean2 = tl.load(coef_ptr + t * 8 + 3)
+            sigma = tl.load(coef_ptr + t * 8 + 4)
+            x0 = tl.minimum(tl.maximum(recip * xs - recipm1 * eps, -max_action), max_action)
+            x_new = mean1 * x0 + mean2 * xs
+            if HAS_NOISE:
+                z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)
+            else:
+                z = tl.randn(seed, t * B * A + noise_offs)
+            x_new += sigma * z
+            xs = tl.where(is_x[None, :], x_new, xs)
+
+        x = tl.minimum(tl.maximum(xs, -max_action), max_action)
+        tl.store(out_ptr + noise_offs, x, mask=x_ok)
+
+    def _launch_config(B, H):
+        if B <= 16:
+            return 16, 4
+        if B <= 4096:
+            return 32, 4
+        return 64, 8
+
+
+def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16",
+                        block_m=None, block_n=None, num_warps=None):
+    """One-launch chain sampler. noise: (T + 1, B, A) or None (Philox from seed).
+
+    seed: an int, a 1-element int64 tensor on the device (so a CUDA graph can
+    refresh it between replays), or None to draw one from torch's generator.
+    """
+    _check_chain(p, state, noise)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    B = state.shape[0]
+    A, S, T, H = p.action_dim, p.state_dim, p.n_steps, p.hidden
+    if H < 16 or H & (H - 1):
+        raise ValueError(f"the chain kernel needs a power-of-two hidden width >= 16, got {H}")
+    dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    w_in, w2, w3, w_out = p.weights_as(dot_dtype)
+    out = torch.empty(B, A, device=state.device, dtype=torch.float32)
+    if B == 0:
+        return out
+    bm, nw = _launch_config(B, H)
+    bm, nw = block_m or bm, num_warps or nw
+    bn = min(block_n or 64, H)
+    if noise is None:
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if not torch.is_tensor(seed):
+            seed = torch.tensor([seed], dtype=torch.int64, device=state.device)
+        noise_arg = out
+    else:
+        noise_arg = noise.float().contiguous()
+        seed = out
+    _chain_kernel[(triton.cdiv(B, bm),)](
+        state.contiguous(), noise_arg, out,
+        w_in, p.c_time, w2, p.b2, w3, p.b3, w_out, p.b_out, p.coefs, seed,
+        B, S, A, T, p.max_action,
+        H=H, IN_P=p.w_in.shape[0], BM=bm, BN=bn,
+        HAS_NOISE=noise is not None, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw,
+    )
+    return out
+
+
+def sample_chain(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16"):
+    """All T denoising steps; one Triton launch on CUDA, reference loop otherwise."""
+    if use_triton(state) and p.hidden >= 16 and p.hidden & (p.hidden - 1) == 0:
+        return sample_chain_triton(p, state, noise, seed, precision)
+    return sample_chain_ref(p, state, noise)

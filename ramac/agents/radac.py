@@ -1,0 +1,182 @@
+"""RADAC (SPEC 2.3): a diffusion actor trained with BC + eta * (-risk) against two IQN critics.
+
+One update, in order:
+  1. critic: TD targets from the EMA actor's next action and the target critics
+     at fresh fractions (min of the two, clipped), standard IQN quantile-Huber
+     loss for each critic, separate Adam steps with gradient clipping;
+  2. actor: eps-prediction BC loss plus eta * (-risk), where the action is drawn
+     with the full T-step chain and gradients flow through every step;
+  3. EMA actor on its schedule, Polyak-averaged target critics.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .. import kernels
+from ..config import RADACConfig
+from ..data import Batch
+from ..diffusion import Diffusion
+from ..nets import Denoiser, IQNCritic
+from ..risk import RiskMeasure
+
+
+class RADAC(nn.Module):
+    def __init__(self, state_dim: int, action_dim: int, cfg: RADACConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.diffusion = Diffusion(cfg.n_timesteps, cfg.beta_schedule, cfg.max_action, cfg.sampler_precision)
+        self.actor = Denoiser(state_dim, action_dim, cfg.actor_hidden)
+        self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
+        n_cos = cfg.n_cos or cfg.n_quantiles
+
+        def critic():
+            return IQNCritic(state_dim, action_dim, cfg.embedding_dim, n_cos, cfg.critic_hidden)
+
+        self.critic1, self.critic2 = critic(), critic()
+        self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
+        self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
+        self.critic1_opt = torch.optim.Adam(self.critic1.parameters(), lr=cfg.lr_critic)
+        self.critic2_opt = torch.optim.Adam(self.critic2.parameters(), lr=cfg.lr_critic)
+        self.risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, cfg.risk_quadrature)
+        self.select_risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, quadrature=True)
+        self.steps_done = 0
+        # False when every transition is terminal (one-step tasks such as the bandit):
+        # the TD target is then the reward itself (K' = 1) and the next-action chain is skipped.
+        self.bootstrap = True
+
+    # ---- losses -----------------------------------------------------------
+    def critic_loss(self, b: Batch):
+        """Quantile-Huber loss of each critic against the shared distributional TD target."""
+        cfg = self.cfg
+        B, K = b.obs.shape[0], cfg.n_quantiles
+        with torch.no_grad():
+            if self.bootstrap:
+                next_action = self.diffusion.sample_fast(self.actor_ema, b.next_obs)
+                next_taus = torch.rand(B, K, device=b.obs.device)
+                z_next = torch.minimum(
+                    self.critic1_target(b.next_obs, next_action, next_taus),
+                    self.critic2_target(b.next_obs, next_action, next_taus),
+                )  # (B, K')
+                not_done = 1.0 - b.terminal[:, None]
+                target = b.reward[:, None] + cfg.gamma * not_done * z_next
+            else:  # one-step task: the target law is the reward itself, one sample per transition
+                target = b.reward[:, None]
+            target = target.clamp(-cfg.q_clip, cfg.q_clip)
+        taus = torch.rand(B, K, device=b.obs.device)
+        z1 = self.critic1(b.obs, b.action, taus)  # (B, K)
+        z2 = self.critic2(b.obs, b.action, taus)
+        loss1 = kernels.quantile_huber_loss(z1, taus, target, cfg.kappa)
+        loss2 = kernels.quantile_huber_loss(z2, taus, target, cfg.kappa)
+        info = {"critic/loss1": loss1.detach(), "critic/loss2": loss2.detach(),
+                "critic/z_mean": z1.detach().mean(), "critic/target_mean": target.mean()}
+        return loss1, loss2, info
+
+    def actor_loss(self, b: Batch, eta: float):
+        """lambda_bc * BC + eta * (-risk of the sampled action), risk through the whole chain."""
+        cfg = self.cfg
+        bc = self.diffusion.bc_loss(self.actor, b.action, b.obs)
+        loss = cfg.lambda_bc * bc
+        info = {"actor/bc": bc.detach()}
+        if eta > 0:
+            action = self.diffusion.sample(self.actor, b.obs)
+            risk = self.risk.value(self.critic1, self.critic2, b.obs, action).mean()
+            loss = loss - eta * risk
+            info["actor/risk"] = risk.detach()
+        info["actor/loss"] = loss.detach()
+        return loss, info
+
+    # ---- update -------------------------------------------------------------
+    def eta_at(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.eta_warmup_steps:
+            return 0.0
+        if cfg.eta_ramp_steps > 0:
+            return cfg.eta * min(1.0, (step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps)
+        return cfg.eta
+
+    def update(self, b: Batch) -> dict:
+        """One RADAC update; returns detached metric tensors (no host sync)."""
+        cfg, step = self.cfg, self.steps_done
+
+        loss1, loss2, info = self.critic_loss(b)
+        self._step(self.critic1_opt, self.critic1, loss1, "critic/grad_norm1", info)
+        self._step(self.critic2_opt, self.critic2, loss2, "critic/grad_norm2", info)
+
+        eta = self.eta_at(step)
+        actor_loss, actor_info = self.actor_loss(b, eta)
+        info.update(actor_info)
+        self._step(self.actor_opt, self.actor, actor_loss, "actor/grad_norm", info)
+
+        self.update_ema(step)
+        self.update_targets()
+        self.steps_done += 1
+        info["actor/eta"] = torch.tensor(eta)
+        return info
+
+    def _step(self, opt, net, loss, key, info):
+        params = [p for p in net.parameters()]
+        grads = torch.autograd.grad(loss, params)  # only this network's gradients
+        for p, g in zip(params, grads):
+            p.grad = g
+        if self.cfg.grad_norm > 0:
+            info[key] = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_norm)
+        opt.step()
+
+    @torch.no_grad()
+    def update_ema(self, step: int):
+        cfg = self.cfg
+        if step % cfg.ema_every:
+            return
+        ema, live = list(self.actor_ema.parameters()), list(self.actor.parameters())
+        if step < cfg.ema_start:
+            torch._foreach_copy_(ema, live)
+        else:
+            torch._foreach_lerp_(ema, live, 1.0 - cfg.ema_decay)
+
+    @torch.no_grad()
+    def update_targets(self):
+        for target, live in ((self.critic1_target, self.critic1), (self.critic2_target, self.critic2)):
+            torch._foreach_lerp_(list(target.parameters()), list(live.parameters()), self.cfg.polyak)
+
+    # ---- acting ---------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Evaluation actions from the EMA actor (top_k: best of n_candidates by critic risk)."""
+        cfg = self.cfg
+        if cfg.top_k == 0:
+            return self.diffusion.sample_fast(self.actor_ema, obs)
+        B, N = obs.shape[0], cfg.n_candidates
+        obs_rep = obs.repeat_interleave(N, dim=0)
+        cand = self.diffusion.sample_fast(self.actor_ema, obs_rep)  # (B * N, A)
+        value = self.select_risk.value(self.critic1, self.critic2, obs_rep, cand).view(B, N)
+        best = value.topk(cfg.top_k, dim=1).indices  # (B, k)
+        pick = best.gather(1, torch.randint(0, cfg.top_k, (B, 1), device=obs.device))
+        return cand.view(B, N, -1)[torch.arange(B, device=obs.device), pick.squeeze(1)]
+
+    @torch.no_grad()
+    def critic_quantiles(self, obs: torch.Tensor, action: torch.Tensor, taus: torch.Tensor):
+        """Quantiles of both critics at fractions taus (K,): (2, B, K)."""
+        return torch.stack([self.critic1(obs, action, taus), self.critic2(obs, action, taus)])
+
+    # ---- state ------------------------------------------------------------------
+    def full_state(self) -> dict:
+        return {
+            "model": self.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic1_opt": self.critic1_opt.state_dict(),
+            "critic2_opt": self.critic2_opt.state_dict(),
+            "steps_done": self.steps_done,
+        }
+
+    def load_full_state(self, state: dict):
+        self.load_state_dict(state["model"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic1_opt.load_state_dict(state["critic1_opt"])
+        self.critic2_opt.load_state_dict(state["critic2_opt"])
+        self.steps_done = int(state["steps_done"])

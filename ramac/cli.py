@@ -1,0 +1,163 @@
+"""Command line: `ramac train`, `ramac eval`, `ramac presets`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+ramac: risk-aware offline RL with diffusion actors and distributional (IQN) critics.
+
+  ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
+  ramac train --algo neutral   the risk-neutral baseline; --algo bc: behaviour cloning only
+  ramac eval RUN_DIR           evaluate a run's checkpoint again
+  ramac presets [NAME]         list the task presets or show one
+"""
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import ALGOS, preset_names
+
+    parser = argparse.ArgumentParser(prog="ramac", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train an agent (default: RADAC on the risky bandit)",
+                       description="Train an agent and write metrics, checkpoints and plots to a run directory.")
+    t.add_argument("--task", default="bandit", choices=preset_names(),
+                   help="task preset: its data set and published hyper-parameters (default: bandit)")
+    t.add_argument("--algo", default="radac", choices=ALGOS,
+                   help="radac: BC + eta * (-CVaR); bc: eta = 0 (behaviour cloning); "
+                        "neutral: risk-neutral distortion (a Diffusion-QL-style baseline). Default: radac")
+    t.add_argument("--steps", type=int, help="total gradient updates (default: the preset's)")
+    t.add_argument("--batch-size", type=int, help="transitions per update (default: 256)")
+    t.add_argument("--seed", type=int, default=0, help="seed of torch, numpy and the batch sampler (default: 0)")
+    t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+    t.add_argument("--run-dir", type=Path,
+                   help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME)")
+    t.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (its saved settings are used; "
+                        "--steps may extend it)")
+    t.add_argument("--full", action="store_true",
+                   help="use the full-size preset even on a CPU (by default a CPU run of the bandit uses "
+                        "smaller networks and fewer steps so it finishes in minutes)")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (default: the preset's)")
+    t.add_argument("--log-every", type=int, help="steps between metric rows and non-finite checks")
+    t.add_argument("--ckpt-every", type=int, help="steps between checkpoints (one is always written at the end)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--kernels", choices=("auto", "triton", "reference"), default="auto",
+                   help="Triton kernels (on CUDA) or plain-PyTorch reference ops (default: auto)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an agent setting, e.g. --set eta=0.2 --set risk=wang --set risk_param=-0.75; "
+                        "`ramac presets bandit` lists them")
+    t.add_argument("--no-progress", action="store_true", help="do not draw the progress bar (for logs and CI)")
+
+    e = sub.add_parser("eval", help="evaluate a run directory's checkpoint",
+                       description="Load RUN_DIR/checkpoint.pt, evaluate the policy, write eval-again.json and plots.")
+    e.add_argument("run_dir", type=Path, help="a directory written by `ramac train`")
+    e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
+    e.add_argument("--seed", type=int, default=12345, help="evaluation seed (default: 12345)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
+    p.add_argument("name", nargs="?", help="a preset name")
+    p.add_argument("--algo", default="radac", choices=ALGOS, help="algorithm whose overrides to apply")
+    p.add_argument("--cpu", action="store_true", help="show the CPU-sized variant")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from . import kernels
+    from .config import build_configs
+    from .train import resume, train
+    from .utils import resolve_device
+
+    kernels.set_backend(args.kernels)
+    if args.resume:
+        result = resume(args.resume, steps=args.steps, progress=not args.no_progress)
+    else:
+        device = resolve_device(args.device)
+        train_over = {k: v for k, v in {
+            "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
+            "eval_every": args.eval_every, "log_every": args.log_every, "ckpt_every": args.ckpt_every,
+            "threads": args.threads,
+        }.items() if v is not None}
+        cpu_sized = device.type == "cpu" and not args.full
+        agent_cfg, train_cfg = build_configs(args.task, args.algo, cpu_sized, _parse_set(args.set), train_over)
+        print(f"ramac train: {train_cfg.task} / {train_cfg.algo} on {device}"
+              f"{' (CPU-sized preset; --full for the full one)' if cpu_sized and args.task == 'bandit' else ''}, "
+              f"{train_cfg.steps} steps", flush=True)
+        result = train(agent_cfg, train_cfg, args.run_dir, progress=not args.no_progress)
+    print(f"done: {result.steps} steps in {result.wall_time_s:.0f} s")
+    print(_summary(result.final_eval))
+    print(f"run directory: {result.run_dir}  (config.json, metrics.jsonl, train.csv, eval.csv, "
+          f"eval.json, checkpoint.pt{', bandit.png' if (result.run_dir / 'bandit.png').exists() else ''})")
+    return 0
+
+
+def _summary(metrics: dict) -> str:
+    from .envs import bandit
+
+    if "share/R" in metrics:
+        q = [f"{metrics[f'quantile/R/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
+        return (bandit.summary_line(metrics) + "\ncritic 1 quantiles at R (tau "
+                + ", ".join(f"{t:g}" for t in bandit.READOUT_TAUS) + "): " + ", ".join(q))
+    return json.dumps(metrics, indent=1)
+
+
+def cmd_eval(args) -> int:
+    from .tasks import make_task
+    from .train import load_agent
+    from .utils import atomic_write_json, resolve_device
+
+    device = resolve_device(args.device)
+    agent, train_cfg, step = load_agent(args.run_dir, device)
+    task = make_task(train_cfg.task, device, args.samples)
+    metrics = task.evaluate(agent, seed=args.seed)
+    task.report(metrics, args.run_dir, title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
+    out = {"step": step, "seed": args.seed, **{k: v for k, v in metrics.items() if k[0] != "_"}}
+    atomic_write_json(Path(args.run_dir) / "eval-again.json", out)
+    print(f"{args.run_dir} (step {step}):")
+    print(_summary(metrics))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import build_configs, preset_names, to_dict
+
+    if not args.name:
+        print("\n".join(preset_names()))
+        return 0
+    agent, train = build_configs(args.name, args.algo, args.cpu)
+    print(json.dumps({"agent": to_dict(agent), "train": to_dict(train)}, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}
+    from .train import NonFiniteLossError, RunDirError
+
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, RunDirError) as e:
+        print(f"ramac {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

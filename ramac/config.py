@@ -1,0 +1,222 @@
+"""Typed settings: the RADAC agent, the training run, and the per-task presets (SPEC 2.6)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from . import kernels
+from .diffusion import SCHEDULES
+
+ALGOS = ("radac", "bc", "neutral")
+
+
+@dataclass
+class RADACConfig:
+    """RADAC hyper-parameters; defaults are the published ones (SPEC 2.3, 2.6)."""
+
+    # actor (diffusion policy)
+    lr_actor: float = 3e-4  # Adam learning rate of the denoiser
+    actor_hidden: int = 256  # width of the denoiser's 3 hidden layers
+    n_timesteps: int = 5  # diffusion steps T
+    beta_schedule: str = "vp"  # vp | linear | cosine
+    max_action: float = 1.0  # actions (and predicted x0) are clipped to [-max_action, max_action]
+    lambda_bc: float = 1.0  # weight of the BC (eps-prediction) loss
+    eta: float = 0.02  # weight of the risk term -CVaR in the actor loss
+    eta_warmup_steps: int = 0  # eta = 0 before this step (BC only)
+    eta_ramp_steps: int = 0  # then eta ramps linearly to its value over this many steps
+    ema_decay: float = 0.995  # EMA actor decay
+    ema_start: int = 1000  # EMA copies the actor until this step, then averages
+    ema_every: int = 5  # EMA update period (steps)
+    sampler_precision: str = "bf16"  # tensor-core inputs of the one-launch sampler on CUDA: bf16 | tf32 | fp32
+    # critic (two IQNs with Polyak-averaged targets)
+    lr_critic: float = 5e-5  # Adam learning rate of each critic
+    critic_hidden: int = 256  # width of the critic's state/action/head layers
+    n_quantiles: int = 32  # fractions K of the critic loss (predicted and target)
+    embedding_dim: int = 128  # quantile embedding width
+    n_cos: int = 0  # cosine features of tau; 0 = n_quantiles as published
+    gamma: float = 0.99  # discount
+    polyak: float = 0.005  # target update rate
+    q_clip: float = 300.0  # TD targets are clipped to [-q_clip, q_clip]
+    kappa: float = 1.0  # Huber threshold of the quantile loss
+    grad_norm: float = 5.0  # gradient-norm clip for actor and critics (0 = off)
+    # risk measure of the actor loss
+    risk: str = "cvar"  # neutral | cvar | wang | cpw | power
+    risk_param: float = 0.1  # alpha for cvar, eta for wang / cpw / power
+    n_risk_quantiles: int = 32  # fractions per sample in the actor's risk term
+    risk_quadrature: bool = False  # deterministic midpoint grid instead of random fractions
+    # action selection at evaluation
+    top_k: int = 0  # 0: one sample per state; k > 0: best k of n_candidates by critic risk, pick one
+    n_candidates: int = 10  # candidates per state when top_k > 0
+
+    def validate(self) -> "RADACConfig":
+        positive = ("lr_actor", "lr_critic", "max_action", "kappa", "actor_hidden", "critic_hidden",
+                    "n_timesteps", "n_quantiles", "embedding_dim", "n_risk_quantiles", "ema_every",
+                    "n_candidates")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        non_negative = ("lambda_bc", "eta", "eta_warmup_steps", "eta_ramp_steps", "ema_start", "n_cos",
+                        "q_clip", "grad_norm", "top_k")
+        for name in non_negative:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("gamma", "ema_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.polyak <= 1.0:
+            raise ValueError(f"polyak must be in (0, 1], got {self.polyak}")
+        if self.sampler_precision not in kernels.PRECISIONS:
+            raise ValueError(f"sampler_precision must be one of {kernels.PRECISIONS}, got {self.sampler_precision!r}")
+        if self.beta_schedule not in SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {SCHEDULES}, got {self.beta_schedule!r}")
+        if self.lambda_bc == 0 and self.eta == 0:
+            raise ValueError("lambda_bc and eta are both 0: the actor would not learn")
+        if self.top_k > self.n_candidates:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed n_candidates ({self.n_candidates})")
+        kernels.check_distortion(self.risk, self.risk_param)
+        return self
+
+
+@dataclass
+class TrainConfig:
+    """One training run."""
+
+    task: str = "bandit"  # bandit or a MuJoCo preset name
+    algo: str = "radac"  # radac | bc (eta = 0) | neutral (risk-neutral distortion)
+    steps: int = 14_000  # gradient updates
+    batch_size: int = 256  # transitions per update
+    seed: int = 0  # seeds torch, numpy and the data sampler
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_every: int = 2_000  # steps between evaluations (0: only at the end)
+    eval_samples: int = 2_000  # bandit: policy actions per evaluation
+    log_every: int = 500  # steps between metric records (and non-finite checks)
+    ckpt_every: int = 2_000  # steps between checkpoints (always at the end)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def validate(self) -> "TrainConfig":
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        for name in ("steps", "batch_size", "eval_samples", "log_every", "ckpt_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("eval_every", "threads", "seed"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        return self
+
+
+@dataclass
+class Preset:
+    """Agent and run settings of one task, per-algorithm overrides, and a smaller CPU variant."""
+
+    agent: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    algo: dict = field(default_factory=dict)  # algo name -> agent overrides
+    cpu: dict = field(default_factory=dict)  # agent/train overrides for a CPU-sized run
+
+
+def _mujoco(lr_critic, eta, k, emb, q_clip, lambda_bc, warmup, top_k, grad_norm):
+    return Preset(
+        agent=dict(lr_critic=lr_critic, eta=eta, n_quantiles=k, embedding_dim=emb, q_clip=q_clip,
+                   lambda_bc=lambda_bc, eta_warmup_steps=warmup, top_k=top_k, grad_norm=grad_norm),
+        train=dict(steps=2_000_000, eval_every=50_000, log_every=1_000, ckpt_every=50_000),
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    # SPEC 2.6, published RADAC settings
+    "halfcheetah-medium-expert": _mujoco(5e-5, 0.02, 32, 128, 300.0, 1.0, 0, 0, 5.0),
+    "halfcheetah-medium-replay": _mujoco(5e-5, 0.02, 16, 64, 300.0, 1.0, 0, 0, 5.0),
+    "hopper-medium-expert": _mujoco(1e-5, 0.05, 16, 64, 300.0, 1.0, 300_000, 0, 5.0),
+    "hopper-medium-replay": _mujoco(1e-5, 0.05, 16, 64, 150.0, 1.5, 300_000, 0, 5.0),
+    "walker2d-medium-expert": _mujoco(1e-5, 0.05, 16, 64, 300.0, 1.5, 300_000, 1, 5.0),
+    "walker2d-medium-replay": _mujoco(5e-6, 0.02, 8, 32, 300.0, 1.0, 300_000, 1, 3.0),
+    # SPEC 2.5: a one-step problem. More denoising steps than MuJoCo (T = 5
+    # leaves many samples between the modes), a faster critic (no bootstrapping),
+    # and a BC-only warm-up so the critic has learned the reward law before the
+    # risk term moves the actor. eta = 0.2 moves the CVaR actor to S while BC keeps
+    # it on the support (0.5 pushes 10-20 % of its actions off the support). The
+    # risk-neutral baseline sees smaller gaps between the modes' means (R 4.2 vs
+    # S 3) than CVaR does between their tails, and needs eta = 0.5 to settle on R.
+    "bandit": Preset(
+        agent=dict(n_timesteps=20, lr_critic=3e-4, eta=0.2, eta_warmup_steps=4_000, q_clip=100.0,
+                   ema_start=1_000),
+        train=dict(steps=14_000, eval_every=2_000, log_every=500, ckpt_every=2_000),
+        algo=dict(neutral=dict(eta=0.5)),
+        # CPU-sized: narrower networks, fewer fractions and faster learning rates so
+        # that both networks leave their initial plateau within a few thousand steps.
+        cpu=dict(agent=dict(actor_hidden=128, critic_hidden=128, embedding_dim=64, n_quantiles=16,
+                            n_risk_quantiles=16, lr_actor=1e-3, lr_critic=1e-3, eta_warmup_steps=2_500,
+                            ema_start=500, ema_every=1),
+                 train=dict(steps=5_000, eval_every=1_000, ckpt_every=1_000)),
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def _apply(obj, overrides: dict, what: str):
+    names = {f.name: f for f in fields(obj)}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ValueError(f"unknown {what} setting {key!r}; known: {', '.join(sorted(names))}")
+        setattr(obj, key, _coerce(names[key], value, key))
+    return obj
+
+
+def _coerce(f: dataclasses.Field, value, key):
+    kind = type(f.default)
+    if isinstance(value, str) and kind is not str:
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return kind(float(value)) if kind is int and "e" in value.lower() else kind(value)
+        except ValueError:
+            raise ValueError(f"setting {key}={value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind):
+        raise ValueError(f"setting {key}={value!r} must be a {kind.__name__}")
+    return value
+
+
+def build_configs(task: str = "bandit", algo: str = "radac", cpu_sized: bool = False,
+                  agent_overrides: dict | None = None, train_overrides: dict | None = None):
+    """Resolve (RADACConfig, TrainConfig) for a task preset, an algorithm and user overrides.
+
+    Order: dataclass defaults < preset < CPU-sized preset part < algorithm < user overrides.
+    bc sets eta = 0; neutral swaps the distortion for the risk-neutral one.
+    """
+    if task not in PRESETS:
+        raise ValueError(f"unknown task/preset {task!r}; known: {', '.join(preset_names())}")
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; choose one of {ALGOS}")
+    preset = PRESETS[task]
+    agent = _apply(RADACConfig(), preset.agent, "agent")
+    train = _apply(TrainConfig(task=task, algo=algo), preset.train, "train")
+    if cpu_sized:
+        _apply(agent, preset.cpu.get("agent", {}), "agent")
+        _apply(train, preset.cpu.get("train", {}), "train")
+    if algo == "bc":
+        agent.eta = 0.0
+    elif algo == "neutral":
+        agent.risk, agent.risk_param = "neutral", 0.0
+    _apply(agent, preset.algo.get(algo, {}), "agent")
+    _apply(agent, agent_overrides or {}, "agent")
+    _apply(train, train_overrides or {}, "train")
+    return agent.validate(), train.validate()
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict):
+    return _apply(cls(), data, cls.__name__).validate()

@@ -1,0 +1,54 @@
+"""Risk measures of the actor loss (SPEC 2.2) and empirical tail statistics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import kernels
+
+
+@dataclass(frozen=True)
+class RiskMeasure:
+    """Distorted expectation of min(Z1, Z2) over n fractions."""
+
+    kind: str = "cvar"  # neutral | cvar | wang | cpw | power
+    param: float = 0.1  # alpha for cvar, eta otherwise
+    n: int = 32  # fractions per sample
+    quadrature: bool = False  # deterministic midpoint grid instead of Monte Carlo draws
+
+    def __post_init__(self):
+        kernels.check_distortion(self.kind, self.param)
+        if self.n < 1:
+            raise ValueError(f"risk measure needs n >= 1 fractions, got {self.n}")
+
+    def fractions(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(taus, weights): taus (batch, n) Monte Carlo draws, or (n,) grid with weights."""
+        if self.quadrature:
+            return kernels.quadrature_fractions(self.n, self.kind, self.param, device=device)
+        u = torch.rand(batch, self.n, device=device)
+        return kernels.distort(u, self.kind, self.param), None
+
+    def value(self, critic1, critic2, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Risk value per sample (B,), differentiable w.r.t. the action."""
+        taus, weights = self.fractions(state.shape[0], state.device)
+        return kernels.tail_mean(critic1(state, action, taus), critic2(state, action, taus), weights)
+
+
+def empirical_cvar(x, alpha: float = 0.1) -> float:
+    """CVaR_alpha of samples: the mean of the worst ceil(alpha * N) values."""
+    x = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    if x.size == 0:
+        raise ValueError("CVaR of an empty sample")
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    return float(x[: max(1, math.ceil(alpha * x.size))].mean())
+
+
+def cvar_curve(x, alphas=None) -> tuple[np.ndarray, np.ndarray]:
+    """CVaR_alpha of samples for alpha in (0, 1] (the risk profile)."""
+    alphas = np.linspace(0.01, 1.0, 100) if alphas is None else np.asarray(alphas)
+    return alphas, np.array([empirical_cvar(x, a) for a in alphas])

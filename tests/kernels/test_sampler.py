@@ -1,0 +1,129 @@
+"""Whole-chain sampler kernel vs the reference chain, and the dispatch switch."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ramac import kernels
+from ramac.diffusion import Diffusion
+from ramac.envs import bandit
+from ramac.kernels.sampler import sample_chain_ref, sample_chain_triton
+from ramac.nets import Denoiser
+
+# (state_dim, action_dim, T): the bandit, Hopper, HalfCheetah / Walker2d
+TASKS = [(1, 2, 20), (11, 3, 5), (17, 6, 5), (17, 6, 1)]
+TOL = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 3e-2}
+
+
+def packed(S, A, T, hidden=32, seed=0, device="cpu"):
+    torch.manual_seed(seed)
+    model, diffusion = Denoiser(S, A, hidden).to(device), Diffusion(T, "vp").to(device)
+    return model, diffusion, diffusion.pack(model)
+
+
+@pytest.mark.parametrize("S,A,T", TASKS)
+@pytest.mark.parametrize("B", [1, 37])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_same_noise_same_actions(S, A, T, B, precision, device):
+    model, diffusion, p = packed(S, A, T, device=device)
+    g = torch.Generator().manual_seed(B)
+    state = (3 * torch.randn(B, S, generator=g)).to(device)
+    noise = torch.randn(T + 1, B, A, generator=g).to(device)
+    got = sample_chain_triton(p, state, noise, precision=precision)
+    want = sample_chain_ref(p, state, noise)
+    torch.testing.assert_close(got, want, atol=TOL[precision], rtol=0)
+    with torch.no_grad():  # and the module-level differentiable chain agrees too
+        torch.testing.assert_close(got, diffusion.sample(model, state, noise), atol=TOL[precision], rtol=0)
+
+
+def test_wide_hidden_and_block_options(device):
+    model, diffusion, p = packed(17, 6, 5, hidden=128, device=device)
+    state, noise = torch.randn(70, 17, device=device), torch.randn(6, 70, 6, device=device)
+    want = sample_chain_ref(p, state, noise)
+    for bm, bn in ((16, 32), (32, 128), (64, 64)):
+        got = sample_chain_triton(p, state, noise, precision="fp32", block_m=bm, block_n=bn)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_seeded_noise_is_reproducible(device):
+    _, _, p = packed(3, 2, 4, device=device)
+    state = torch.randn(50, 3, device=device)
+    a = sample_chain_triton(p, state, seed=7)
+    b = sample_chain_triton(p, state, seed=7)
+    c = sample_chain_triton(p, state, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    seed_t = torch.tensor([7], dtype=torch.int64, device=device)  # device seed (graph capturable)
+    assert torch.equal(a, sample_chain_triton(p, state, seed=seed_t))
+    assert a.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("precision", [
+    "fp32",
+    pytest.param("bf16", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="the Triton interpreter rounds to bf16 differently from the GPU (errors ~4x larger)")),
+])
+def test_output_distribution_matches_on_the_bandit(precision, device):
+    """A BC policy on the bandit data: kernel (Philox noise) and reference (torch noise)
+    samples land in the four modes in the same proportions."""
+    torch.manual_seed(0)
+    data = bandit.make_dataset(4096)
+    model, diffusion = Denoiser(1, 2, 64), Diffusion(10, "vp")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2500):
+        b = data.sample(256)
+        loss = diffusion.bc_loss(model, b.action, b.obs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model, diffusion = model.to(device), diffusion.to(device)
+    p = diffusion.pack(model)
+    n = 3000
+    state = torch.zeros(n, 1, device=device)
+    a_k = sample_chain_triton(p, state, seed=1, precision=precision).cpu().numpy()
+    a_r = sample_chain_ref(p, state).cpu().numpy()
+    share_k = np.bincount(bandit.region_of(a_k), minlength=5) / n
+    share_r = np.bincount(bandit.region_of(a_r), minlength=5) / n
+    assert share_r[:4].min() > 0.1  # the policy is multi-modal, so the comparison means something
+    # two samples of 3000: the standard error of a share is <= 0.9 %, so 4 points is > 3 s.e.
+    np.testing.assert_allclose(share_k, share_r, atol=0.04)
+    # two-sample Kolmogorov-Smirnov distance per axis, below its 0.1 % critical value (0.050)
+    grid = np.linspace(-1, 1, 401)
+    for axis in range(2):
+        cdf_k = np.searchsorted(np.sort(a_k[:, axis]), grid, side="right") / n
+        cdf_r = np.searchsorted(np.sort(a_r[:, axis]), grid, side="right") / n
+        assert np.abs(cdf_k - cdf_r).max() < 0.050
+
+
+def test_dispatch_switch(device):
+    _, _, p = packed(3, 2, 4, device=device)
+    state, noise = torch.randn(5, 3, device=device), torch.randn(5, 5, 2, device=device)
+    with kernels.use("reference"):
+        assert kernels.get_backend() == "reference"
+        assert not kernels.use_triton(state)
+        torch.testing.assert_close(kernels.sample_chain(p, state, noise), sample_chain_ref(p, state, noise))
+    assert kernels.get_backend() == "auto"
+    assert kernels.use_triton(state) == (device.type == "cuda")
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        kernels.set_backend("cuda")
+
+
+def test_bad_backend_in_environment(monkeypatch):
+    monkeypatch.setenv("RAMAC_KERNELS", "fast")
+    with pytest.raises(ValueError, match="RAMAC_KERNELS"):
+        kernels.get_backend()
+
+
+def test_shape_errors(device):
+    _, _, p = packed(3, 2, 4, device=device)
+    with pytest.raises(ValueError, match="state must be"):
+        sample_chain_triton(p, torch.zeros(5, 4, device=device))
+    with pytest.raises(ValueError, match="noise must be"):
+        sample_chain_triton(p, torch.zeros(5, 3, device=device), torch.zeros(4, 5, 2, device=device))
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="checks the interpreter fallback only")
+def test_interpreter_is_active_on_cpu():
+    assert not torch.cuda.is_available()

@@ -1,0 +1,111 @@
+"""The 2-D risky bandit (SPEC 2.5): environment, data, evaluation, and end-to-end training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ramac.cli import main
+from ramac.config import build_configs
+from ramac.envs import bandit
+from ramac.train import train
+
+
+def test_regions():
+    pts = np.array([[0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7], [0.7, -0.7], [0.0, 0.0], [0.7, 0.7 - 0.35],
+                    [0.7, 0.7 - 0.36], [1.0, 1.0]])
+    assert bandit.region_of(pts).tolist() == [0, 1, 2, 3, 4, 0, 4, 0]
+
+
+def test_reward_laws():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    for i, name in enumerate(bandit.REGIONS):
+        a = np.tile(bandit.CENTRES[i] if i < 4 else np.zeros(2), (n, 1))
+        r = bandit.sample_rewards(a, rng)
+        mean, cvar = bandit.region_stats()[name]
+        assert r.mean() == pytest.approx(mean, abs=0.05)
+        assert np.sort(r)[: n // 10].mean() == pytest.approx(cvar, abs=0.05)
+    r = bandit.sample_rewards(np.tile(bandit.CENTRES[0], (n, 1)), rng)
+    assert set(np.unique(r)) == {-30.0, 8.0}
+    assert (r == -30).mean() == pytest.approx(0.1, abs=0.005)
+
+
+def test_dataset_is_seeded_and_four_modal():
+    d = bandit.make_dataset()
+    assert d.size == 10_000 and d.state_dim == 1 and d.action_dim == 2
+    assert bool((d.terminal == 1).all()) and float(d.obs.abs().max()) == 0.0
+    share = np.bincount(bandit.region_of(d.action.numpy()), minlength=5) / d.size
+    assert (share[:4] > 0.23).all() and share[4] < 0.01
+    assert torch.equal(d.action, bandit.make_dataset().action)
+    assert not torch.equal(d.action, bandit.make_dataset(seed=1).action)
+    assert float(d.action.abs().max()) <= 1.0
+
+
+class FixedAgent:
+    """Acts with a fixed set of actions and reports known critic quantiles."""
+
+    def __init__(self, actions):
+        self.actions = torch.as_tensor(actions, dtype=torch.float32)
+
+    def act(self, obs):
+        return self.actions[: obs.shape[0]]
+
+    def critic_quantiles(self, obs, action, taus):
+        return torch.stack([action[:, :1] * 0 + taus, action[:, :1] * 0 - taus])
+
+
+def test_evaluate_counts_regions_and_tail():
+    acts = np.repeat(np.array([[0.7, 0.7], [-0.7, 0.7], [0.0, 0.0], [-0.7, -0.7]]), [500, 300, 100, 100], axis=0)
+    m = bandit.evaluate(FixedAgent(acts), n_actions=1000, reward_draws=20)
+    assert (m["share/R"], m["share/S"], m["share/outside"], m["share/L1"], m["share/L2"]) == (0.5, 0.3, 0.1, 0.1, 0.0)
+    assert m["reward/mean"] == pytest.approx(0.5 * 4.2 + 0.3 * 3 - 0.1 * 20, abs=0.3)
+    assert m["reward/cvar_0.1"] == pytest.approx(-(0.05 * 30 + 0.05 * 20) / 0.1, abs=0.5)
+    assert m["quantile/S/critic1/0.5"] == pytest.approx(0.5)
+    assert m["quantile/S/critic2/0.9"] == pytest.approx(-0.9)
+
+
+def test_plot_writes_png(tmp_path):
+    d = bandit.make_dataset(500)
+    bandit.plot({"a": d.action.numpy(), "b": d.action.numpy()[:50]}, d.action.numpy(), tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def _eval(run_dir):
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+def test_default_ramac_train_prefers_safe_mode(tmp_path, capsys):
+    """`ramac train` as a user runs it (CPU-sized bandit preset, RADAC with CVaR_0.1)."""
+    run_dir = tmp_path / "radac"
+    assert main(["train", "--device", "cpu", "--run-dir", str(run_dir), "--no-progress"]) == 0
+    assert str(run_dir) in capsys.readouterr().out
+    m = _eval(run_dir)
+    assert m["share/S"] >= 0.90 and m["share/outside"] <= 0.05  # the default run's goal
+    assert m["share/R"] <= 0.05
+    for critic in ("critic1", "critic2"):  # the learned law at R: -30 w.p. 0.1, +8 otherwise
+        assert m[f"quantile/R/{critic}/0.02"] < -15 and m[f"quantile/R/{critic}/0.05"] < -15
+        assert m[f"quantile/R/{critic}/0.5"] > 5
+    for name in ("config.json", "metrics.jsonl", "train.csv", "eval.csv", "checkpoint.pt", "bandit.png"):
+        assert (run_dir / name).exists(), name
+    # and `ramac eval` re-evaluates the checkpoint
+    assert main(["eval", str(run_dir), "--samples", "2000", "--device", "cpu"]) == 0
+    again = json.loads((run_dir / "eval-again.json").read_text())
+    assert again["share/S"] >= 0.85
+
+
+def test_neutral_prefers_risky_mode(tmp_path):
+    agent, cfg = build_configs("bandit", "neutral", cpu_sized=True, agent_overrides={"eta_warmup_steps": 2000},
+                               train_overrides={"steps": 3500, "eval_every": 0, "device": "cpu"})
+    m = train(agent, cfg, tmp_path / "neutral", progress=False).final_eval
+    assert m["share/R"] >= 0.80, bandit.summary_line(m)
+
+
+def test_bc_covers_all_four_modes(tmp_path):
+    agent, cfg = build_configs("bandit", "bc", cpu_sized=True,
+                               train_overrides={"steps": 3000, "eval_every": 0, "device": "cpu"})
+    m = train(agent, cfg, tmp_path / "bc", progress=False).final_eval
+    for mode in bandit.MODES:
+        assert m[f"share/{mode}"] >= 0.15, bandit.summary_line(m)
+    assert m["share/outside"] <= 0.15

@@ -13,6 +13,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
   ramac train --algo neutral   the risk-neutral baseline; --algo bc: behaviour cloning only
   ramac eval RUN_DIR           evaluate a run's checkpoint again
+  ramac bench kernels|sampler  time the Triton kernels against the reference ops (GPU)
   ramac presets [NAME]         list the task presets or show one
 """
 
@@ -71,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
     e.add_argument("--seed", type=int, default=12345, help="evaluation seed (default: 12345)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    b = sub.add_parser("bench", help="benchmark kernels or the sampler against the reference path (JSON + table)",
+                       description="Time each path in the same run and write JSON (with device and versions) "
+                                   "plus a markdown table.")
+    b.add_argument("what", choices=("kernels", "sampler"), help="kernels: each fused op vs its reference op "
+                   "and torch.compile of it; sampler: chain latency and throughput over batch sizes")
+    b.add_argument("--out", type=Path, help="JSON file to write (default: bench-WHAT-DEVICE.json)")
+    b.add_argument("--batch", type=int, nargs="+", help="sampler batch sizes (default: 1 256 4096 65536)")
+    b.add_argument("--steps", type=int, nargs="+", default=[5], help="sampler diffusion steps T (default: 5)")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (saves compile time)")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
@@ -135,6 +147,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    from .utils import device_name, resolve_device
+
+    device = resolve_device(args.device)
+    name = device_name(device)
+    print(f"ramac bench {args.what} on {name} ({device})", flush=True)
+    if args.what == "kernels":
+        rows = bench.bench_kernels(device, compile_ref=not args.no_compile)
+        cols = ["op", "shape", "mode", "launch", "provider", "median_us", "speedup_vs_reference", "speedup_vs_compile"]
+        settings = {"B": 16_384, "K": 32}
+    else:
+        batches = tuple(args.batch or (1, 256, 4096, 65_536))
+        rows = bench.bench_sampler(device, batches=batches, steps=tuple(args.steps), compile_ref=not args.no_compile)
+        cols = ["T", "batch", "launch", "provider", "median_us", "actions_per_s", "speedup_vs_reference"]
+        settings = {"batches": batches, "steps": args.steps, "state_dim": 17, "action_dim": 6, "hidden": 256}
+    out = args.out or Path(f"bench-{args.what}-{name.replace(' ', '_')}.json")
+    bench.write_results(out, args.what, rows, device, settings)
+    table = bench.markdown_table(rows, cols + (["error"] if any("error" in r for r in rows) else []))
+    out.with_suffix(".md").write_text(f"# ramac bench {args.what} on {name}\n\n{table}\n")
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import build_configs, preset_names, to_dict
 
@@ -149,7 +186,7 @@ def cmd_presets(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "presets": cmd_presets}
     from .train import NonFiniteLossError, RunDirError
 
     try:

@@ -15,7 +15,7 @@ from ramac.train import train
 def test_regions():
     pts = np.array([[0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7], [0.7, -0.7], [0.0, 0.0], [0.7, 0.7 - 0.35],
                     [0.7, 0.7 - 0.36], [1.0, 1.0]])
-    assert bandit.region_of(pts).tolist() == [0, 1, 2, 3, 4, 0, 4, 0]
+    assert bandit.region_of(pts).tolist() == [0, 1, 2, 3, 4, 0, 4, 4]  # (1, 1) is 0.42 from R
 
 
 def test_reward_laws():

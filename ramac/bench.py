@@ -1,0 +1,220 @@
+"""Benchmarks behind `ramac bench`: kernels and the sampler, each against our reference path.
+
+Every figure is the median over repeated blocks of calls timed with CUDA events
+(or a host clock on CPU), after a warm-up. "eager" times what a Python caller
+sees (launch overhead included); "graph" captures the call in a CUDA graph and
+times replays, which is what the op costs inside the graphed training step.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import kernels
+from .diffusion import Diffusion
+from .kernels.denoise import posterior_step_ref, posterior_step_triton
+from .kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
+from .kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
+from .kernels.sampler import sample_chain_ref, sample_chain_triton
+from .nets import Denoiser
+from .utils import atomic_write_json, provenance
+
+
+@dataclass
+class Timing:
+    median_us: float
+    p10_us: float
+    p90_us: float
+    calls: int
+
+
+def timeit(fn, cuda: bool, *, warmup: int = 10, blocks: int = 30, per_block: int = 10,
+           graph: bool = False) -> Timing:
+    """Median time of one call of fn() in microseconds (CUDA events on the GPU)."""
+    if graph:
+        fn = _graphed(fn)
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(blocks):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(per_block):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) * 1e3 / per_block)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                fn()
+            samples.append((time.perf_counter() - t0) * 1e6 / per_block)
+    samples.sort()
+    q = statistics.quantiles(samples, n=10)
+    return Timing(statistics.median(samples), q[0], q[-1], blocks * per_block)
+
+
+def _graphed(fn):
+    """Capture fn() once (after warm-up on a side stream) and return a replay function."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=stream):
+        fn()
+    torch.cuda.synchronize()
+    return g.replay
+
+
+# --------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------
+def _modes(make_out, params):
+    """fwd, bwd and full (fwd + bwd) closures for an op producing a scalar or vector."""
+
+    def fwd():
+        with torch.no_grad():
+            make_out()
+
+    out = make_out()
+    grad = torch.ones_like(out)
+
+    def bwd():
+        torch.autograd.grad(out, params, grad, retain_graph=True)
+
+    def full():
+        torch.autograd.grad(make_out(), params, grad)
+
+    return {"fwd": fwd, "bwd": bwd, "full": full}
+
+
+def kernel_cases(device, B=16_384, K=32):
+    """(name, shape string, {provider: make_out}, params) for each kernel."""
+    g = torch.Generator(device=device).manual_seed(0)
+    pred = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    target = torch.randn(B, K, device=device, generator=g)
+    taus = torch.rand(B, K, device=device, generator=g)
+    qh = {
+        "reference": lambda: quantile_huber_loss_ref(pred, taus, target),
+        "triton": lambda: quantile_huber_loss_triton(pred, taus, target),
+    }
+    z1 = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    z2 = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    tail = {"reference": lambda: tail_mean_ref(z1, z2), "triton": lambda: tail_mean_triton(z1, z2)}
+    x = torch.randn(B, 6, device=device, generator=g).requires_grad_()
+    eps = torch.randn(B, 6, device=device, generator=g).requires_grad_()
+    z = torch.randn(B, 6, device=device, generator=g)
+    c = kernels.StepCoefs(1.3, 0.7, 0.4, 0.5, 0.2, 1.0)
+    post = {"reference": lambda: posterior_step_ref(x, eps, z, c), "triton": lambda: posterior_step_triton(x, eps, z, c)}
+    u = torch.rand(B, K, device=device, generator=g)
+    dist = {"reference": lambda: distort_ref(u, "wang", -0.7), "triton": lambda: distort_triton(u, "wang", -0.7)}
+    return [
+        ("quantile_huber", f"B={B} K=K'={K}", qh, [pred]),
+        ("tail_mean", f"B={B} K={K}", tail, [z1, z2]),
+        ("posterior_step", f"B={B} A=6", post, [x, eps]),
+        ("distort_wang", f"N={B}x{K}", dist, None),
+    ]
+
+
+def bench_kernels(device, B=16_384, K=32, compile_ref=True, graph=True) -> list[dict]:
+    rows = []
+    for name, shape, providers, params in kernel_cases(device, B, K):
+        if compile_ref:
+            providers = dict(providers, compile=torch.compile(providers["reference"], dynamic=False))
+        for provider, make_out in providers.items():
+            modes = _modes(make_out, params) if params else {"fwd": make_out}
+            for mode, fn in modes.items():
+                # backward alone replays a graph recorded outside the capture: eager only
+                graphs = (False, True) if graph and device.type == "cuda" and mode != "bwd" else (False,)
+                for graphed in graphs:
+                    rows.append(_measure(fn, device, graphed, op=name, shape=shape, provider=provider, mode=mode))
+    return _with_speedups(rows, ("op", "shape", "mode", "launch"))
+
+
+def _measure(fn, device, graphed, blocks=30, **fields) -> dict:
+    """One row; a failure is recorded (not raised) so one bad case cannot sink a GPU session."""
+    row = dict(fields, launch="graph" if graphed else "eager")
+    try:
+        row.update(asdict(timeit(fn, device.type == "cuda", graph=graphed, blocks=blocks)))
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return row
+
+
+# --------------------------------------------------------------------------
+# sampler
+# --------------------------------------------------------------------------
+def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=17, action_dim=6, hidden=256,
+                  precisions=("bf16", "tf32"), compile_ref=False) -> list[dict]:
+    rows = []
+    for T in steps:
+        torch.manual_seed(0)
+        model = Denoiser(state_dim, action_dim, hidden).to(device)
+        diffusion = Diffusion(T, "vp").to(device)
+        packed = diffusion.pack(model)
+        for B in batches:
+            state = torch.randn(B, state_dim, device=device)
+            seed = torch.tensor([1], dtype=torch.int64, device=device)
+            providers = {
+                "reference": lambda: sample_chain_ref(packed, state),
+                "module": lambda: diffusion.sample(model, state),
+            }
+            if compile_ref:
+                providers["compile"] = torch.compile(lambda: sample_chain_ref(packed, state), dynamic=False)
+            for prec in precisions:
+                providers[f"triton-{prec}"] = (lambda prec=prec: sample_chain_triton(packed, state, seed=seed,
+                                                                                     precision=prec))
+            for provider, fn in providers.items():
+                with torch.no_grad():
+                    for graphed in (False, True) if device.type == "cuda" else (False,):
+                        row = _measure(fn, device, graphed, blocks=20 if B > 4096 else 30,
+                                       op="sampler", T=T, batch=B, provider=provider)
+                        if "median_us" in row:
+                            row["actions_per_s"] = B / (row["median_us"] * 1e-6)
+                        rows.append(row)
+    return _with_speedups(rows, ("op", "T", "batch", "launch"))
+
+
+def _with_speedups(rows, key_fields):
+    """Add speed-up vs the eager reference (and vs torch.compile) measured in the same run."""
+    def key(r):
+        return tuple(r[k] for k in key_fields if k != "launch")
+
+    rows_ok = [r for r in rows if "median_us" in r]
+    ref = {key(r): r["median_us"] for r in rows_ok if r["provider"] == "reference" and r["launch"] == "eager"}
+    comp = {key(r): r["median_us"] for r in rows_ok if r["provider"] == "compile" and r["launch"] == "eager"}
+    for r in rows_ok:
+        if key(r) in ref:
+            r["speedup_vs_reference"] = ref[key(r)] / r["median_us"]
+        if key(r) in comp:
+            r["speedup_vs_compile"] = comp[key(r)] / r["median_us"]
+    return rows
+
+
+def markdown_table(rows, columns) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(path, kind: str, rows: list[dict], device, settings: dict) -> None:
+    atomic_write_json(path, {"kind": kind, "settings": settings, "provenance": provenance(device), "results": rows})
+
+
+def load_results(path) -> dict:
+    with open(path) as f:
+        return json.load(f)

@@ -152,6 +152,8 @@ def cmd_bench(args) -> int:
     from .utils import device_name, resolve_device
 
     device = resolve_device(args.device)
+    if device.type != "cuda":
+        raise ValueError("ramac bench times the Triton kernels, which run only on a CUDA device; none found here")
     name = device_name(device)
     print(f"ramac bench {args.what} on {name} ({device})", flush=True)
     if args.what == "kernels":

@@ -7,10 +7,10 @@ The asymmetric weight uses the fraction tau_k of the *predicted* quantile k
 (the standard IQN loss). Reductions: "mean" (over b), "sum" (over b), "none"
 (the per-sample L_b, shape (B,)).
 
-The Triton kernel walks a tile of rows and never materialises (B, K, K') in
-global memory. Since every term is cheap, it computes the per-row loss *and*
-the gradients w.r.t. z and y in the same pass; backward only rescales them by
-the incoming gradient.
+The Triton kernel walks a tile of rows and never materialises (B, K, K'): each
+thread holds (b, k) cells in registers and loops over the K' targets. Since
+every term is cheap, it computes the per-row loss *and* the gradients w.r.t. z
+and y in the same pass; backward only rescales them by the incoming gradient.
 """
 
 from __future__ import annotations
@@ -90,49 +90,46 @@ if HAS_TRITON:
         GRAD_TARGET: tl.constexpr,
         BLOCK_B: tl.constexpr,
         BLOCK_K: tl.constexpr,
-        BLOCK_J: tl.constexpr,
     ):
         # With g_bkj = |tau_bk - 1{u<0}| * clamp(u_bkj, -kappa, kappa) / kappa
         # (the derivative of the weighted Huber term w.r.t. u; the weight is a
         # step function, so it is constant almost everywhere):
         #   dL_b/dz_bk = -w_b/K * sum_j g_bkj,   dL_b/dy_bj = w_b/K * sum_k g_bkj.
+        # Each thread owns (b, k) cells and walks the K' targets: the loss and dL/dz
+        # accumulate in registers with no cross-thread reduction; dL/dy (only when the
+        # target needs a gradient) reduces over k once per target.
         pid = tl.program_id(0)
         rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
         ks = tl.arange(0, BLOCK_K)
         row_ok = rows < B
-        k_ok = ks < K
-        rk_ok = row_ok[:, None] & k_ok[None, :]
+        rk_ok = row_ok[:, None] & (ks < K)[None, :]
         z = tl.load(pred_ptr + rows[:, None] * stride_pb + ks[None, :], mask=rk_ok, other=0.0).to(tl.float32)
         tau = tl.load(tau_ptr + rows[:, None] * stride_tb + ks[None, :], mask=rk_ok, other=0.0).to(tl.float32)
         if HAS_WEIGHT:
             scale = tl.load(weight_ptr + rows, mask=row_ok, other=0.0).to(tl.float32) * inv_k
         else:
             scale = tl.zeros([BLOCK_B], dtype=tl.float32) + inv_k
-        inv_kappa = 1.0 / kappa
+        scale = scale / kappa
+        below = 1.0 - tau  # weight of targets below the prediction (u < 0)
 
         loss_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
         dz_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
-        for j0 in range(0, KP, BLOCK_J):
-            js = j0 + tl.arange(0, BLOCK_J)
-            rj_ok = row_ok[:, None] & (js < KP)[None, :]
-            y = tl.load(target_ptr + rows[:, None] * stride_yb + js[None, :], mask=rj_ok, other=0.0).to(tl.float32)
-            u = y[:, None, :] - z[:, :, None]  # (BLOCK_B, BLOCK_K, BLOCK_J)
-            valid = rk_ok[:, :, None] & rj_ok[:, None, :]
-            asym = tl.abs(tau[:, :, None] - (u < 0).to(tl.float32))
+        for j in range(0, KP):
+            y = tl.load(target_ptr + rows * stride_yb + j, mask=row_ok, other=0.0).to(tl.float32)
+            u = y[:, None] - z  # (BLOCK_B, BLOCK_K)
+            asym = tl.where(u < 0, below, tau)
             abs_u = tl.abs(u)
             huber = tl.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
-            loss_acc += tl.sum(tl.where(valid, asym * huber, 0.0), axis=2)
-            g = tl.where(valid, asym * tl.minimum(tl.maximum(u, -kappa), kappa), 0.0)
-            if GRAD_PRED:
-                dz_acc -= tl.sum(g, axis=2)
+            loss_acc += asym * huber
+            g = tl.where(rk_ok, asym * tl.minimum(tl.maximum(u, -kappa), kappa), 0.0)
+            dz_acc += g
             if GRAD_TARGET:
-                dy = tl.sum(g, axis=1) * (scale * inv_kappa)[:, None]
-                tl.store(dtarget_ptr + rows[:, None] * KP + js[None, :], dy, mask=rj_ok)
+                tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale, mask=row_ok)
 
-        loss = tl.sum(loss_acc, axis=1) * scale * inv_kappa
+        loss = tl.sum(tl.where(rk_ok, loss_acc, 0.0), axis=1) * scale
         tl.store(loss_ptr + rows, loss, mask=row_ok)
         if GRAD_PRED:
-            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], dz_acc * (scale * inv_kappa)[:, None], mask=rk_ok)
+            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * scale[:, None], mask=rk_ok)
 
     def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target):
         B, K = pred.shape
@@ -146,8 +143,7 @@ if HAS_TRITON:
         dpred = torch.empty((B, K), device=dev, dtype=torch.float32) if grad_pred else loss
         dtarget = torch.empty((B, KP), device=dev, dtype=torch.float32) if grad_target else loss
         block_k = max(triton.next_power_of_2(K), 2)
-        block_j = min(max(triton.next_power_of_2(KP), 2), 32)
-        block_b = max(1, min(16, 2048 // (block_k * block_j)))
+        block_b = max(1, min(64, 1024 // block_k))  # ~1024 (b, k) cells per program
         grid = (triton.cdiv(B, block_b),)
         _quantile_huber_kernel[grid](
             pred, taus, target, weight if weight is not None else loss,
@@ -158,7 +154,7 @@ if HAS_TRITON:
             HAS_WEIGHT=weight is not None,
             GRAD_PRED=grad_pred,
             GRAD_TARGET=grad_target,
-            BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_J=block_j,
+            BLOCK_B=block_b, BLOCK_K=block_k,
             num_warps=4,
         )
         return loss, (dpred if grad_pred else None), (dtarget if grad_target else None)
@@ -174,10 +170,9 @@ class QuantileHuberFn(torch.autograd.Function):
         ctx.save_for_backward(dpred, dtarget)
         ctx.reduction = reduction
         ctx.dtypes = (pred.dtype, target.dtype)
-        out = loss if reduction == "none" else loss.sum()
-        if reduction == "mean":
-            out = out / pred.shape[0]
-        return out.to(torch.promote_types(pred.dtype, torch.float32))
+        if reduction == "none":
+            return loss
+        return loss.mean() if reduction == "mean" else loss.sum()
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -242,7 +242,7 @@ if HAS_TRITON:
 
 
 def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16",
-                        block_m=None, block_n=None, num_warps=None):
+                        block_m=None, block_n=None, num_warps=None, num_stages=None):
     """One-launch chain sampler. noise: (T + 1, B, A) or None (Philox from seed).
 
     seed: an int, a 1-element int64 tensor on the device (so a CUDA graph can
@@ -279,6 +279,7 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
         H=H, IN_P=p.w_in.shape[0], BM=bm, BN=bn,
         HAS_NOISE=noise is not None, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
         UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw,
+        **({"num_stages": num_stages} if num_stages else {}),
     )
     return out
 

@@ -14,7 +14,24 @@ from ramac.nets import Denoiser
 
 # (state_dim, action_dim, T): the bandit, Hopper, HalfCheetah / Walker2d
 TASKS = [(1, 2, 20), (11, 3, 5), (17, 6, 5), (17, 6, 1)]
-TOL = {"fp32": 1e-5, "tf32": 5e-3, "bf16": 3e-2}
+TOL = {"fp32": 1e-5, "tf32": 1e-5, "bf16": 3e-2}  # interpreter (CPU): tf32 dots run in fp32
+
+
+def tolerance(p, state, noise, precision, want):
+    """On the GPU: twice the error torch itself makes at that precision (flash-attention's rule)."""
+    if state.device.type != "cuda" or precision == "fp32":
+        return TOL[precision]
+    if precision == "tf32":
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            lowp = sample_chain_ref(p, state, noise)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    else:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            lowp = sample_chain_ref(p, state, noise).float()
+    return max(2 * (lowp - want).abs().max().item(), 1e-4)
 
 
 def packed(S, A, T, hidden=32, seed=0, device="cpu"):
@@ -33,9 +50,10 @@ def test_same_noise_same_actions(S, A, T, B, precision, device):
     noise = torch.randn(T + 1, B, A, generator=g).to(device)
     got = sample_chain_triton(p, state, noise, precision=precision)
     want = sample_chain_ref(p, state, noise)
-    torch.testing.assert_close(got, want, atol=TOL[precision], rtol=0)
+    atol = tolerance(p, state, noise, precision, want)
+    torch.testing.assert_close(got, want, atol=atol, rtol=0)
     with torch.no_grad():  # and the module-level differentiable chain agrees too
-        torch.testing.assert_close(got, diffusion.sample(model, state, noise), atol=TOL[precision], rtol=0)
+        torch.testing.assert_close(got, diffusion.sample(model, state, noise), atol=atol, rtol=0)
 
 
 def test_wide_hidden_and_block_options(device):

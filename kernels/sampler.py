@@ -10,15 +10,15 @@ prepares what the kernel needs once per set of weights:
 
 * the time-embedding part of layer 1 plus b1 is the same for every state, so it
   becomes a (T, H) table `c_time`;
-* x and s enter layer 1 through one zero-padded (IN_P, H) matrix `w_in`, with
-  x in columns [0, A) and s in [A, A + S) of a register tile `xs` that the
-  kernel keeps for the whole chain (only the x columns change);
+* x and s enter layer 1 through zero-padded (A_P, H) and (S_P, H) matrices; the
+  state tile is loaded once and kept (in the dot dtype) for the whole chain;
 * layers 2 and 3 are fused chunk by chunk: for each chunk c of BN hidden units
   the kernel forms mish(h1 W2[:, c] + b2[c]) and immediately accumulates it
   into h1-independent acc += (.) W3[c, :], so no (BM, H) intermediate other than
-  h1 and the accumulator is live, and weight chunks stream from L2 through a
-  pipelined loop while tensor cores (tl.dot, bf16 or tf32 inputs, fp32
-  accumulate) do the products.
+  h1 and the accumulator is live, and weight chunks stream from L2 through TMA
+  (tensor descriptors: no per-element address arithmetic) in a pipelined loop
+  while tensor cores (tl.dot, bf16 or tf32 inputs, fp32 accumulate) do the
+  products.
 
 Forward only: evaluation and the target next actions. The reference op
 `sample_chain_ref` computes the same chain in plain PyTorch from the same
@@ -42,19 +42,38 @@ PRECISIONS = ("bf16", "tf32", "fp32")
 class PackedDenoiser:
     """Denoiser weights and schedule laid out for the chain sampler (fp32 masters)."""
 
-    w_in: torch.Tensor  # (IN_P, H): rows [0, A) = W1_x^T, rows [A, A + S) = W1_s^T, rest 0
+    w_x: torch.Tensor  # (A_P, H): rows [0, A) = W1_x^T, rest 0
+    w_s: torch.Tensor  # (S_P, H): rows [0, S) = W1_s^T, rest 0
     c_time: torch.Tensor  # (T, H): W1_t temb(t) + b1 for step t
     w2: torch.Tensor  # (H, H) = W2^T
     b2: torch.Tensor  # (H,)
     w3: torch.Tensor  # (H, H) = W3^T
     b3: torch.Tensor  # (H,)
-    w_out: torch.Tensor  # (H, IN_P): columns [0, A) = W4^T, rest 0
-    b_out: torch.Tensor  # (IN_P,): [0, A) = b4, rest 0
+    w_out: torch.Tensor  # (H, A_P): columns [0, A) = W4^T, rest 0
+    b_out: torch.Tensor  # (A_P,): [0, A) = b4, rest 0
     coefs: torch.Tensor  # (T, 8) fp32: recip, recipm1, mean1, mean2, sigma per step t (then padding)
     action_dim: int
     state_dim: int
     max_action: float
     _casts: dict = field(default_factory=dict, repr=False)
+
+    def descriptors(self, dtype: torch.dtype, block_n: int):
+        """TMA tensor descriptors of the weights (cached): whole layer-1 and output tiles,
+        W2^T in (H, BN) column blocks and W3^T in (BN, H) row blocks."""
+        key = ("desc", dtype, block_n)
+        if key not in self._casts:
+            from triton.tools.tensor_descriptor import TensorDescriptor
+
+            w_x, w_s, w2, w3, w_out = self.weights_as(dtype)
+            H = self.hidden
+            self._casts[key] = (
+                TensorDescriptor.from_tensor(w_x, list(w_x.shape)),
+                TensorDescriptor.from_tensor(w_s, list(w_s.shape)),
+                TensorDescriptor.from_tensor(w2, [H, block_n]),
+                TensorDescriptor.from_tensor(w3, [block_n, H]),
+                TensorDescriptor.from_tensor(w_out, list(w_out.shape)),
+            )
+        return self._casts[key]
 
     @property
     def n_steps(self) -> int:
@@ -65,9 +84,10 @@ class PackedDenoiser:
         return self.w2.shape[0]
 
     def weights_as(self, dtype: torch.dtype):
-        """(w_in, w2, w3, w_out) in the dtype the tensor cores read, cached."""
+        """(w_x, w_s, w2, w3, w_out) in the dtype the tensor cores read, cached."""
         if dtype not in self._casts:
-            self._casts[dtype] = tuple(w.to(dtype).contiguous() for w in (self.w_in, self.w2, self.w3, self.w_out))
+            self._casts[dtype] = tuple(w.to(dtype).contiguous()
+                                       for w in (self.w_x, self.w_s, self.w2, self.w3, self.w_out))
         return self._casts[dtype]
 
 
@@ -83,28 +103,34 @@ def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, ma
     S = state_dim
     if d_in != A + E + S:
         raise ValueError(f"layer 1 takes {d_in} inputs, expected action {A} + time {E} + state {S}")
-    in_p = max(16, 1 << (A + S - 1).bit_length())
+    a_p, s_p = _pad(A), _pad(S)
     f32 = dict(dtype=torch.float32, device=w1.device)
     w1, b1, w2, b2, w3, b3, w4, b4 = (t.detach() for t in (w1, b1, w2, b2, w3, b3, w4, b4))
 
     def copy(t):  # a private fp32 copy: the pack must not alias (or track) live parameters
         return t.float().clone().contiguous()
 
-    w_in = torch.zeros(in_p, H, **f32)
-    w_in[:A] = w1[:, :A].t()
-    w_in[A:A + S] = w1[:, A + E:].t()
+    w_x = torch.zeros(a_p, H, **f32)
+    w_x[:A] = w1[:, :A].t()
+    w_s = torch.zeros(s_p, H, **f32)
+    w_s[:S] = w1[:, A + E:].t()
     c_time = time_emb.detach().float() @ w1[:, A:A + E].t().float() + b1.float()
-    w_out = torch.zeros(H, in_p, **f32)
+    w_out = torch.zeros(H, a_p, **f32)
     w_out[:, :A] = w4.t()
-    b_out = torch.zeros(in_p, **f32)
+    b_out = torch.zeros(a_p, **f32)
     b_out[:A] = b4
     coef_table = torch.zeros(T, 8, **f32)
     coef_table[:, :5] = coefs.detach().float()
     return PackedDenoiser(
-        w_in=w_in, c_time=c_time.contiguous(), w2=copy(w2.t()), b2=copy(b2), w3=copy(w3.t()), b3=copy(b3),
+        w_x=w_x, w_s=w_s, c_time=c_time.contiguous(), w2=copy(w2.t()), b2=copy(b2), w3=copy(w3.t()), b3=copy(b3),
         w_out=w_out, b_out=b_out,
         coefs=coef_table, action_dim=A, state_dim=S, max_action=float(max_action),
     )
+
+
+def _pad(n: int) -> int:
+    """Width of a tile holding n columns: a power of two, at least 16 (tl.dot's minimum K)."""
+    return max(16, 1 << (n - 1).bit_length())
 
 
 # --------------------------------------------------------------------------
@@ -117,10 +143,10 @@ def sample_chain_ref(p: PackedDenoiser, state: torch.Tensor, noise: torch.Tensor
     _check_chain(p, state, noise)
     if noise is None:
         noise = torch.randn(T + 1, B, A, device=state.device, dtype=torch.float32)
-    s_part = state.float() @ p.w_in[A:A + S]
+    s_part = state.float() @ p.w_s[:S]
     x = noise[T].float()
     for t in reversed(range(T)):
-        h = F.mish(x @ p.w_in[:A] + s_part + p.c_time[t])
+        h = F.mish(x @ p.w_x[:A] + s_part + p.c_time[t])
         h = F.mish(h @ p.w2 + p.b2)
         h = F.mish(h @ p.w3 + p.b3)
         eps = h @ p.w_out[:, :A] + p.b_out[:A]
@@ -165,72 +191,64 @@ if HAS_TRITON:
         state_ptr,  # (B, S) states, any float dtype
         noise_ptr,  # (T + 1, B, A) fp32 noise, noise[T] = x_T (read only if HAS_NOISE)
         out_ptr,  # (B, A) fp32 actions
-        w_in_ptr,  # (IN_P, H) layer-1 weights for [x, s], dot dtype
+        w_x_desc, w_s_desc,  # TMA descriptors of (A_P, H) and (S_P, H) layer-1 weights, dot dtype
         c_time_ptr,  # (T, H) fp32 time part of layer 1 + b1
-        w2_ptr, b2_ptr,  # (H, H) dot dtype, (H,) fp32
-        w3_ptr, b3_ptr,  # (H, H) dot dtype, (H,) fp32
-        w_out_ptr, b_out_ptr,  # (H, IN_P) dot dtype, (IN_P,) fp32
+        w2_desc, b2_ptr,  # descriptor of (H, H) W2^T in (H, BN) blocks; (H,) fp32
+        w3_desc, b3_ptr,  # descriptor of (H, H) W3^T in (BN, H) blocks; (H,) fp32
+        w_out_desc, b_out_ptr,  # descriptor of (H, A_P); (A_P,) fp32
         coef_ptr,  # (T, 8) fp32 schedule constants
         seed_ptr,  # (1,) int64 Philox seed (read only if not HAS_NOISE)
         B, S, A, T, max_action,
-        H: tl.constexpr, IN_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+        H: tl.constexpr, A_P: tl.constexpr, S_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
         HAS_NOISE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     ):
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
-        cols = tl.arange(0, IN_P)
-        is_x = cols < A
-        x_ok = row_ok[:, None] & is_x[None, :]
+        a_cols = tl.arange(0, A_P)
+        s_cols = tl.arange(0, S_P)
+        x_ok = row_ok[:, None] & (a_cols < A)[None, :]
         hk = tl.arange(0, H)
-        dot_t = w2_ptr.dtype.element_ty
+        dot_t = w2_desc.dtype
         if not HAS_NOISE:
             seed = tl.load(seed_ptr)
 
-        s_cols = tl.where(is_x, 0, cols - A)
-        s_ok = row_ok[:, None] & (~is_x & (cols < A + S))[None, :]
-        xs = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :], mask=s_ok, other=0.0).to(tl.float32)
-        noise_offs = rows[:, None] * A + cols[None, :]
+        s_ok = row_ok[:, None] & (s_cols < S)[None, :]
+        s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :], mask=s_ok, other=0.0).to(dot_t)
+        noise_offs = rows[:, None] * A + a_cols[None, :]
         if HAS_NOISE:
-            x_T = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
+            x = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
         else:
-            x_T = tl.randn(seed, T * B * A + noise_offs)
-        xs = tl.where(is_x[None, :], x_T, xs)
+            x = tl.where(x_ok, tl.randn(seed, T * B * A + noise_offs), 0.0)
 
         b3 = tl.load(b3_ptr + hk)
-        b_out = tl.load(b_out_ptr + cols)
+        b_out = tl.load(b_out_ptr + a_cols)
         for i in range(T):
             t = T - 1 - i
-            w_in = tl.load(w_in_ptr + cols[:, None] * H + hk[None, :])
             c_t = tl.load(c_time_ptr + t * H + hk)
-            h1 = _dot(xs.to(dot_t), w_in, None, DOT_PRECISION, UPCAST) + c_t[None, :]
+            h1 = _dot(s, w_s_desc.load([0, 0]), None, DOT_PRECISION, UPCAST)
+            h1 = _dot(x.to(dot_t), w_x_desc.load([0, 0]), h1, DOT_PRECISION, UPCAST) + c_t[None, :]
             h1 = _mish(h1).to(dot_t)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
-                nn = n0 + tl.arange(0, BN)
-                w2c = tl.load(w2_ptr + hk[:, None] * H + nn[None, :])  # (H, BN)
-                h2c = _dot(h1, w2c, None, DOT_PRECISION, UPCAST) + tl.load(b2_ptr + nn)[None, :]
-                h2c = _mish(h2c).to(dot_t)
-                w3c = tl.load(w3_ptr + nn[:, None] * H + hk[None, :])  # (BN, H)
-                acc = _dot(h2c, w3c, acc, DOT_PRECISION, UPCAST)
+                h2c = _dot(h1, w2_desc.load([0, n0]), None, DOT_PRECISION, UPCAST)  # (BM, BN)
+                h2c = _mish(h2c + tl.load(b2_ptr + n0 + tl.arange(0, BN))[None, :]).to(dot_t)
+                acc = _dot(h2c, w3_desc.load([n0, 0]), acc, DOT_PRECISION, UPCAST)  # (BM, H)
             h3 = _mish(acc + b3[None, :]).to(dot_t)
-            w_out = tl.load(w_out_ptr + hk[:, None] * IN_P + cols[None, :])
-            eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
+            eps = _dot(h3, w_out_desc.load([0, 0]), None, DOT_PRECISION, UPCAST) + b_out[None, :]
 
             recip = tl.load(coef_ptr + t * 8 + 0)
             recipm1 = tl.load(coef_ptr + t * 8 + 1)
             mean1 = tl.load(coef_ptr + t * 8 + 2)
             mean2 = tl.load(coef_ptr + t * 8 + 3)
             sigma = tl.load(coef_ptr + t * 8 + 4)
-            x0 = tl.minimum(tl.maximum(recip * xs - recipm1 * eps, -max_action), max_action)
-            x_new = mean1 * x0 + mean2 * xs
+            x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
             if HAS_NOISE:
                 z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)
             else:
-                z = tl.randn(seed, t * B * A + noise_offs)
-            x_new += sigma * z
-            xs = tl.where(is_x[None, :], x_new, xs)
+                z = tl.where(x_ok, tl.randn(seed, t * B * A + noise_offs), 0.0)
+            x = mean1 * x0 + mean2 * x + sigma * z  # padded columns stay 0: eps, z and x are 0 there
 
-        x = tl.minimum(tl.maximum(xs, -max_action), max_action)
+        x = tl.minimum(tl.maximum(x, -max_action), max_action)
         tl.store(out_ptr + noise_offs, x, mask=x_ok)
 
     def _launch_config(B, H):
@@ -256,13 +274,13 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if H < 16 or H & (H - 1):
         raise ValueError(f"the chain kernel needs a power-of-two hidden width >= 16, got {H}")
     dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    w_in, w2, w3, w_out = p.weights_as(dot_dtype)
     out = torch.empty(B, A, device=state.device, dtype=torch.float32)
     if B == 0:
         return out
     bm, nw = _launch_config(B, H)
     bm, nw = block_m or bm, num_warps or nw
     bn = min(block_n or 64, H)
+    w_x, w_s, w2, w3, w_out = p.descriptors(dot_dtype, bn)
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -274,9 +292,9 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
         seed = out
     _chain_kernel[(triton.cdiv(B, bm),)](
         state.contiguous(), noise_arg, out,
-        w_in, p.c_time, w2, p.b2, w3, p.b3, w_out, p.b_out, p.coefs, seed,
+        w_x, w_s, p.c_time, w2, p.b2, w3, p.b3, w_out, p.b_out, p.coefs, seed,
         B, S, A, T, p.max_action,
-        H=H, IN_P=p.w_in.shape[0], BM=bm, BN=bn,
+        H=H, A_P=p.w_x.shape[0], S_P=p.w_s.shape[0], BM=bm, BN=bn,
         HAS_NOISE=noise is not None, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
         UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw,
         **({"num_stages": num_stages} if num_stages else {}),

@@ -17,6 +17,7 @@ import torch
 
 from . import kernels
 from .diffusion import Diffusion
+from .graphs import GraphedSampler, capture
 from .kernels.denoise import posterior_step_ref, posterior_step_triton
 from .kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
 from .kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
@@ -62,15 +63,7 @@ def timeit(fn, cuda: bool, *, warmup: int = 10, blocks: int = 30, per_block: int
 
 def _graphed(fn):
     """Capture fn() once (after warm-up on a side stream) and return a replay function."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=stream):
-        fn()
+    g = capture(fn)
     torch.cuda.synchronize()
     return g.replay
 
@@ -173,6 +166,10 @@ def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=
             for prec in precisions:
                 providers[f"triton-{prec}"] = (lambda prec=prec: sample_chain_triton(packed, state, seed=seed,
                                                                                      precision=prec))
+            if device.type == "cuda":  # end to end from Python: copy states in, replay, return the buffer
+                graphed = GraphedSampler(diffusion, model, B)
+                rows.append(_measure(lambda: graphed(state), device, False, blocks=20 if B > 4096 else 30,
+                                     op="sampler", T=T, batch=B, provider="triton-bf16-graphsampler"))
             for provider, fn in providers.items():
                 with torch.no_grad():
                     for graphed in (False, True) if device.type == "cuda" else (False,):

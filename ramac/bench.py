@@ -168,17 +168,22 @@ def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=
                                                                                      precision=prec))
             if device.type == "cuda":  # end to end from Python: copy states in, replay, return the buffer
                 graphed = GraphedSampler(diffusion, model, B)
-                rows.append(_measure(lambda: graphed(state), device, False, blocks=20 if B > 4096 else 30,
-                                     op="sampler", T=T, batch=B, provider="triton-bf16-graphsampler"))
+                row = _measure(lambda: graphed(state), device, False, blocks=20 if B > 4096 else 30,
+                               op="sampler", T=T, batch=B, provider="graphed-sampler")
+                rows.append(_with_rate(row, B))
             for provider, fn in providers.items():
                 with torch.no_grad():
                     for graphed in (False, True) if device.type == "cuda" else (False,):
                         row = _measure(fn, device, graphed, blocks=20 if B > 4096 else 30,
                                        op="sampler", T=T, batch=B, provider=provider)
-                        if "median_us" in row:
-                            row["actions_per_s"] = B / (row["median_us"] * 1e-6)
-                        rows.append(row)
+                        rows.append(_with_rate(row, B))
     return _with_speedups(rows, ("op", "T", "batch", "launch"))
+
+
+def _with_rate(row, batch):
+    if "median_us" in row:
+        row["actions_per_s"] = batch / (row["median_us"] * 1e-6)
+    return row
 
 
 def _with_speedups(rows, key_fields):

@@ -15,10 +15,11 @@ prepares what the kernel needs once per set of weights:
 * layers 2 and 3 are fused chunk by chunk: for each chunk c of BN hidden units
   the kernel forms mish(h1 W2[:, c] + b2[c]) and immediately accumulates it
   into h1-independent acc += (.) W3[c, :], so no (BM, H) intermediate other than
-  h1 and the accumulator is live, and weight chunks stream from L2 through TMA
-  (tensor descriptors: no per-element address arithmetic) in a pipelined loop
-  while tensor cores (tl.dot, bf16 or tf32 inputs, fp32 accumulate) do the
-  products.
+  h1 and the accumulator is live, and weight chunks stream from L2 through a
+  pipelined loop while tensor cores (tl.dot, bf16 or tf32 inputs, fp32
+  accumulate) do the products. (TMA descriptors for the weight chunks were
+  tried: 17 % faster at batch 65,536 but slower at batch 1, out of shared
+  memory for tf32, and illegal accesses in some launch configurations.)
 
 Forward only: evaluation and the target next actions. The reference op
 `sample_chain_ref` computes the same chain in plain PyTorch from the same
@@ -56,24 +57,6 @@ class PackedDenoiser:
     state_dim: int
     max_action: float
     _casts: dict = field(default_factory=dict, repr=False)
-
-    def descriptors(self, dtype: torch.dtype, block_n: int):
-        """TMA tensor descriptors of the weights (cached): whole layer-1 and output tiles,
-        W2^T in (H, BN) column blocks and W3^T in (BN, H) row blocks."""
-        key = ("desc", dtype, block_n)
-        if key not in self._casts:
-            from triton.tools.tensor_descriptor import TensorDescriptor
-
-            w_x, w_s, w2, w3, w_out = self.weights_as(dtype)
-            H = self.hidden
-            self._casts[key] = (
-                TensorDescriptor.from_tensor(w_x, list(w_x.shape)),
-                TensorDescriptor.from_tensor(w_s, list(w_s.shape)),
-                TensorDescriptor.from_tensor(w2, [H, block_n]),
-                TensorDescriptor.from_tensor(w3, [block_n, H]),
-                TensorDescriptor.from_tensor(w_out, list(w_out.shape)),
-            )
-        return self._casts[key]
 
     @property
     def n_steps(self) -> int:
@@ -191,11 +174,11 @@ if HAS_TRITON:
         state_ptr,  # (B, S) states, any float dtype
         noise_ptr,  # (T + 1, B, A) fp32 noise, noise[T] = x_T (read only if HAS_NOISE)
         out_ptr,  # (B, A) fp32 actions
-        w_x_desc, w_s_desc,  # TMA descriptors of (A_P, H) and (S_P, H) layer-1 weights, dot dtype
+        w_x_ptr, w_s_ptr,  # (A_P, H) and (S_P, H) layer-1 weights, dot dtype
         c_time_ptr,  # (T, H) fp32 time part of layer 1 + b1
-        w2_desc, b2_ptr,  # descriptor of (H, H) W2^T in (H, BN) blocks; (H,) fp32
-        w3_desc, b3_ptr,  # descriptor of (H, H) W3^T in (BN, H) blocks; (H,) fp32
-        w_out_desc, b_out_ptr,  # descriptor of (H, A_P); (A_P,) fp32
+        w2_ptr, b2_ptr,  # (H, H) W2^T, dot dtype; (H,) fp32
+        w3_ptr, b3_ptr,  # (H, H) W3^T, dot dtype; (H,) fp32
+        w_out_ptr, b_out_ptr,  # (H, A_P) dot dtype; (A_P,) fp32
         coef_ptr,  # (T, 8) fp32 schedule constants
         seed_ptr,  # (1,) int64 Philox seed (read only if not HAS_NOISE)
         B, S, A, T, max_action,
@@ -208,7 +191,10 @@ if HAS_TRITON:
         s_cols = tl.arange(0, S_P)
         x_ok = row_ok[:, None] & (a_cols < A)[None, :]
         hk = tl.arange(0, H)
-        dot_t = w2_desc.dtype
+        dot_t = w2_ptr.dtype.element_ty
+        bn = tl.arange(0, BN)
+        w2_offs = hk[:, None] * H + bn[None, :]  # (H, BN) block of W2^T at column 0
+        w3_offs = bn[:, None] * H + hk[None, :]  # (BN, H) block of W3^T at row 0
         if not HAS_NOISE:
             seed = tl.load(seed_ptr)
 
@@ -225,16 +211,19 @@ if HAS_TRITON:
         for i in range(T):
             t = T - 1 - i
             c_t = tl.load(c_time_ptr + t * H + hk)
-            h1 = _dot(s, w_s_desc.load([0, 0]), None, DOT_PRECISION, UPCAST)
-            h1 = _dot(x.to(dot_t), w_x_desc.load([0, 0]), h1, DOT_PRECISION, UPCAST) + c_t[None, :]
+            w_s = tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :])
+            w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
+            h1 = _dot(s, w_s, None, DOT_PRECISION, UPCAST)
+            h1 = _dot(x.to(dot_t), w_x, h1, DOT_PRECISION, UPCAST) + c_t[None, :]
             h1 = _mish(h1).to(dot_t)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
-                h2c = _dot(h1, w2_desc.load([0, n0]), None, DOT_PRECISION, UPCAST)  # (BM, BN)
-                h2c = _mish(h2c + tl.load(b2_ptr + n0 + tl.arange(0, BN))[None, :]).to(dot_t)
-                acc = _dot(h2c, w3_desc.load([n0, 0]), acc, DOT_PRECISION, UPCAST)  # (BM, H)
+                h2c = _dot(h1, tl.load(w2_ptr + n0 + w2_offs), None, DOT_PRECISION, UPCAST)  # (BM, BN)
+                h2c = _mish(h2c + tl.load(b2_ptr + n0 + bn)[None, :]).to(dot_t)
+                acc = _dot(h2c, tl.load(w3_ptr + n0 * H + w3_offs), acc, DOT_PRECISION, UPCAST)  # (BM, H)
             h3 = _mish(acc + b3[None, :]).to(dot_t)
-            eps = _dot(h3, w_out_desc.load([0, 0]), None, DOT_PRECISION, UPCAST) + b_out[None, :]
+            w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
+            eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
 
             recip = tl.load(coef_ptr + t * 8 + 0)
             recipm1 = tl.load(coef_ptr + t * 8 + 1)
@@ -251,12 +240,14 @@ if HAS_TRITON:
         x = tl.minimum(tl.maximum(x, -max_action), max_action)
         tl.store(out_ptr + noise_offs, x, mask=x_ok)
 
-    def _launch_config(B, H):
+    def _launch_config(B, precision):
+        """(BM, BN, warps, stages), from sweeps on an H200 (bench/sweep_sampler.py).
+        fp32 weight tiles take twice the shared memory: smaller tiles, no multi-buffering."""
+        if precision != "bf16":
+            return (16 if B <= 16 else 32), 32, 4, 1
         if B <= 16:
-            return 16, 4
-        if B <= 4096:
-            return 32, 4
-        return 64, 8
+            return 16, 64, 8, 3
+        return 64, 32, 8, 2
 
 
 def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16",
@@ -277,10 +268,10 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     out = torch.empty(B, A, device=state.device, dtype=torch.float32)
     if B == 0:
         return out
-    bm, nw = _launch_config(B, H)
-    bm, nw = block_m or bm, num_warps or nw
-    bn = min(block_n or 64, H)
-    w_x, w_s, w2, w3, w_out = p.descriptors(dot_dtype, bn)
+    bm, bn, nw, ns = _launch_config(B, precision)
+    bm, nw, ns = block_m or bm, num_warps or nw, num_stages or ns
+    bn = min(block_n or bn, H)
+    w_x, w_s, w2, w3, w_out = p.weights_as(dot_dtype)
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -296,8 +287,7 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
         B, S, A, T, p.max_action,
         H=H, A_P=p.w_x.shape[0], S_P=p.w_s.shape[0], BM=bm, BN=bn,
         HAS_NOISE=noise is not None, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
-        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw,
-        **({"num_stages": num_stages} if num_stages else {}),
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw, num_stages=ns,
     )
     return out
 

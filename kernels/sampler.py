@@ -53,6 +53,7 @@ class PackedDenoiser:
     w_out: torch.Tensor  # (H, A_P): columns [0, A) = W4^T, rest 0
     b_out: torch.Tensor  # (A_P,): [0, A) = b4, rest 0
     coefs: torch.Tensor  # (T, 8) fp32: recip, recipm1, mean1, mean2, sigma per step t (then padding)
+    coefs_host: tuple  # the same five constants per step as python floats (sync-free reference op)
     action_dim: int
     state_dim: int
     max_action: float
@@ -74,11 +75,15 @@ class PackedDenoiser:
         return self._casts[dtype]
 
 
-def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, max_action) -> PackedDenoiser:
+def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, max_action,
+                  coefs_host=None) -> PackedDenoiser:
     """Pack torch.nn.Linear weights (out, in) of the denoiser MLP.
 
     w1: (H, A + E + S) with inputs ordered (x, temb, s); time_emb: (T, E), the
-    embedding MLP's output for t = 0..T-1; coefs: (T, 5) schedule constants.
+    embedding MLP's output for t = 0..T-1; coefs: (T, 5) schedule constants on
+    the weights' device, coefs_host the same as python floats (read back from
+    `coefs` when omitted, which synchronises: pass them when packing inside a
+    CUDA graph). Packing is device-side work only, so it can be captured.
     """
     H, d_in = w1.shape
     T, E = time_emb.shape
@@ -107,7 +112,8 @@ def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, ma
     return PackedDenoiser(
         w_x=w_x, w_s=w_s, c_time=c_time.contiguous(), w2=copy(w2.t()), b2=copy(b2), w3=copy(w3.t()), b3=copy(b3),
         w_out=w_out, b_out=b_out,
-        coefs=coef_table, action_dim=A, state_dim=S, max_action=float(max_action),
+        coefs=coef_table, coefs_host=tuple(tuple(map(float, row)) for row in (coefs_host or coefs.tolist())),
+        action_dim=A, state_dim=S, max_action=float(max_action),
     )
 
 
@@ -133,7 +139,7 @@ def sample_chain_ref(p: PackedDenoiser, state: torch.Tensor, noise: torch.Tensor
         h = F.mish(h @ p.w2 + p.b2)
         h = F.mish(h @ p.w3 + p.b3)
         eps = h @ p.w_out[:, :A] + p.b_out[:A]
-        recip, recipm1, mean1, mean2, sigma = p.coefs[t, :5].tolist()
+        recip, recipm1, mean1, mean2, sigma = p.coefs_host[t][:5]
         x0 = (recip * x - recipm1 * eps).clamp(-p.max_action, p.max_action)
         x = mean1 * x0 + mean2 * x + sigma * noise[t].float()
     return x.clamp(-p.max_action, p.max_action)

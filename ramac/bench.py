@@ -220,3 +220,81 @@ def write_results(path, kind: str, rows: list[dict], device, settings: dict) -> 
 def load_results(path) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+# --------------------------------------------------------------------------
+# training step
+# --------------------------------------------------------------------------
+TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16)
+    "eager-reference": ("reference", False, False),
+    "eager-kernels": ("auto", False, False),
+    "graph-reference": ("reference", True, False),
+    "graph-kernels": ("auto", True, False),
+    "graph-kernels-bf16": ("auto", True, True),
+}
+
+
+def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0):
+    """HalfCheetah-shaped random transitions (1 % terminal), for timing only."""
+    from .data import OfflineDataset
+
+    g = torch.Generator().manual_seed(seed)
+    arrays = {
+        "obs": torch.randn(n, state_dim, generator=g), "action": torch.rand(n, action_dim, generator=g) * 2 - 1,
+        "reward": torch.randn(n, generator=g), "next_obs": torch.randn(n, state_dim, generator=g),
+        "terminal": (torch.rand(n, generator=g) < 0.01).float(), "timeout": torch.zeros(n),
+    }
+    return OfflineDataset.from_arrays(arrays, meta={"synthetic": True}).to(device)
+
+
+def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PATHS), preset="halfcheetah-medium-expert",
+                seconds=2.0, warmup=5) -> list[dict]:
+    """Updates/s of the full RADAC update (risk term on) for each path and batch size."""
+    from .agents import RADAC
+    from .config import build_configs
+    from .fast import EagerUpdater, FastUpdater
+
+    agent_cfg, _ = build_configs(preset, agent_overrides={"eta_warmup_steps": 0})
+    rows = []
+    data = synthetic_dataset(device=device)
+    for B in batches:
+        for name in paths:
+            backend, graph, bf16 = TRAIN_PATHS[name]
+            row = dict(op="train", batch=B, path=name, provider=name, launch="graph" if graph else "eager")
+            try:
+                with kernels.use(backend):
+                    torch.manual_seed(0)
+                    agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
+                    if graph or bf16:
+                        upd = FastUpdater(agent, data, B, graph=graph, bf16=bf16, warmup=warmup)
+                    else:  # exactly the trainer's plain loop
+                        upd = EagerUpdater(agent, data, B, torch.Generator(device).manual_seed(0))
+                    for _ in range(warmup + 2):  # eager warm-up, capture, first replays
+                        upd.step()
+                    torch.cuda.synchronize()
+                    n, elapsed = 0, 0.0
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    chunk = 1
+                    while elapsed < seconds * 1e3 and n < 5_000:
+                        start.record()
+                        for _ in range(chunk):
+                            upd.step()
+                        end.record()
+                        end.synchronize()
+                        elapsed += start.elapsed_time(end)
+                        n += chunk
+                        chunk = min(chunk * 2, 200)
+                    means, first_bad = upd.metrics.read()
+                row.update(updates_per_s=n / (elapsed / 1e3), samples_per_s=B * n / (elapsed / 1e3),
+                           median_us=elapsed * 1e3 / n, updates=n, finite=first_bad < 0)
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            del row
+            torch.cuda.empty_cache()
+    ref = {r["batch"]: r["median_us"] for r in rows if r["path"] == "eager-reference" and "median_us" in r}
+    for r in rows:
+        if "median_us" in r and r["batch"] in ref:
+            r["speedup_vs_reference"] = ref[r["batch"]] / r["median_us"]
+    return rows

@@ -13,7 +13,8 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
   ramac train --algo neutral   the risk-neutral baseline; --algo bc: behaviour cloning only
   ramac eval RUN_DIR           evaluate a run's checkpoint again
-  ramac bench kernels|sampler  time the Triton kernels against the reference ops (GPU)
+  ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
+  ramac profile                short run with NVTX ranges for Nsight (GPU)
   ramac presets [NAME]         list the task presets or show one
 """
 
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=int, help="steps between metric rows and non-finite checks")
     t.add_argument("--ckpt-every", type=int, help="steps between checkpoints (one is always written at the end)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--no-graph", action="store_true",
+                   help="on CUDA, run the update eagerly instead of replaying it as one CUDA graph")
+    t.add_argument("--bf16", action="store_true",
+                   help="on CUDA, run the networks under bf16 autocast (fp32 master weights and quantile loss)")
     t.add_argument("--kernels", choices=("auto", "triton", "reference"), default="auto",
                    help="Triton kernels (on CUDA) or plain-PyTorch reference ops (default: auto)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -76,13 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark kernels or the sampler against the reference path (JSON + table)",
                        description="Time each path in the same run and write JSON (with device and versions) "
                                    "plus a markdown table.")
-    b.add_argument("what", choices=("kernels", "sampler"), help="kernels: each fused op vs its reference op "
-                   "and torch.compile of it; sampler: chain latency and throughput over batch sizes")
+    b.add_argument("what", choices=("kernels", "sampler", "train"), help="kernels: each fused op vs its reference "
+                   "op and torch.compile of it; sampler: chain latency and throughput over batch sizes; train: "
+                   "updates/s of the whole RADAC update per path (eager/graph, reference/kernels, bf16)")
     b.add_argument("--out", type=Path, help="JSON file to write (default: bench-WHAT-DEVICE.json)")
-    b.add_argument("--batch", type=int, nargs="+", help="sampler batch sizes (default: 1 256 4096 65536)")
+    b.add_argument("--batch", type=int, nargs="+",
+                   help="batch sizes (default: sampler 1 256 4096 65536; train 256 1024 4096 16384)")
+    b.add_argument("--preset", default="halfcheetah-medium-expert",
+                   help="train: the preset whose networks are timed, on synthetic data of HalfCheetah's shape")
+    b.add_argument("--paths", nargs="+", help="train: which paths to time (default: all)")
     b.add_argument("--steps", type=int, nargs="+", default=[5], help="sampler diffusion steps T (default: 5)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (saves compile time)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    f = sub.add_parser("profile", help="short training with NVTX ranges and cudaProfilerStart/Stop for Nsight",
+                       description="Run warm-up steps, then a profiled window bracketed by cudaProfilerStart/Stop "
+                                   "with NVTX ranges per phase (critic/loss, critic/step, actor/loss, actor/sample, "
+                                   "actor/step, ema_targets, eval/act). Use under Nsight, e.g.\n"
+                                   "  nsys profile --capture-range=cudaProfilerApi ramac profile\n"
+                                   "  ncu --profile-from-start off --nvtx ramac profile --steps 3",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("--preset", default="halfcheetah-medium-expert", help="networks of this preset (synthetic data)")
+    f.add_argument("--batch", type=int, default=256, help="batch size (default: 256)")
+    f.add_argument("--warmup", type=int, default=20, help="unprofiled warm-up steps (default: 20)")
+    f.add_argument("--steps", type=int, default=50, help="profiled steps (default: 50)")
+    f.add_argument("--graph", action="store_true", help="replay CUDA graphs (phases then show only at capture)")
+    f.add_argument("--bf16", action="store_true", help="bf16 autocast")
 
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
@@ -105,7 +129,7 @@ def cmd_train(args) -> int:
         train_over = {k: v for k, v in {
             "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
             "eval_every": args.eval_every, "log_every": args.log_every, "ckpt_every": args.ckpt_every,
-            "threads": args.threads,
+            "threads": args.threads, "graph": False if args.no_graph else None, "bf16": True if args.bf16 else None,
         }.items() if v is not None}
         cpu_sized = device.type == "cpu" and not args.full
         agent_cfg, train_cfg = build_configs(args.task, args.algo, cpu_sized, _parse_set(args.set), train_over)
@@ -160,6 +184,12 @@ def cmd_bench(args) -> int:
         rows = bench.bench_kernels(device, compile_ref=not args.no_compile)
         cols = ["op", "shape", "mode", "launch", "provider", "median_us", "speedup_vs_reference", "speedup_vs_compile"]
         settings = {"B": 16_384, "K": 32}
+    elif args.what == "train":
+        batches = tuple(args.batch or (256, 1024, 4096, 16_384))
+        rows = bench.bench_train(device, batches=batches, paths=tuple(args.paths or bench.TRAIN_PATHS),
+                                 preset=args.preset)
+        cols = ["batch", "path", "updates_per_s", "samples_per_s", "median_us", "speedup_vs_reference"]
+        settings = {"batches": batches, "preset": args.preset, "data": "synthetic S=17 A=6", "risk_term": "on"}
     else:
         batches = tuple(args.batch or (1, 256, 4096, 65_536))
         rows = bench.bench_sampler(device, batches=batches, steps=tuple(args.steps), compile_ref=not args.no_compile)
@@ -171,6 +201,18 @@ def cmd_bench(args) -> int:
     out.with_suffix(".md").write_text(f"# ramac bench {args.what} on {name}\n\n{table}\n")
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import torch
+
+    from .profiling import run_profile
+
+    if not torch.cuda.is_available():
+        raise ValueError("ramac profile drives Nsight on a CUDA device; none found here")
+    out = run_profile(args.preset, args.batch, args.warmup, args.steps, args.graph, args.bf16)
+    print(json.dumps(out))
     return 0
 
 
@@ -188,7 +230,8 @@ def cmd_presets(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "presets": cmd_presets}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
+                "presets": cmd_presets}
     from .train import NonFiniteLossError, RunDirError
 
     try:

@@ -93,6 +93,8 @@ class TrainConfig:
     log_every: int = 500  # steps between metric records (and non-finite checks)
     ckpt_every: int = 2_000  # steps between checkpoints (always at the end)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    graph: bool = True  # on CUDA: replay the whole update as one CUDA graph
+    bf16: bool = False  # on CUDA: bf16 autocast for the networks (fp32 master weights, fp32 quantile loss)
 
     def validate(self) -> "TrainConfig":
         if self.algo not in ALGOS:

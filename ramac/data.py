@@ -82,7 +82,9 @@ class OfflineDataset:
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         """A uniform mini-batch; indices are drawn on the data set's device."""
-        idx = torch.randint(0, self.size, (batch_size,), device=self.obs.device, generator=generator)
+        return self.gather(torch.randint(0, self.size, (batch_size,), device=self.obs.device, generator=generator))
+
+    def gather(self, idx: torch.Tensor) -> Batch:
         return Batch(self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.terminal[idx])
 
     # ---- files ----------------------------------------------------------------------

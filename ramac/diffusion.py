@@ -114,7 +114,11 @@ class Diffusion(nn.Module):
                                     precision=self.sampler_precision)
 
     def pack(self, model: nn.Module) -> kernels.PackedDenoiser:
-        """Weights of `model` laid out for the chain sampler, cached until they change."""
+        """Weights of `model` laid out for the chain sampler, cached until they change.
+
+        Parameter version counters detect eager in-place updates; CUDA-graph replays
+        do not bump them, so code that replays updates calls `forget_packs()`.
+        """
         key = (id(model),) + tuple((p.data_ptr(), p._version) for p in model.parameters())
         cached = getattr(self, "_pack_cache", None)
         if cached is not None and cached[0] == key:
@@ -125,7 +129,10 @@ class Diffusion(nn.Module):
             packed = kernels.pack_denoiser(
                 l1.weight, l1.bias, l2.weight, l2.bias, l3.weight, l3.bias,
                 model.final.weight, model.final.bias, model.time_mlp(steps), self.coefs,
-                state_dim=model.state_dim, max_action=self.max_action,
+                state_dim=model.state_dim, max_action=self.max_action, coefs_host=[c[:5] for c in self._steps],
             )
         self._pack_cache = (key, packed)
         return packed
+
+    def forget_packs(self) -> None:
+        self._pack_cache = None

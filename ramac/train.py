@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .agents import RADAC
 from .config import RADACConfig, TrainConfig, from_dict, to_dict
+from .fast import EagerUpdater, FastUpdater
 from .tasks import make_task
 from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, provenance, resolve_device,
                     rng_state, seed_everything, set_rng_state)
@@ -21,7 +22,6 @@ from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, pr
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,31 +43,6 @@ class RunResult:
 def default_run_dir(train_cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{train_cfg.task}-{train_cfg.algo}-seed{train_cfg.seed}-{stamp}"
-
-
-class _Metrics:
-    """Sums metric tensors on the device; read back (one sync) only when logging."""
-
-    def __init__(self):
-        self.sums, self.count = {}, 0
-        self.first_bad = None
-
-    def add(self, info: dict, step: int):
-        for k, v in info.items():
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        bad = ~torch.isfinite(sum(info[k] for k in LOSS_KEYS if k in info))
-        step_t = torch.full_like(bad, step, dtype=torch.long)
-        if self.first_bad is None:
-            self.first_bad = torch.full_like(step_t, -1)
-        self.first_bad = torch.where(bad & (self.first_bad < 0), step_t, self.first_bad)
-        self.count += 1
-
-    def read(self) -> tuple[dict, int]:
-        """(means since the last read, first step with a non-finite loss or -1)."""
-        means = {k: float(v) / self.count for k, v in self.sums.items()}
-        first_bad = int(self.first_bad) if self.first_bad is not None else -1
-        self.sums, self.count, self.first_bad = {}, 0, None
-        return means, first_bad
 
 
 class Trainer:
@@ -132,18 +107,24 @@ class Trainer:
         self.task.report(metrics, self.run_dir, title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
         return metrics
 
+    def make_updater(self):
+        """The graphed fast path on CUDA (unless disabled), the plain loop otherwise."""
+        cfg = self.cfg
+        if self.device.type == "cuda" and (cfg.graph or cfg.bf16):
+            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16)
+        return EagerUpdater(self.agent, self.data, cfg.batch_size, self.generator)
+
     def run(self) -> RunResult:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        metrics, t0, last_eval = _Metrics(), time.perf_counter(), None
+        updater, t0, last_eval = self.make_updater(), time.perf_counter(), None
         t_log, step_log = t0, self.step
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.task}/{cfg.algo}",
                    dynamic_ncols=True)
         try:
             while self.step < cfg.steps:
-                batch = self.data.sample(cfg.batch_size, self.generator)
-                metrics.add(self.agent.update(batch), self.step)
+                updater.step()
                 self.step += 1
                 bar.update(1)
                 done = self.step == cfg.steps
@@ -151,7 +132,7 @@ class Trainer:
                 do_ckpt = done or self.step % cfg.ckpt_every == 0
                 if not (done or do_eval or do_ckpt or self.step % cfg.log_every == 0):
                     continue
-                means, first_bad = metrics.read()
+                means, first_bad = updater.metrics.read()
                 if first_bad >= 0:
                     raise NonFiniteLossError(
                         f"non-finite loss at step {first_bad + 1}; training stopped. The last good checkpoint "
@@ -165,6 +146,7 @@ class Trainer:
                 self._record({"kind": "train", "step": self.step, **means})
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in means.items()
                                  if k in ("critic/loss1", "actor/bc", "actor/risk")})
+                updater.sync()
                 if do_eval:
                     last_eval = self.evaluate()
                     bar.write(f"[step {self.step}] {self.task.summary(last_eval)}")

@@ -21,6 +21,7 @@ from ..config import RADACConfig
 from ..data import Batch
 from ..diffusion import Diffusion
 from ..nets import Denoiser, IQNCritic
+from ..profiling import nvtx_range
 from ..risk import RiskMeasure
 
 
@@ -46,6 +47,9 @@ class RADAC(nn.Module):
         self.risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, cfg.risk_quadrature)
         self.select_risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, quadrature=True)
         self.steps_done = 0
+        # Philox seed of the one-launch sampler; advanced on the device so that CUDA-graph
+        # replays draw fresh next actions
+        self.register_buffer("sampler_seed", torch.zeros(1, dtype=torch.int64))
         # False when every transition is terminal (one-step tasks such as the bandit):
         # the TD target is then the reward itself (K' = 1) and the next-action chain is skipped.
         self.bootstrap = True
@@ -57,7 +61,8 @@ class RADAC(nn.Module):
         B, K = b.obs.shape[0], cfg.n_quantiles
         with torch.no_grad():
             if self.bootstrap:
-                next_action = self.diffusion.sample_fast(self.actor_ema, b.next_obs)
+                next_action = self.diffusion.sample_fast(self.actor_ema, b.next_obs, seed=self.sampler_seed)
+                self.sampler_seed.add_(1)
                 next_taus = torch.rand(B, K, device=b.obs.device)
                 z_next = torch.minimum(
                     self.critic1_target(b.next_obs, next_action, next_taus),
@@ -77,14 +82,18 @@ class RADAC(nn.Module):
                 "critic/z_mean": z1.detach().mean(), "critic/target_mean": target.mean()}
         return loss1, loss2, info
 
-    def actor_loss(self, b: Batch, eta: float):
-        """lambda_bc * BC + eta * (-risk of the sampled action), risk through the whole chain."""
+    def actor_loss(self, b: Batch, eta, with_risk: bool = True):
+        """lambda_bc * BC + eta * (-risk of the sampled action), risk through the whole chain.
+
+        eta: a float or a 0-d device tensor; with_risk=False skips the chain (eta = 0 phases).
+        """
         cfg = self.cfg
         bc = self.diffusion.bc_loss(self.actor, b.action, b.obs)
         loss = cfg.lambda_bc * bc
         info = {"actor/bc": bc.detach()}
-        if eta > 0:
-            action = self.diffusion.sample(self.actor, b.obs)
+        if with_risk:
+            with nvtx_range("actor/sample"):
+                action = self.diffusion.sample(self.actor, b.obs)
             risk = self.risk.value(self.critic1, self.critic2, b.obs, action).mean()
             loss = loss - eta * risk
             info["actor/risk"] = risk.detach()
@@ -92,31 +101,50 @@ class RADAC(nn.Module):
         return loss, info
 
     # ---- update -------------------------------------------------------------
-    def eta_at(self, step: int) -> float:
+    def eta_at(self, step):
+        """eta at a step (python int, or 0-d device tensor inside a CUDA graph)."""
         cfg = self.cfg
+        if torch.is_tensor(step):
+            ramp = ((step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps).clamp(0, 1) if cfg.eta_ramp_steps else 1.0
+            return cfg.eta * (step >= cfg.eta_warmup_steps) * ramp
         if step < cfg.eta_warmup_steps:
             return 0.0
         if cfg.eta_ramp_steps > 0:
             return cfg.eta * min(1.0, (step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps)
         return cfg.eta
 
-    def update(self, b: Batch) -> dict:
-        """One RADAC update; returns detached metric tensors (no host sync)."""
-        cfg, step = self.cfg, self.steps_done
+    def risk_active(self, step: int) -> bool:
+        """Whether the risk term runs at this (host-side) step: eta > 0 after the warm-up."""
+        return self.cfg.eta > 0 and step >= self.cfg.eta_warmup_steps
 
-        loss1, loss2, info = self.critic_loss(b)
-        self._step(self.critic1_opt, self.critic1, loss1, "critic/grad_norm1", info)
-        self._step(self.critic2_opt, self.critic2, loss2, "critic/grad_norm2", info)
+    def update(self, b: Batch, step=None) -> dict:
+        """One RADAC update; returns detached metric tensors (no host sync).
+
+        step: None (eager: this agent's own counter), or a 0-d device tensor that
+        a CUDA graph advances; then the caller also passes the host's step count
+        as steps_done so the right phase (with or without the risk term) runs.
+        """
+        host_step = self.steps_done
+        step = host_step if step is None else step
+
+        with nvtx_range("critic/loss"):
+            loss1, loss2, info = self.critic_loss(b)
+        with nvtx_range("critic/step"):
+            self._step(self.critic1_opt, self.critic1, loss1, "critic/grad_norm1", info)
+            self._step(self.critic2_opt, self.critic2, loss2, "critic/grad_norm2", info)
 
         eta = self.eta_at(step)
-        actor_loss, actor_info = self.actor_loss(b, eta)
+        with nvtx_range("actor/loss"):
+            actor_loss, actor_info = self.actor_loss(b, eta, with_risk=self.risk_active(host_step))
         info.update(actor_info)
-        self._step(self.actor_opt, self.actor, actor_loss, "actor/grad_norm", info)
+        with nvtx_range("actor/step"):
+            self._step(self.actor_opt, self.actor, actor_loss, "actor/grad_norm", info)
 
-        self.update_ema(step)
-        self.update_targets()
+        with nvtx_range("ema_targets"):
+            self.update_ema(step)
+            self.update_targets()
         self.steps_done += 1
-        info["actor/eta"] = torch.tensor(eta)
+        info["actor/eta"] = eta.detach().float() if torch.is_tensor(eta) else torch.tensor(eta)
         return info
 
     def _step(self, opt, net, loss, key, info):
@@ -129,11 +157,18 @@ class RADAC(nn.Module):
         opt.step()
 
     @torch.no_grad()
-    def update_ema(self, step: int):
+    def update_ema(self, step):
+        """Every ema_every steps: copy the actor before ema_start, average after."""
         cfg = self.cfg
+        ema, live = list(self.actor_ema.parameters()), list(self.actor.parameters())
+        if torch.is_tensor(step):  # inside a CUDA graph: the schedule becomes a weight in [0, 1]
+            weight = torch.where(step < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay) * (step % cfg.ema_every == 0)
+            diff = torch._foreach_sub(live, ema)
+            torch._foreach_mul_(diff, weight)
+            torch._foreach_add_(ema, diff)
+            return
         if step % cfg.ema_every:
             return
-        ema, live = list(self.actor_ema.parameters()), list(self.actor.parameters())
         if step < cfg.ema_start:
             torch._foreach_copy_(ema, live)
         else:

@@ -1,0 +1,155 @@
+"""The fast training path: GPU-resident data and the whole RADAC update as one CUDA graph.
+
+Per step the host does one thing: replay a graph (no host synchronisation).
+Inside it: mini-batch indices drawn on the device, both critic losses and
+Adam steps, the actor loss through the sampling chain and its Adam step,
+gradient clipping, the EMA actor on its schedule, Polyak targets, and the
+metric sums. Schedules read a step counter that lives on the device, so one
+graph serves every step of a phase; the host picks between two graphs (BC-only
+warm-up, and with the risk term) because it knows the step count without
+asking the GPU. Metrics are read back every N steps (one synchronisation).
+
+With `graph=False` the same update runs eagerly (the CPU and debugging path);
+`bf16=True` runs the networks under bf16 autocast with fp32 master weights (the
+quantile-Huber loss is computed in fp32 either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .data import Batch, OfflineDataset
+from .profiling import nvtx_range
+
+LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
+
+
+class DeviceMetrics:
+    """Metric sums and the first non-finite step, kept on the device with in-place ops only."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.first_bad = None
+        self.count = 0
+
+    def add(self, info: dict, step) -> None:
+        for k, v in info.items():
+            v = v.detach().float()
+            if k not in self.sums:
+                self.sums[k] = torch.zeros((), device=v.device)
+            self.sums[k].add_(v)
+        loss = sum(info[k].float() for k in LOSS_KEYS if k in info)
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(bad, step, self.first_bad))
+
+    def read(self) -> tuple[dict, int]:
+        """(means since the last read, first step with a non-finite loss or -1); one sync."""
+        if not self.count:
+            return {}, -1
+        means = {k: float(v) / self.count for k, v in self.sums.items()}
+        first_bad = int(self.first_bad)
+        for v in self.sums.values():
+            v.zero_()
+        self.first_bad.fill_(-1)
+        self.count = 0
+        return means, first_bad
+
+
+class EagerUpdater:
+    """Plain loop: sample a batch, call agent.update, accumulate metrics."""
+
+    def __init__(self, agent, data: OfflineDataset, batch_size: int, generator: torch.Generator):
+        self.agent, self.data, self.batch_size, self.generator = agent, data, batch_size, generator
+        self.metrics = DeviceMetrics()
+
+    def step(self) -> None:
+        step = self.agent.steps_done
+        with nvtx_range("data"):
+            batch = self.data.sample(self.batch_size, self.generator)
+        info = self.agent.update(batch)
+        self.metrics.add(info, step)
+        self.metrics.count += 1
+
+    def sync(self) -> None:
+        """Make the agent's eager state current (nothing to do here)."""
+
+
+class FastUpdater:
+    """RADAC updates replayed from CUDA graphs over a device-resident data set.
+
+    indices="device": batch indices drawn by torch.randint inside the graph;
+    indices="given": the caller passes them to step() (equivalence tests).
+    """
+
+    def __init__(self, agent, data: OfflineDataset, batch_size: int, graph: bool = True, bf16: bool = False,
+                 indices: str = "device", warmup: int = 3):
+        if indices not in ("device", "given"):
+            raise ValueError(f"indices must be 'device' or 'given', got {indices!r}")
+        device = data.obs.device
+        if graph and device.type != "cuda":
+            raise ValueError("CUDA graphs need the data set on a CUDA device")
+        self.agent, self.data, self.batch_size = agent, data, batch_size
+        self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
+        self.device = device
+        for opt in (agent.actor_opt, agent.critic1_opt, agent.critic2_opt):
+            for group in opt.param_groups:
+                group["capturable"] = device.type == "cuda"
+        self.step_t = torch.tensor(agent.steps_done, dtype=torch.long, device=device)
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.metrics = DeviceMetrics()
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+        self.eager_runs: dict[bool, int] = {}
+
+    def _update(self) -> None:
+        """One update, written to be capturable: no host reads, schedules from step_t."""
+        agent = self.agent
+        with nvtx_range("data"):
+            if self.indices == "device":
+                self.idx.copy_(torch.randint(0, self.data.size, (self.batch_size,), device=self.device))
+            b = self.data.gather(self.idx)
+        # cache_enabled=False: autocast's weight-cast cache does not survive graph replays
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
+                    else contextlib.nullcontext())
+        with autocast:
+            info = agent.update(b, step=self.step_t)
+        self.metrics.add(info, self.step_t)
+        self.step_t.add_(1)
+
+    def step(self, indices: torch.Tensor | None = None) -> None:
+        if (indices is None) != (self.indices == "device"):
+            raise ValueError("pass indices to step() exactly when the updater was built with indices='given'")
+        phase = self.agent.risk_active(self.agent.steps_done)
+        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with ctx:
+            if indices is not None:
+                self.idx.copy_(indices, non_blocking=True)
+            if not self.graph or self.eager_runs.get(phase, 0) < self.warmup:
+                self._update()  # eager: the CPU path, and the real steps that warm a graph up
+                self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
+            else:
+                if phase not in self.graphs:
+                    self.graphs[phase] = self._capture()
+                self.graphs[phase].replay()
+                self.agent.steps_done += 1
+        self.metrics.count += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        agent = self.agent
+        agent.diffusion.forget_packs()  # the weight packing must be recorded, not read from a cache
+        steps_before = agent.steps_done
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self._update()
+        agent.steps_done = steps_before  # capture records the update without running it
+        return graph
+
+    def sync(self) -> None:
+        """Before evaluating or saving: wait for the replays and drop stale weight packs."""
+        if self.stream is not None:
+            torch.cuda.current_stream().wait_stream(self.stream)
+        self.agent.diffusion.forget_packs()

@@ -1,0 +1,75 @@
+"""NVTX ranges named like the log keys, free when profiling is off.
+
+`ramac profile` switches them on; Nsight Systems / Compute then show the update
+as critic/..., actor/..., targets/... ranges. Off (the default), `nvtx_range`
+returns one shared null context: no allocation, no call into NVTX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+_NULL = contextlib.nullcontext()
+_enabled = False
+
+
+def enable(on: bool = True) -> None:
+    global _enabled
+    _enabled = bool(on) and torch.cuda.is_available()
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def nvtx_range(name: str):
+    if not _enabled:
+        return _NULL
+    return torch.cuda.nvtx.range(name)
+
+
+def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, warmup: int = 20, steps: int = 50,
+                graph: bool = False, bf16: bool = False, device="cuda") -> dict:
+    """A short training run with NVTX ranges, bracketed by cudaProfilerStart/Stop.
+
+    Warm-up steps (compilation, graph capture) run outside the profiled window, so
+    `nsys profile --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`
+    capture exactly the steady state. Returns wall-clock figures of the window.
+    """
+    import time
+
+    from .agents import RADAC
+    from .bench import synthetic_dataset
+    from .config import build_configs
+    from .fast import EagerUpdater, FastUpdater
+
+    enable(True)
+    device = torch.device(device)
+    agent_cfg, _ = build_configs(preset, agent_overrides={"eta_warmup_steps": 0})
+    data = synthetic_dataset(device=device)
+    torch.manual_seed(0)
+    agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
+    if graph or bf16:
+        updater = FastUpdater(agent, data, batch, graph=graph, bf16=bf16)
+    else:
+        updater = EagerUpdater(agent, data, batch, torch.Generator(device).manual_seed(0))
+    for _ in range(warmup):
+        updater.step()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStart()
+    t0 = time.perf_counter()
+    with nvtx_range("steady"):
+        for i in range(steps):
+            with nvtx_range(f"update {i}"):
+                updater.step()
+        updater.sync()
+        with nvtx_range("eval/act"):
+            agent.act(data.obs[:batch])
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    torch.cuda.cudart().cudaProfilerStop()
+    enable(False)
+    return {"steps": steps, "batch": batch, "graph": graph, "bf16": bf16, "wall_s": wall,
+            "updates_per_s": steps / wall}

@@ -79,7 +79,7 @@ def _modes(make_out, params):
             make_out()
 
     out = make_out()
-    grad = torch.ones_like(out)
+    grad = torch.ones_like(out) if out.dim() else None  # a scalar loss needs no grad_outputs
 
     def bwd():
         torch.autograd.grad(out, params, grad, retain_graph=True)

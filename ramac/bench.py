@@ -118,9 +118,11 @@ def kernel_cases(device, B=16_384, K=32):
     ]
 
 
-def bench_kernels(device, B=16_384, K=32, compile_ref=True, graph=True) -> list[dict]:
+def bench_kernels(device, B=16_384, K=32, compile_ref=True, graph=True, ops=None) -> list[dict]:
     rows = []
     for name, shape, providers, params in kernel_cases(device, B, K):
+        if ops and name not in ops:
+            continue
         if compile_ref:
             providers = dict(providers, compile=torch.compile(providers["reference"], dynamic=False))
         for provider, make_out in providers.items():

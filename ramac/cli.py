@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="halfcheetah-medium-expert",
                    help="train: the preset whose networks are timed, on synthetic data of HalfCheetah's shape")
     b.add_argument("--paths", nargs="+", help="train: which paths to time (default: all)")
+    b.add_argument("--ops", nargs="+", help="kernels: which ops to time (default: all)")
     b.add_argument("--steps", type=int, nargs="+", default=[5], help="sampler diffusion steps T (default: 5)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (saves compile time)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -181,7 +182,7 @@ def cmd_bench(args) -> int:
     name = device_name(device)
     print(f"ramac bench {args.what} on {name} ({device})", flush=True)
     if args.what == "kernels":
-        rows = bench.bench_kernels(device, compile_ref=not args.no_compile)
+        rows = bench.bench_kernels(device, compile_ref=not args.no_compile, ops=args.ops)
         cols = ["op", "shape", "mode", "launch", "provider", "median_us", "speedup_vs_reference", "speedup_vs_compile"]
         settings = {"B": 16_384, "K": 32}
     elif args.what == "train":

@@ -80,7 +80,10 @@ class IQNCritic(nn.Module):
         if phi.dim() == 2:
             phi = phi[None]
         h = torch.relu(self.head_fc(trunk[:, None, :] * phi))  # (B, K, hidden)
-        return self.out(h).squeeze(-1)
+        # the quantiles themselves stay fp32 under bf16 autocast: bf16 keeps ~3 digits, so values
+        # of tens would be rounded by ~0.1-0.5, a floor under the quantile loss
+        with torch.autocast(h.device.type, enabled=False):
+            return self.out(h.float()).squeeze(-1)
 
     def forward(self, state, action, taus):
         return self.quantiles(self.trunk(state, action), taus)

@@ -66,3 +66,14 @@ def test_updater_argument_errors():
 
 def test_nvtx_is_free_when_off():
     assert nvtx_range("critic/loss") is nvtx_range("actor/loss")  # one shared null context
+
+
+def test_critic_quantiles_stay_fp32_under_bf16_autocast():
+    from ramac.nets import IQNCritic
+
+    critic = IQNCritic(3, 2, embedding_dim=8, n_cos=4, hidden=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = critic(torch.randn(5, 3), torch.randn(5, 2), torch.rand(5, 4))
+        h = critic.head_fc(torch.randn(2, 8))
+    assert h.dtype == torch.bfloat16  # autocast is active for the hidden layers
+    assert z.dtype == torch.float32

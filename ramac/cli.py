@@ -29,6 +29,12 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _mujoco_presets():
+    from .envs.mujoco import HAZARDS
+
+    return sorted(HAZARDS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import ALGOS, preset_names
 
@@ -77,6 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
     e.add_argument("--seed", type=int, default=12345, help="evaluation seed (default: 12345)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+    d = sub.add_parser("data", help="build, list and inspect the Stochastic MuJoCo data sets (Minari format)",
+                       description="Data sets are made locally from the behaviour policies shipped in the package.")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    dm = dsub.add_parser("make", help="roll out the behaviour policies in the risky env and store a Minari data set")
+    dm.add_argument("preset", choices=_mujoco_presets(), help="which data set")
+    dm.add_argument("--size", type=int, help="transitions (default: D4RL's size for the preset)")
+    dm.add_argument("--seed", type=int, default=0, help="seed of resets, hazards and policy noise (default: 0)")
+    dm.add_argument("--num-envs", type=int, default=8, help="environments stepped side by side (default: 8)")
+    dm.add_argument("--overwrite", action="store_true", help="rebuild an existing data set")
+    dsub.add_parser("list", help="list the ramac data sets under $MINARI_DATASETS_PATH")
+    di = dsub.add_parser("info", help="size, hazard, seed and provenance of a data set")
+    di.add_argument("preset", choices=_mujoco_presets(), help="which data set")
+
+    h = sub.add_parser("behaviour", help="train SAC behaviour policies and install them as package assets")
+    hsub = h.add_subparsers(dest="behaviour_command", metavar="ACTION")
+    hsub.required = True
+    ht = hsub.add_parser("train", help="train (or resume) SAC on a plain v5 task, saving evaluated snapshots")
+    ht.add_argument("env", choices=("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"), help="Gymnasium task")
+    ht.add_argument("--steps", type=int, default=1_000_000, help="environment steps (default: 1,000,000)")
+    ht.add_argument("--out", type=Path, help="run directory (default: runs/sac-ENV-seedN); resumes if it exists")
+    ht.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    ht.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ht.add_argument("--eval-every", type=int, default=10_000, help="steps between evaluated snapshots")
+    hp = hsub.add_parser("pick", help="choose expert, medium and the replay series from a SAC run and install them")
+    hp.add_argument("env", choices=("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"), help="Gymnasium task")
+    hp.add_argument("run_dir", type=Path, help="a `ramac behaviour train` run directory")
 
     b = sub.add_parser("bench", help="benchmark kernels or the sampler against the reference path (JSON + table)",
                        description="Time each path in the same run and write JSON (with device and versions) "
@@ -172,6 +206,40 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from . import datasets
+
+    if args.data_command == "list":
+        names = datasets.list_local()
+        print("\n".join(names) if names else f"no ramac data sets under {datasets.datasets_root()}")
+        return 0
+    if args.data_command == "info":
+        print(json.dumps(datasets.info(args.preset), indent=2))
+        return 0
+    rec = datasets.make(args.preset, args.size, args.seed, args.num_envs, overwrite=args.overwrite)
+    parts = ", ".join(f"{p['policy']}: {p['transitions']}" for p in rec["parts"])
+    print(f"built {rec['dataset_id']}: {rec['size']} transitions in {rec['build_seconds']:.0f} s ({parts})")
+    return 0
+
+
+def cmd_behaviour(args) -> int:
+    from . import behaviour
+    from .sac import SACConfig, train_sac
+    from .utils import resolve_device
+
+    if args.behaviour_command == "pick":
+        rec = behaviour.pick(args.run_dir, args.env, command=" ".join(sys.argv))
+        print(json.dumps({k: rec[k] for k in ("expert", "medium")}, indent=2))
+        print(f"installed in {behaviour.policy_dir(args.env)} ({len(rec['replay'])} replay snapshots)")
+        return 0
+    out = args.out or Path("runs") / f"sac-{args.env}-seed{args.seed}"
+    cfg = SACConfig(env_id=args.env, total_steps=args.steps, seed=args.seed, eval_every=args.eval_every,
+                    device=str(resolve_device(args.device)))
+    train_sac(cfg, out)
+    print(f"SAC run in {out}; install its policies with: ramac behaviour pick {args.env} {out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from . import bench
     from .utils import device_name, resolve_device
@@ -232,12 +300,13 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
+                "data": cmd_data, "behaviour": cmd_behaviour,
                 "presets": cmd_presets}
     from .train import NonFiniteLossError, RunDirError
 
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, RunDirError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunDirError) as e:
         print(f"ramac {args.command}: error: {e}", file=sys.stderr)
         return 2
 

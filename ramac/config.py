@@ -90,6 +90,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 2_000  # steps between evaluations (0: only at the end)
     eval_samples: int = 2_000  # bandit: policy actions per evaluation
+    eval_episodes: int = 10  # MuJoCo: episodes per evaluation during training (`ramac eval`: 100)
     log_every: int = 500  # steps between metric records (and non-finite checks)
     ckpt_every: int = 2_000  # steps between checkpoints (always at the end)
     threads: int = 0  # torch CPU threads (0: torch's default)
@@ -99,7 +100,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        for name in ("steps", "batch_size", "eval_samples", "log_every", "ckpt_every"):
+        for name in ("steps", "batch_size", "eval_samples", "eval_episodes", "log_every", "ckpt_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("eval_every", "threads", "seed"):

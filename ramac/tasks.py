@@ -8,8 +8,10 @@ from typing import Callable
 
 import torch
 
+from . import datasets, evaluation
 from .data import OfflineDataset
 from .envs import bandit
+from .envs.mujoco import HAZARDS
 
 
 @dataclass
@@ -21,7 +23,7 @@ class Task:
     summary: Callable[[dict], str]  # one line for the console
 
 
-def make_task(name: str, device: torch.device, eval_samples: int = 2_000) -> Task:
+def make_task(name: str, device: torch.device, eval_samples: int = 2_000, eval_episodes: int = 10) -> Task:
     if name == "bandit":
         data = bandit.make_dataset()
 
@@ -32,7 +34,14 @@ def make_task(name: str, device: torch.device, eval_samples: int = 2_000) -> Tas
             bandit.plot({"policy": metrics["_actions"]}, data.action.numpy(), Path(run_dir) / "bandit.png", title)
 
         return Task(name, data, evaluate, report, bandit.summary_line)
-    raise ValueError(
-        f"task {name!r} has no data set builder yet; available: bandit "
-        "(the Stochastic MuJoCo tasks need `ramac data make`, see the README)"
-    )
+    if name in HAZARDS:
+        data = datasets.load(name)  # names the `ramac data make` command when missing
+
+        def evaluate(agent, seed):
+            return evaluation.evaluate_preset(agent, name, episodes=eval_episodes, seed=seed, device=device)
+
+        def report(metrics, run_dir, title=""):
+            evaluation.plot_risk_profile({"policy": metrics["_returns"]}, Path(run_dir) / "risk_profile.png", title)
+
+        return Task(name, data, evaluate, report, evaluation.summary_line)
+    raise ValueError(f"unknown task {name!r}; available: bandit, {', '.join(HAZARDS)}")

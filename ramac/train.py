@@ -55,7 +55,7 @@ class Trainer:
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         seed_everything(train_cfg.seed)
-        self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples)
+        self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes)
         self.data = self.task.dataset.to(self.device)
         self.agent = RADAC(self.data.state_dim, self.data.action_dim, agent_cfg).to(self.device)
         self.agent.bootstrap = bool((self.data.terminal < 1).any())

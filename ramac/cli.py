@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load RUN_DIR/checkpoint.pt, evaluate the policy, write eval-again.json and plots.")
     e.add_argument("run_dir", type=Path, help="a directory written by `ramac train`")
     e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
+    e.add_argument("--episodes", type=int, default=100, help="MuJoCo: episodes run side by side (default: 100)")
+    e.add_argument("--full-horizon", action="store_true",
+                   help="MuJoCo: run 1000-step episodes instead of the published horizon (HalfCheetah 200, others 500)")
+    e.add_argument("--ood", action="store_true", help="MuJoCo: also report the OOD-action rate of each detector")
     e.add_argument("--seed", type=int, default=12345, help="evaluation seed (default: 12345)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
@@ -181,23 +185,42 @@ def cmd_train(args) -> int:
 
 def _summary(metrics: dict) -> str:
     from .envs import bandit
+    from .evaluation import summary_line
 
     if "share/R" in metrics:
         q = [f"{metrics[f'quantile/R/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
         return (bandit.summary_line(metrics) + "\ncritic 1 quantiles at R (tau "
                 + ", ".join(f"{t:g}" for t in bandit.READOUT_TAUS) + "): " + ", ".join(q))
-    return json.dumps(metrics, indent=1)
+    line = summary_line(metrics)
+    ood = {k: round(v, 4) for k, v in metrics.items() if k.startswith("ood/") and isinstance(v, float)}
+    return line + (f"\nOOD rates: {ood}" if ood else "")
 
 
 def cmd_eval(args) -> int:
+    import torch
+
     from .tasks import make_task
     from .train import load_agent
     from .utils import atomic_write_json, resolve_device
 
     device = resolve_device(args.device)
     agent, train_cfg, step = load_agent(args.run_dir, device)
-    task = make_task(train_cfg.task, device, args.samples)
-    metrics = task.evaluate(agent, seed=args.seed)
+    task = make_task(train_cfg.task, device, args.samples, args.episodes)
+    if task.name == "bandit":
+        metrics = task.evaluate(agent, seed=args.seed)
+    else:
+        from .evaluation import evaluate_preset
+
+        metrics = evaluate_preset(agent, task.name, args.episodes, args.full_horizon, args.seed, device,
+                                  record=args.ood)
+        if args.ood:
+            from .ood import build_detectors, detector_report
+
+            detectors = build_detectors(task.dataset.to(device), agent)
+            obs = torch.as_tensor(metrics["_obs"], device=device)
+            act = torch.as_tensor(metrics["_actions"], device=device)
+            metrics.update(detector_report(detectors, obs, act))
+            metrics["ood/thresholds"] = {d.name: d.threshold for d in detectors}
     task.report(metrics, args.run_dir, title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
     out = {"step": step, "seed": args.seed, **{k: v for k, v in metrics.items() if k[0] != "_"}}
     atomic_write_json(Path(args.run_dir) / "eval-again.json", out)

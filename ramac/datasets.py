@@ -23,11 +23,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import behaviour
 from .envs.mujoco import D4RL_REF, HAZARDS, RISKY_IDS, make_risky_env
-from .utils import atomic_write_json
+from .utils import atomic_write_json, progress_bar
 
 VERSION = "v0"
 D4RL_SIZES = {
@@ -140,7 +139,7 @@ def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8,
     hazard = HAZARDS[preset]
     t0 = time.perf_counter()
     episodes, parts = [], []
-    bar = tqdm(total=size, disable=not progress, desc=f"data {preset}", unit="step")
+    bar = progress_bar(total=size, disable=not progress, desc=f"data {preset}", unit="step")
     for k, (name, actor, n) in enumerate(sources(preset, size)):
         eps = rollout(actor, preset, n, seed=seed * 1_000 + k, num_envs=num_envs, bar=bar)
         episodes += eps

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .utils import atomic_torch_save, atomic_write_json, provenance, rng_state, set_rng_state
+from .utils import atomic_torch_save, atomic_write_json, progress_bar, provenance, rng_state, set_rng_state
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -237,7 +236,7 @@ def train_sac(cfg: SACConfig, out_dir, progress=True, log=print) -> Path:
         obs, _ = env.reset()
         log(f"resumed {cfg.env_id} at step {step}")
     atomic_write_json(out / "config.json", {"sac": asdict(cfg), "provenance": provenance(sac.device)})
-    bar = tqdm(total=cfg.total_steps, initial=step, disable=not progress, desc=f"SAC {cfg.env_id}")
+    bar = progress_bar(total=cfg.total_steps, initial=step, disable=not progress, desc=f"SAC {cfg.env_id}")
     ep_ret, info = 0.0, {}
     t0 = time.perf_counter()
     while step < cfg.total_steps:

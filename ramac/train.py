@@ -10,14 +10,13 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .agents import RADAC
 from .config import RADACConfig, TrainConfig, from_dict, to_dict
 from .fast import EagerUpdater, FastUpdater
 from .tasks import make_task
-from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, provenance, resolve_device,
-                    rng_state, seed_everything, set_rng_state)
+from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
+                    resolve_device, rng_state, seed_everything, set_rng_state)
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -120,8 +119,7 @@ class Trainer:
         self._write_config()
         updater, t0, last_eval = self.make_updater(), time.perf_counter(), None
         t_log, step_log = t0, self.step
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.task}/{cfg.algo}",
-                   dynamic_ncols=True)
+        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.task}/{cfg.algo}")
         try:
             while self.step < cfg.steps:
                 updater.step()

@@ -16,6 +16,17 @@ import numpy as np
 import torch
 
 
+def progress_bar(**kwargs):
+    """tqdm that redraws at most every 30 s when stderr is not a terminal (log files stay small)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30.0)
+    return tqdm(dynamic_ncols=True, **kwargs)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     ht.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     ht.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     ht.add_argument("--eval-every", type=int, default=10_000, help="steps between evaluated snapshots")
+    ht.add_argument("--num-envs", type=int, default=8,
+                    help="environments stepped side by side, with as many updates per round (default: 8)")
+    ht.add_argument("--no-graph", action="store_true", help="CUDA: run the updates eagerly instead of as a graph")
+    ht.add_argument("--max-minutes", type=float,
+                    help="stop (with a resumable state) after this much wall time; rerun the command to go on")
     hp = hsub.add_parser("pick", help="choose expert, medium and the replay series from a SAC run and install them")
     hp.add_argument("env", choices=("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"), help="Gymnasium task")
     hp.add_argument("run_dir", type=Path, help="a `ramac behaviour train` run directory")
@@ -257,8 +262,8 @@ def cmd_behaviour(args) -> int:
         return 0
     out = args.out or Path("runs") / f"sac-{args.env}-seed{args.seed}"
     cfg = SACConfig(env_id=args.env, total_steps=args.steps, seed=args.seed, eval_every=args.eval_every,
-                    device=str(resolve_device(args.device)))
-    train_sac(cfg, out)
+                    num_envs=args.num_envs, graph=not args.no_graph, device=str(resolve_device(args.device)))
+    train_sac(cfg, out, max_minutes=args.max_minutes)
     print(f"SAC run in {out}; install its policies with: ramac behaviour pick {args.env} {out}")
     return 0
 

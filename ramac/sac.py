@@ -10,6 +10,7 @@ policy from the snapshots' evaluated returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -29,10 +30,10 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 @dataclass
 class SACConfig:
-    """SAC settings (CleanRL's continuous-action defaults)."""
+    """SAC settings (CleanRL's continuous-action defaults, plus the GPU fast path)."""
 
     env_id: str = "HalfCheetah-v5"  # plain Gymnasium task the behaviour policy learns
-    total_steps: int = 1_000_000  # environment steps (one update per step after learning_starts)
+    total_steps: int = 1_000_000  # environment steps (one update per environment step after learning_starts)
     learning_starts: int = 5_000  # uniform-random steps before learning
     batch_size: int = 256  # transitions per update
     hidden: int = 256  # width of the two hidden layers of actor and critics
@@ -40,11 +41,22 @@ class SACConfig:
     tau: float = 0.005  # target update rate
     policy_lr: float = 3e-4  # actor and temperature learning rate
     q_lr: float = 1e-3  # critic learning rate
+    num_envs: int = 1  # environments stepped side by side; each round does num_envs updates
+    graph: bool = True  # on CUDA: the num_envs updates of a round replayed as one CUDA graph
     eval_every: int = 10_000  # steps between evaluations and policy snapshots
     eval_episodes: int = 10  # deterministic episodes per evaluation
     state_every: int = 50_000  # steps between full resumable states (replay buffer included)
     seed: int = 0  # seeds the env, torch and numpy
-    device: str = "cpu"  # torch device of the networks
+    device: str = "cpu"  # torch device of the networks and the replay buffer
+
+    def __post_init__(self):
+        for name in ("total_steps", "batch_size", "hidden", "num_envs", "eval_every", "eval_episodes",
+                     "state_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SACConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every % self.num_envs or self.state_every % self.num_envs:
+            raise ValueError(f"eval_every ({self.eval_every}) and state_every ({self.state_every}) must be "
+                             f"multiples of num_envs ({self.num_envs})")
 
 
 class Actor(nn.Module):
@@ -79,36 +91,42 @@ def q_net(obs_dim, act_dim, hidden):
 
 
 class Replay:
-    """Flat numpy replay buffer (saved with the training state for exact resumes)."""
+    """Replay buffer of flat rows [obs, action, reward, next_obs, terminal] on the training device.
 
-    def __init__(self, capacity, obs_dim, act_dim):
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.act = np.zeros((capacity, act_dim), np.float32)
-        self.rew = np.zeros(capacity, np.float32)
-        self.term = np.zeros(capacity, np.float32)
-        self.n = 0
+    Mini-batches are drawn on the device from a size counter that also lives
+    there, so sampling can sit inside a CUDA graph.
+    """
 
-    def add(self, o, a, r, o2, term):
-        i = self.n % len(self.rew)
-        self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.term[i] = o, a, r, o2, term
-        self.n += 1
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device):
+        self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, capacity
+        self.rows = torch.zeros(capacity, 2 * obs_dim + act_dim + 2, device=device)
+        self.n = 0  # transitions ever added (host copy)
+        self.size_t = torch.zeros((), device=device)  # filled rows, as a float for device-side sampling
 
-    def sample(self, rng: np.random.Generator, batch: int, device):
-        idx = rng.integers(0, min(self.n, len(self.rew)), batch)
-        to = lambda x: torch.as_tensor(x[idx], device=device)  # noqa: E731
-        return to(self.obs), to(self.act), to(self.rew), to(self.next_obs), to(self.term)
+    def add(self, o, a, r, o2, term) -> None:
+        """Add a batch of transitions (numpy arrays with a leading env axis)."""
+        rows = np.concatenate([o, a, r[:, None], o2, term[:, None]], 1).astype(np.float32)
+        idx = (self.n + np.arange(len(rows))) % self.capacity
+        self.rows[torch.as_tensor(idx, device=self.rows.device)] = torch.as_tensor(rows).to(self.rows.device)
+        self.n += len(rows)
+        self.size_t.fill_(min(self.n, self.capacity))
 
-    def state(self):
-        k = min(self.n, len(self.rew))
-        return {"obs": self.obs[:k], "next_obs": self.next_obs[:k], "act": self.act[:k], "rew": self.rew[:k],
-                "term": self.term[:k], "n": self.n}
+    def sample(self, batch: int, generator=None):
+        """Uniform rows drawn on the device (graph-safe: no host read of the size)."""
+        u = torch.rand(batch, device=self.rows.device, generator=generator)
+        idx = (u * self.size_t).long().clamp_(max=self.capacity - 1)
+        x = self.rows[idx]
+        o, a = self.obs_dim, self.act_dim
+        return x[:, :o], x[:, o:o + a], x[:, o + a], x[:, o + a + 1:2 * o + a + 1], x[:, -1]
 
-    def load(self, s):
-        k = len(s["rew"])
-        self.obs[:k], self.next_obs[:k], self.act[:k], self.rew[:k], self.term[:k] = (
-            s["obs"], s["next_obs"], s["act"], s["rew"], s["term"])
+    def state(self) -> dict:
+        return {"rows": self.rows[:min(self.n, self.capacity)].cpu(), "n": self.n}
+
+    def load(self, s: dict) -> None:
+        k = len(s["rows"])
+        self.rows[:k] = s["rows"].to(self.rows.device)
         self.n = int(s["n"])
+        self.size_t.fill_(min(self.n, self.capacity))
 
 
 class SAC:
@@ -126,13 +144,16 @@ class SAC:
         self.q1_t, self.q2_t = q_net(self.obs_dim, self.act_dim, h).to(d), q_net(self.obs_dim, self.act_dim, h).to(d)
         self.q1_t.load_state_dict(self.q1.state_dict())
         self.q2_t.load_state_dict(self.q2.state_dict())
-        self.q_opt = torch.optim.Adam(list(self.q1.parameters()) + list(self.q2.parameters()), lr=cfg.q_lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr)
         self.log_alpha = torch.zeros(1, requires_grad=True, device=d)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr)
+        # on CUDA: fused (one kernel per step) and capturable (step counts on the device) Adam
+        kw = {"fused": True, "capturable": True} if d.type == "cuda" else {}
+        self.q_opt = torch.optim.Adam(list(self.q1.parameters()) + list(self.q2.parameters()), lr=cfg.q_lr, **kw)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.policy_lr, **kw)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr, **kw)
         self.target_entropy = -float(self.act_dim)
 
     def update(self, batch) -> dict:
+        """One SAC update; returns detached tensors (no host synchronisation, capturable)."""
         o, a, r, o2, term = batch
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
@@ -142,24 +163,24 @@ class SAC:
             y = r + self.cfg.gamma * (1 - term) * q_next
         x = torch.cat([o, a], -1)
         q_loss = F.mse_loss(self.q1(x).squeeze(-1), y) + F.mse_loss(self.q2(x).squeeze(-1), y)
-        self.q_opt.zero_grad()
+        self.q_opt.zero_grad(set_to_none=False)
         q_loss.backward()
         self.q_opt.step()
 
         pi, logp = self.actor(o)
         xp = torch.cat([o, pi], -1)
         actor_loss = (alpha * logp - torch.min(self.q1(xp), self.q2(xp)).squeeze(-1)).mean()
-        self.actor_opt.zero_grad()
+        self.actor_opt.zero_grad(set_to_none=False)
         actor_loss.backward()
         self.actor_opt.step()
         alpha_loss = -(self.log_alpha.exp() * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad()
+        self.alpha_opt.zero_grad(set_to_none=False)
         alpha_loss.backward()
         self.alpha_opt.step()
         with torch.no_grad():
             for t, s in ((self.q1_t, self.q1), (self.q2_t, self.q2)):
                 torch._foreach_lerp_(list(t.parameters()), list(s.parameters()), self.cfg.tau)
-        return {"q_loss": q_loss.item(), "actor_loss": actor_loss.item(), "alpha": alpha.item()}
+        return {"q_loss": q_loss.detach(), "actor_loss": actor_loss.detach(), "alpha": alpha[0]}
 
     @torch.no_grad()
     def act(self, obs, deterministic=False) -> np.ndarray:
@@ -176,6 +197,54 @@ class SAC:
             getattr(self, k).load_state_dict(s[k])
         with torch.no_grad():
             self.log_alpha.copy_(s["log_alpha"])
+
+
+class Updater:
+    """`n` SAC updates per call with metric sums on the device; on CUDA (cfg.graph) one graph replay."""
+
+    def __init__(self, sac: SAC, buffer: Replay, n: int):
+        self.sac, self.buffer, self.n = sac, buffer, n
+        self.use_graph = sac.cfg.graph and sac.device.type == "cuda"
+        self.sums = {k: torch.zeros((), device=sac.device) for k in ("q_loss", "actor_loss", "alpha")}
+        self.count = 0
+        self.graph = self.stream = None
+        self.warm = 0
+
+    def _run(self) -> None:
+        for _ in range(self.n):
+            info = self.sac.update(self.buffer.sample(self.sac.cfg.batch_size))
+            for k, v in info.items():
+                self.sums[k].add_(v)
+
+    def __call__(self) -> None:
+        if not self.use_graph or self.warm < 3:  # real eager updates warm the graph's memory pool up
+            if self.use_graph and self.stream is None:
+                self.stream = torch.cuda.Stream()
+            ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+            if self.stream is not None:
+                self.stream.wait_stream(torch.cuda.current_stream())
+            with ctx:
+                self._run()
+            if self.stream is not None:
+                torch.cuda.current_stream().wait_stream(self.stream)
+            self.warm += 1
+        else:
+            if self.graph is None:
+                self.graph = torch.cuda.CUDAGraph()
+                self.stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.graph(self.graph, stream=self.stream):
+                    self._run()
+                torch.cuda.current_stream().wait_stream(self.stream)  # capture records, it runs nothing
+            self.graph.replay()
+        self.count += self.n
+
+    def read(self) -> dict:
+        """Means since the last read (one host synchronisation)."""
+        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+        for v in self.sums.values():
+            v.zero_()
+        self.count = 0
+        return out
 
 
 def evaluate_policy(policy_fn, env_id: str, episodes: int, seed: int, max_steps: int | None = None,
@@ -211,62 +280,81 @@ def load_policy(path, device="cpu") -> Actor:
     return actor.to(device).eval()
 
 
-def train_sac(cfg: SACConfig, out_dir, progress=True, log=print) -> Path:
-    """Train (or resume) SAC; writes snapshots/ and state.pt under out_dir."""
+def train_sac(cfg: SACConfig, out_dir, progress=True, log=print, max_minutes: float | None = None) -> Path:
+    """Train (or resume) SAC; writes snapshots/, history.json and state.pt under out_dir.
+
+    cfg.num_envs environments step side by side (next-step autoreset: the step
+    that resets an env is not stored); each round adds num_envs transitions and
+    runs num_envs updates, so the update-to-data ratio stays one. With
+    max_minutes the run stops at the next state save after that much wall time
+    (resume it by calling again with the same out_dir).
+    """
     out = Path(out_dir)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
-    sac = SAC(cfg)
-    buffer = Replay(cfg.total_steps, sac.obs_dim, sac.act_dim)
-    rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    env = gym.make(cfg.env_id)
-    obs, _ = env.reset(seed=cfg.seed)
-    step, history = 0, []
+    sac = SAC(cfg)
+    buffer = Replay(cfg.total_steps, sac.obs_dim, sac.act_dim, sac.device)
+    n_env = cfg.num_envs
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(cfg.env_id) for _ in range(n_env)])
+    envs.action_space.seed(cfg.seed)
+    obs, _ = envs.reset(seed=cfg.seed)
+    step, history_ = 0, []
     state_path = out / "state.pt"
-    if state_path.exists():
-        s = torch.load(state_path, map_location="cpu", weights_only=False)
+    small_path = out / "state-small.pt"
+    resume_from = state_path if state_path.exists() else small_path if small_path.exists() else None
+    if resume_from is not None:
+        s = torch.load(resume_from, map_location="cpu", weights_only=False)
         if s["cfg"]["env_id"] != cfg.env_id:
             raise ValueError(f"{out} holds a run for {s['cfg']['env_id']}, not {cfg.env_id}")
         sac.load(s["sac"])
-        buffer.load(s["buffer"])
-        rng = s["np_rng"]
+        if "buffer" in s:
+            buffer.load(s["buffer"])
+        else:  # a compact state: the buffer refills from the current policy before updates resume
+            log(f"{resume_from.name} has no replay buffer: refilling it with the current policy")
         set_rng_state(s["rng"])
-        step, history = s["step"], s["history"]
-        env.reset(seed=cfg.seed + step)  # the interrupted episode is not restored: start a fresh one
-        obs, _ = env.reset()
+        step, history_ = s["step"], s["history"]
+        obs, _ = envs.reset(seed=cfg.seed + step)  # the interrupted episodes are not restored: fresh ones
         log(f"resumed {cfg.env_id} at step {step}")
     atomic_write_json(out / "config.json", {"sac": asdict(cfg), "provenance": provenance(sac.device)})
+    updater = Updater(sac, buffer, n_env)
     bar = progress_bar(total=cfg.total_steps, initial=step, disable=not progress, desc=f"SAC {cfg.env_id}")
-    ep_ret, info = 0.0, {}
     t0 = time.perf_counter()
+    fresh = np.zeros(n_env, bool)  # envs whose last step ended an episode: this step resets them
     while step < cfg.total_steps:
-        if step < cfg.learning_starts:
-            action = env.action_space.sample()
+        if step < cfg.learning_starts and buffer.n == step:  # not after a resume without replay buffer
+            action = envs.action_space.sample()
         else:
-            action = sac.act(obs[None])[0]
-        obs2, r, term, trunc, _ = env.step(action)
-        buffer.add(obs, action, r, obs2, float(term))
-        obs, ep_ret = obs2, ep_ret + r
-        if term or trunc:
-            obs, _ = env.reset()
-            ep_ret = 0.0
-        if step >= cfg.learning_starts:
-            info = sac.update(buffer.sample(rng, cfg.batch_size, sac.device))
-        step += 1
-        bar.update(1)
+            action = sac.act(obs)
+        obs2, r, term, trunc, _ = envs.step(action)
+        keep = ~fresh
+        buffer.add(obs[keep], action[keep], r[keep], obs2[keep], term[keep].astype(np.float32))
+        fresh = term | trunc
+        obs = obs2
+        if step >= cfg.learning_starts and buffer.n >= min(cfg.learning_starts, cfg.batch_size * 4):
+            updater()
+        step += n_env
+        bar.update(n_env)
         if step % cfg.eval_every == 0:
             rets = evaluate_policy(lambda o: sac.act(o, True), cfg.env_id, cfg.eval_episodes, seed=10_000 + step)
+            info = updater.read() if updater.count else {}
             rec = {"step": step, "return_mean": float(rets.mean()), "return_std": float(rets.std()),
                    "episodes": len(rets), "wall_s": time.perf_counter() - t0, **info}
-            history.append(rec)
-            save_policy(sac, out / "snapshots" / f"step{step:08d}.pt", rec | {"env_id": cfg.env_id, "seed": cfg.seed})
-            atomic_write_json(out / "history.json", history)
-        if step % cfg.state_every == 0 or step == cfg.total_steps:
-            atomic_torch_save({"sac": sac.state(), "buffer": buffer.state(), "np_rng": rng, "rng": rng_state(),
-                               "step": step, "history": history, "cfg": asdict(cfg)}, state_path)
-            bar.write(f"[{cfg.env_id} step {step}] return {rec['return_mean']:.0f} +- {rec['return_std']:.0f}")
+            history_.append(rec)
+            save_policy(sac, out / "snapshots" / f"step{step:08d}.pt",
+                        rec | {"env_id": cfg.env_id, "seed": cfg.seed})
+            atomic_write_json(out / "history.json", history_)
+            bar.write(f"[{cfg.env_id} step {step}] return {rec['return_mean']:.0f} +- {rec['return_std']:.0f}"
+                      f" ({rec['wall_s']:.0f} s)")
+        timed_out = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
+        if step % cfg.state_every == 0 or step >= cfg.total_steps or timed_out:
+            small = {"sac": sac.state(), "rng": rng_state(), "step": step, "history": history_, "cfg": asdict(cfg)}
+            atomic_torch_save(small, small_path)  # a few MB: networks and optimisers only
+            atomic_torch_save(small | {"buffer": buffer.state()}, state_path)
+            if timed_out:
+                log(f"stopping {cfg.env_id} at step {step} after {max_minutes} min; resume with the same --out")
+                break
     bar.close()
-    env.close()
+    envs.close()
     return out
 
 

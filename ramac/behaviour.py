@@ -72,21 +72,41 @@ def evaluate_file(path, base_env: str, episodes: int = 20, seed: int = 123) -> t
 
 
 def pick(run_dir, base_env: str, command: str, dest: Path | None = None, episodes: int = 20) -> dict:
-    """Copy expert, medium and the replay series of a SAC run into the package assets,
-    re-evaluating expert and medium over `episodes` episodes for the provenance record."""
+    """Copy expert, medium and the replay series of a SAC run into the package assets.
+
+    Training-time evaluations (10 episodes) are noisy, so candidates are
+    re-evaluated over `episodes` episodes: the expert is the best re-evaluated of
+    the three best-scoring snapshots; the medium is the latest earlier snapshot
+    that is steady (std <= half the mean) and re-evaluates within [1/3, 1/2] of
+    the expert's return (10 % slack), else the re-evaluated candidate closest to 40 %.
+    """
     run_dir = Path(run_dir)
     hist = history(run_dir)
     if not hist:
         raise ValueError(f"{run_dir} has no evaluated snapshots yet")
-    expert = max(hist, key=lambda r: r["return_mean"])
-    band = [r for r in hist if expert["return_mean"] / 3 <= r["return_mean"] <= expert["return_mean"] / 2
-            and r["step"] < expert["step"]]
-    medium = band[-1] if band else min(hist, key=lambda r: abs(r["return_mean"] - 0.4 * expert["return_mean"]))
+    snap = lambda r: run_dir / "snapshots" / f"step{r['step']:08d}.pt"  # noqa: E731
+    scores = {}
+
+    def score(r):
+        if r["step"] not in scores:
+            scores[r["step"]] = evaluate_file(snap(r), base_env, episodes)
+        return scores[r["step"]]
+
+    top = sorted(hist, key=lambda r: r["return_mean"])[-3:]
+    expert = max(top, key=lambda r: score(r)[0])
+    e_ret = score(expert)[0]
+    lo, hi = 0.9 * e_ret / 3, 1.1 * e_ret / 2
+    steady = lambda m, sd: sd <= 0.5 * abs(m)  # noqa: E731
+    cands = [r for r in hist if r["step"] < expert["step"] and lo <= r["return_mean"] <= hi
+             and steady(r["return_mean"], r["return_std"])]
+    medium = next((r for r in reversed(cands) if lo <= score(r)[0] <= hi and steady(*score(r))), None)
+    if medium is None:
+        pool = cands or sorted(hist[:hist.index(expert)], key=lambda r: abs(r["return_mean"] - 0.4 * e_ret))[:3]
+        medium = min(pool, key=lambda r: abs(score(r)[0] - 0.4 * e_ret))
     dest = Path(dest) if dest else policy_dir(base_env)
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "replay").mkdir(parents=True)
-    snap = lambda r: run_dir / "snapshots" / f"step{r['step']:08d}.pt"  # noqa: E731
     shutil.copy(snap(expert), dest / "expert.pt")
     shutil.copy(snap(medium), dest / "medium.pt")
     replay = [r for r in hist if r["step"] <= medium["step"]]
@@ -94,7 +114,7 @@ def pick(run_dir, base_env: str, command: str, dest: Path | None = None, episode
         shutil.copy(snap(r), dest / "replay" / snap(r).name)
     run_cfg = (run_dir / "config.json").read_text() if (run_dir / "config.json").exists() else "{}"
     def entry(r, name):
-        mean, std = evaluate_file(dest / f"{name}.pt", base_env, episodes)
+        mean, std = score(r)
         return {"step": r["step"], "return_mean": mean, "return_std": std, "episodes": episodes,
                 "return_at_training_eval": r["return_mean"], "sha256_16": file_hash(dest / f"{name}.pt")}
 

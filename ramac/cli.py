@@ -222,8 +222,8 @@ def cmd_eval(args) -> int:
             from .ood import build_detectors, detector_report
 
             detectors = build_detectors(task.dataset.to(device), agent)
-            obs = torch.as_tensor(metrics["_obs"], device=device)
-            act = torch.as_tensor(metrics["_actions"], device=device)
+            obs = torch.as_tensor(metrics["_obs"], dtype=torch.float32, device=device)
+            act = torch.as_tensor(metrics["_actions"], dtype=torch.float32, device=device)
             metrics.update(detector_report(detectors, obs, act))
             metrics["ood/thresholds"] = {d.name: d.threshold for d in detectors}
     task.report(metrics, args.run_dir, title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")

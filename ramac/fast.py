@@ -17,6 +17,7 @@ quantile-Huber loss is computed in fp32 either way).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -95,9 +96,13 @@ class FastUpdater:
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
         self.device = device
+        # on CUDA: capturable (step counts on the device) and fused (one kernel per optimiser step) Adam;
+        # RAMAC_ADAM=foreach keeps the multi-tensor path (to measure what fusing gains)
+        fused = device.type == "cuda" and os.environ.get("RAMAC_ADAM", "fused") == "fused"
         for opt in (agent.actor_opt, agent.critic1_opt, agent.critic2_opt):
             for group in opt.param_groups:
                 group["capturable"] = device.type == "cuda"
+                group["fused"], group["foreach"] = (True, False) if fused else (group["fused"], group["foreach"])
         self.step_t = torch.tensor(agent.steps_done, dtype=torch.long, device=device)
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.metrics = DeviceMetrics()

@@ -207,8 +207,8 @@ class Updater:
         self.use_graph = sac.cfg.graph and sac.device.type == "cuda"
         self.sums = {k: torch.zeros((), device=sac.device) for k in ("q_loss", "actor_loss", "alpha")}
         self.count = 0
-        self.graph = self.stream = None
-        self.warm = 0
+        self.stream = torch.cuda.Stream() if self.use_graph else None
+        self.graph, self.warm = None, 0
 
     def _run(self) -> None:
         for _ in range(self.n):
@@ -217,26 +217,29 @@ class Updater:
                 self.sums[k].add_(v)
 
     def __call__(self) -> None:
-        if not self.use_graph or self.warm < 3:  # real eager updates warm the graph's memory pool up
-            if self.use_graph and self.stream is None:
-                self.stream = torch.cuda.Stream()
-            ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-            if self.stream is not None:
-                self.stream.wait_stream(torch.cuda.current_stream())
-            with ctx:
-                self._run()
-            if self.stream is not None:
-                torch.cuda.current_stream().wait_stream(self.stream)
-            self.warm += 1
-        else:
+        if self.use_graph and self.warm >= 3:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
-                self.stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.graph(self.graph, stream=self.stream):
-                    self._run()
-                torch.cuda.current_stream().wait_stream(self.stream)  # capture records, it runs nothing
+                with self._on_side_stream():
+                    with torch.cuda.graph(self.graph, stream=self.stream):
+                        self._run()  # recorded, not run
             self.graph.replay()
+        else:  # the CPU path, and on CUDA the real updates that warm the graph's memory pool up
+            with self._on_side_stream():
+                self._run()
+            self.warm += 1
         self.count += self.n
+
+    @contextlib.contextmanager
+    def _on_side_stream(self):
+        """Warm-up and capture share one side stream (eager work on the default stream breaks capture)."""
+        if not self.use_graph:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            yield
+        torch.cuda.current_stream().wait_stream(self.stream)
 
     def read(self) -> dict:
         """Means since the last read (one host synchronisation)."""

@@ -118,3 +118,19 @@ def test_pick_re_evaluates_and_prefers_steady_policies(fake_run, tmp_path_factor
     assert (dest / "expert.pt").read_bytes() == (run / "snapshots" / "step00000060.pt").read_bytes()
     saved = json.loads((dest / "provenance.json").read_text())
     assert saved["medium"]["return_std"] == 60 and saved["medium"]["return_at_training_eval"] == 1600
+
+
+@pytest.mark.parametrize("env", ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
+def test_shipped_policies_match_their_provenance(env):
+    d = behaviour.require(env)
+    rec = json.loads((d / "provenance.json").read_text())
+    for name in ("expert", "medium"):
+        assert behaviour.file_hash(d / f"{name}.pt") == rec[name]["sha256_16"]
+    assert sorted(p.name for p in behaviour.replay_snapshots(env)) == sorted(r["file"] for r in rec["replay"])
+
+
+@pytest.mark.parametrize("env,which", [("HalfCheetah-v5", "expert"), ("Hopper-v5", "medium")])
+def test_shipped_policy_reproduces_its_recorded_return(env, which):
+    rec = json.loads((behaviour.policy_dir(env) / "provenance.json").read_text())[which]
+    mean, _ = behaviour.evaluate_file(behaviour.policy_dir(env) / f"{which}.pt", env, episodes=2, seed=7)
+    assert abs(mean - rec["return_mean"]) < 4 * rec["return_std"] + 0.05 * abs(rec["return_mean"])

@@ -145,7 +145,7 @@ PRESETS: dict[str, Preset] = {
     "bandit": Preset(
         agent=dict(n_timesteps=20, lr_critic=3e-4, eta=0.2, eta_warmup_steps=4_000, q_clip=100.0,
                    ema_start=1_000),
-        train=dict(steps=30_000, eval_every=2_000, log_every=500, ckpt_every=2_000),
+        train=dict(steps=14_000, eval_every=2_000, log_every=500, ckpt_every=2_000),
         algo=dict(neutral=dict(eta=0.5)),
         # CPU-sized: narrower networks, fewer fractions and faster learning rates so
         # that both networks leave their initial plateau within a few thousand steps.

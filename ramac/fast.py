@@ -102,7 +102,8 @@ class FastUpdater:
         for opt in (agent.actor_opt, agent.critic1_opt, agent.critic2_opt):
             for group in opt.param_groups:
                 group["capturable"] = device.type == "cuda"
-                group["fused"], group["foreach"] = (True, False) if fused else (group["fused"], group["foreach"])
+                if fused:
+                    group["fused"], group["foreach"] = True, False
         self.step_t = torch.tensor(agent.steps_done, dtype=torch.long, device=device)
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.metrics = DeviceMetrics()

@@ -250,22 +250,11 @@ class Updater:
         return out
 
 
-def evaluate_policy(policy_fn, env_id: str, episodes: int, seed: int, max_steps: int | None = None,
-                    wrapper=None) -> np.ndarray:
-    """Returns of `episodes` deterministic episodes run side by side in a vector env."""
-    envs = gym.vector.SyncVectorEnv([
-        (lambda: wrapper(gym.make(env_id)) if wrapper else gym.make(env_id)) for _ in range(episodes)])
-    obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(episodes)
-    alive = np.ones(episodes, bool)
-    steps = 0
-    while alive.any() and (max_steps is None or steps < max_steps):
-        obs, r, term, trunc, _ = envs.step(policy_fn(obs))
-        returns += r * alive
-        alive &= ~(term | trunc)
-        steps += 1
-    envs.close()
-    return returns
+def evaluate_policy(policy_fn, env_id: str, episodes: int, seed: int, max_steps: int | None = None) -> np.ndarray:
+    """Returns of `episodes` deterministic episodes of the plain task run side by side."""
+    from .evaluation import run_episodes
+
+    return run_episodes(policy_fn, lambda: gym.make(env_id), episodes, max_steps, seed, asynchronous=False)["returns"]
 
 
 def save_policy(sac: SAC, path: Path, meta: dict):

@@ -57,7 +57,11 @@ def use(name: str):
 
 
 def use_triton(*tensors: torch.Tensor) -> bool:
-    """True when the Triton kernel should run for these tensors."""
-    if not HAS_TRITON or get_backend() == "reference":
+    """True when the Triton kernel should run for these tensors.
+
+    Under torch.compile the reference op is traced instead: Inductor fuses it
+    with its neighbours (and generates its own Triton code on CUDA).
+    """
+    if not HAS_TRITON or torch.compiler.is_compiling() or get_backend() == "reference":
         return False
     return all(t.is_cuda for t in tensors)

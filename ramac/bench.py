@@ -227,13 +227,29 @@ def load_results(path) -> dict:
 # --------------------------------------------------------------------------
 # training step
 # --------------------------------------------------------------------------
-TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16)
-    "eager-reference": ("reference", False, False),
-    "eager-kernels": ("auto", False, False),
-    "graph-reference": ("reference", True, False),
-    "graph-kernels": ("auto", True, False),
-    "graph-kernels-bf16": ("auto", True, True),
+TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16, torch.compile of the losses)
+    "eager-reference": ("reference", False, False, False),
+    "eager-kernels": ("auto", False, False, False),
+    "graph-reference": ("reference", True, False, False),
+    "graph-kernels": ("auto", True, False, False),
+    "graph-kernels-bf16": ("auto", True, True, False),
+    "graph-compile": ("auto", True, False, True),
+    "graph-compile-bf16": ("auto", True, True, True),
 }
+
+
+def gpu_activity_per_call(fn, calls: int = 5) -> dict:
+    """GPU kernels (and copies/memsets) per call of fn and their summed busy time, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return {"kernels_per_update": len(events) / calls,
+            "gpu_busy_us_per_update": sum(e.time_range.elapsed_us() for e in events) / calls}
 
 
 def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0):
@@ -250,8 +266,13 @@ def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=
 
 
 def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PATHS), preset="halfcheetah-medium-expert",
-                seconds=2.0, warmup=5) -> list[dict]:
-    """Updates/s of the full RADAC update (risk term on) for each path and batch size."""
+                seconds=2.0, warmup=5, gpu_activity=True) -> list[dict]:
+    """Updates/s of the full RADAC update (risk term on) for each path and batch size.
+
+    gpu_activity: also count the GPU kernels of one update and their summed run
+    time (torch.profiler), which says whether launches or the kernels themselves
+    bound the update.
+    """
     from .agents import RADAC
     from .config import build_configs
     from .fast import EagerUpdater, FastUpdater
@@ -261,19 +282,21 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
     data = synthetic_dataset(device=device)
     for B in batches:
         for name in paths:
-            backend, graph, bf16 = TRAIN_PATHS[name]
+            backend, graph, bf16, compiled = TRAIN_PATHS[name]
             row = dict(op="train", batch=B, path=name, provider=name, launch="graph" if graph else "eager")
             try:
+                t_setup = time.perf_counter()
                 with kernels.use(backend):
                     torch.manual_seed(0)
                     agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
-                    if graph or bf16:
-                        upd = FastUpdater(agent, data, B, graph=graph, bf16=bf16, warmup=warmup)
+                    if graph or bf16 or compiled:
+                        upd = FastUpdater(agent, data, B, graph=graph, bf16=bf16, warmup=warmup, compile=compiled)
                     else:  # exactly the trainer's plain loop
                         upd = EagerUpdater(agent, data, B, torch.Generator(device).manual_seed(0))
-                    for _ in range(warmup + 2):  # eager warm-up, capture, first replays
+                    for _ in range(warmup + 2):  # eager warm-up (and compilation), capture, first replays
                         upd.step()
                     torch.cuda.synchronize()
+                    row["setup_s"] = time.perf_counter() - t_setup
                     n, elapsed = 0, 0.0
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     chunk = 1
@@ -286,6 +309,8 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
                         elapsed += start.elapsed_time(end)
                         n += chunk
                         chunk = min(chunk * 2, 200)
+                    if gpu_activity:
+                        row.update(gpu_activity_per_call(upd.step))
                     means, first_bad = upd.metrics.read()
                 row.update(updates_per_s=n / (elapsed / 1e3), samples_per_s=B * n / (elapsed / 1e3),
                            median_us=elapsed * 1e3 / n, updates=n, finite=first_bad < 0)

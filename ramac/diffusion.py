@@ -106,6 +106,7 @@ class Diffusion(nn.Module):
             x = kernels.posterior_step(x, model(x, steps, state), noise[t], self._steps[t])
         return x.clamp(-self.max_action, self.max_action)
 
+    @torch.compiler.disable  # already one launch on CUDA: kept out of compiled graphs
     @torch.no_grad()
     def sample_fast(self, model: nn.Module, state: torch.Tensor, noise: torch.Tensor | None = None,
                     seed=None) -> torch.Tensor:

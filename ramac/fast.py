@@ -11,7 +11,8 @@ asking the GPU. Metrics are read back every N steps (one synchronisation).
 
 With `graph=False` the same update runs eagerly (the CPU and debugging path);
 `bf16=True` runs the networks under bf16 autocast with fp32 master weights (the
-quantile-Huber loss is computed in fp32 either way).
+quantile-Huber loss is computed in fp32 either way); `compile=True` runs both
+losses through torch.compile first (fewer, fused kernels inside the graph).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class FastUpdater:
     """
 
     def __init__(self, agent, data: OfflineDataset, batch_size: int, graph: bool = True, bf16: bool = False,
-                 indices: str = "device", warmup: int = 3):
+                 indices: str = "device", warmup: int = 3, compile: bool = False):
         if indices not in ("device", "given"):
             raise ValueError(f"indices must be 'device' or 'given', got {indices!r}")
         device = data.obs.device
@@ -95,6 +96,8 @@ class FastUpdater:
             raise ValueError("CUDA graphs need the data set on a CUDA device")
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
+        if compile:  # compiled on the first (eager warm-up) step of each phase
+            agent.compile_losses()
         self.device = device
         # on CUDA: capturable (step counts on the device) and fused (one kernel per optimiser step) Adam;
         # RAMAC_ADAM=foreach keeps the multi-tensor path (to measure what fusing gains)

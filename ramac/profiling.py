@@ -31,7 +31,7 @@ def nvtx_range(name: str):
 
 
 def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, warmup: int = 20, steps: int = 50,
-                graph: bool = False, bf16: bool = False, device="cuda") -> dict:
+                graph: bool = False, bf16: bool = False, device="cuda", compile: bool = False) -> dict:
     """A short training run with NVTX ranges, bracketed by cudaProfilerStart/Stop.
 
     Warm-up steps (compilation, graph capture) run outside the profiled window, so
@@ -51,8 +51,8 @@ def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, war
     data = synthetic_dataset(device=device)
     torch.manual_seed(0)
     agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
-    if graph or bf16:
-        updater = FastUpdater(agent, data, batch, graph=graph, bf16=bf16)
+    if graph or bf16 or compile:
+        updater = FastUpdater(agent, data, batch, graph=graph, bf16=bf16, compile=compile)
     else:
         updater = EagerUpdater(agent, data, batch, torch.Generator(device).manual_seed(0))
     for _ in range(warmup):
@@ -71,5 +71,5 @@ def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, war
     wall = time.perf_counter() - t0
     torch.cuda.cudart().cudaProfilerStop()
     enable(False)
-    return {"steps": steps, "batch": batch, "graph": graph, "bf16": bf16, "wall_s": wall,
+    return {"steps": steps, "batch": batch, "graph": graph, "bf16": bf16, "compile": compile, "wall_s": wall,
             "updates_per_s": steps / wall}

@@ -109,8 +109,9 @@ class Trainer:
     def make_updater(self):
         """The graphed fast path on CUDA (unless disabled), the plain loop otherwise."""
         cfg = self.cfg
-        if self.device.type == "cuda" and (cfg.graph or cfg.bf16):
-            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16)
+        if self.device.type == "cuda" and (cfg.graph or cfg.bf16 or cfg.compile):
+            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16,
+                               compile=cfg.compile)
         return EagerUpdater(self.agent, self.data, cfg.batch_size, self.generator)
 
     def run(self) -> RunResult:

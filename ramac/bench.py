@@ -215,6 +215,16 @@ def markdown_table(rows, columns) -> str:
     return "\n".join(lines)
 
 
+def top_kernel_tables(rows) -> str:
+    """Markdown sections listing each row's costliest kernels (rows measured with top_kernels)."""
+    parts = []
+    for r in rows:
+        if r.get("top_kernels"):
+            table = markdown_table(r["top_kernels"], ["us_per_update", "per_update", "name"])
+            parts.append(f"\n\n### batch {r['batch']}, {r['path']}: costliest kernels per update\n\n{table}")
+    return "".join(parts)
+
+
 def write_results(path, kind: str, rows: list[dict], device, settings: dict) -> None:
     atomic_write_json(path, {"kind": kind, "settings": settings, "provenance": provenance(device), "results": rows})
 
@@ -238,8 +248,11 @@ TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16, torch.compile of the
 }
 
 
-def gpu_activity_per_call(fn, calls: int = 5) -> dict:
-    """GPU kernels (and copies/memsets) per call of fn and their summed busy time, from torch.profiler."""
+def gpu_activity_per_call(fn, calls: int = 5, top: int = 0) -> dict:
+    """GPU kernels (and copies/memsets) per call of fn and their summed busy time, from torch.profiler.
+
+    top > 0 adds the `top` kernel names with the most time per call.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -248,8 +261,17 @@ def gpu_activity_per_call(fn, calls: int = 5) -> dict:
             fn()
         torch.cuda.synchronize()
     events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return {"kernels_per_update": len(events) / calls,
-            "gpu_busy_us_per_update": sum(e.time_range.elapsed_us() for e in events) / calls}
+    out = {"kernels_per_update": len(events) / calls,
+           "gpu_busy_us_per_update": sum(e.time_range.elapsed_us() for e in events) / calls}
+    if top:
+        per_name: dict[str, list] = {}
+        for e in events:
+            acc = per_name.setdefault(e.name[:120], [0, 0.0])
+            acc[0] += 1
+            acc[1] += e.time_range.elapsed_us()
+        ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
+        out["top_kernels"] = [{"name": k, "per_update": n / calls, "us_per_update": t / calls} for k, (n, t) in ranked]
+    return out
 
 
 def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0):
@@ -266,12 +288,12 @@ def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=
 
 
 def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PATHS), preset="halfcheetah-medium-expert",
-                seconds=2.0, warmup=5, gpu_activity=True) -> list[dict]:
+                seconds=2.0, warmup=5, gpu_activity=True, top_kernels=0) -> list[dict]:
     """Updates/s of the full RADAC update (risk term on) for each path and batch size.
 
     gpu_activity: also count the GPU kernels of one update and their summed run
     time (torch.profiler), which says whether launches or the kernels themselves
-    bound the update.
+    bound the update; top_kernels > 0 lists the kernels that take the most time.
     """
     from .agents import RADAC
     from .config import build_configs
@@ -310,14 +332,15 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
                         n += chunk
                         chunk = min(chunk * 2, 200)
                     if gpu_activity:
-                        row.update(gpu_activity_per_call(upd.step))
+                        row.update(gpu_activity_per_call(upd.step, top=top_kernels))
                     means, first_bad = upd.metrics.read()
                 row.update(updates_per_s=n / (elapsed / 1e3), samples_per_s=B * n / (elapsed / 1e3),
                            median_us=elapsed * 1e3 / n, updates=n, finite=first_bad < 0)
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             rows.append(row)
-            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items() if k != "top_kernels"},
+                  flush=True)
             del row
             torch.cuda.empty_cache()
     ref = {r["batch"]: r["median_us"] for r in rows if r["path"] == "eager-reference" and "median_us" in r}

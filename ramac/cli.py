@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="halfcheetah-medium-expert",
                    help="train: the preset whose networks are timed, on synthetic data of HalfCheetah's shape")
     b.add_argument("--paths", nargs="+", help="train: which paths to time (default: all)")
+    b.add_argument("--top-kernels", type=int, default=0, metavar="N",
+                   help="train: also list the N GPU kernels that take the most time per update")
     b.add_argument("--ops", nargs="+", help="kernels: which ops to time (default: all)")
     b.add_argument("--steps", type=int, nargs="+", default=[5], help="sampler diffusion steps T (default: 5)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (saves compile time)")
@@ -288,8 +290,9 @@ def cmd_bench(args) -> int:
     elif args.what == "train":
         batches = tuple(args.batch or (256, 1024, 4096, 16_384))
         rows = bench.bench_train(device, batches=batches, paths=tuple(args.paths or bench.TRAIN_PATHS),
-                                 preset=args.preset)
-        cols = ["batch", "path", "updates_per_s", "samples_per_s", "median_us", "speedup_vs_reference"]
+                                 preset=args.preset, top_kernels=args.top_kernels)
+        cols = ["batch", "path", "updates_per_s", "samples_per_s", "median_us", "speedup_vs_reference",
+                "kernels_per_update", "gpu_busy_us_per_update", "setup_s"]
         settings = {"batches": batches, "preset": args.preset, "data": "synthetic S=17 A=6", "risk_term": "on"}
     else:
         batches = tuple(args.batch or (1, 256, 4096, 65_536))
@@ -299,6 +302,7 @@ def cmd_bench(args) -> int:
     out = args.out or Path(f"bench-{args.what}-{name.replace(' ', '_')}.json")
     bench.write_results(out, args.what, rows, device, settings)
     table = bench.markdown_table(rows, cols + (["error"] if any("error" in r for r in rows) else []))
+    table += bench.top_kernel_tables(rows)
     out.with_suffix(".md").write_text(f"# ramac bench {args.what} on {name}\n\n{table}\n")
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")

@@ -1,6 +1,7 @@
 """The fast training path: GPU-resident data and the whole RADAC update as one CUDA graph.
 
-Per step the host does one thing: replay a graph (no host synchronisation).
+Per step the host does one thing: replay a graph on the current stream (no host
+synchronisation; metric reads and evaluation are ordered after it by the stream).
 Inside it: mini-batch indices drawn on the device, both critic losses and
 Adam steps, the actor loss through the sampling chain and its Adam step,
 gradient clipping, the EMA actor on its schedule, Polyak targets, and the
@@ -130,35 +131,49 @@ class FastUpdater:
         self.step_t.add_(1)
 
     def step(self, indices: torch.Tensor | None = None) -> None:
+        """One update on the current stream: eager (CPU, warm-up) or a graph replay."""
         if (indices is None) != (self.indices == "device"):
             raise ValueError("pass indices to step() exactly when the updater was built with indices='given'")
         phase = self.agent.risk_active(self.agent.steps_done)
-        ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        with ctx:
-            if indices is not None:
-                self.idx.copy_(indices, non_blocking=True)
-            if not self.graph or self.eager_runs.get(phase, 0) < self.warmup:
-                self._update()  # eager: the CPU path, and the real steps that warm a graph up
-                self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
-            else:
-                if phase not in self.graphs:
-                    self.graphs[phase] = self._capture()
-                self.graphs[phase].replay()
-                self.agent.steps_done += 1
+        if indices is not None:
+            self.idx.copy_(indices, non_blocking=True)
+        if not self.graph:
+            self._update()
+        elif self.eager_runs.get(phase, 0) < self.warmup:  # real steps that warm the graph's memory up
+            with self._on_side_stream():
+                self._update()
+            self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
+        else:
+            if phase not in self.graphs:
+                self.graphs[phase] = self._capture()
+            self.graphs[phase].replay()
+            self.agent.steps_done += 1
         self.metrics.count += 1
+
+    @contextlib.contextmanager
+    def _on_side_stream(self):
+        """Warm-up and capture share one side stream (eager work on the capturing stream right
+        before capture makes it fail), ordered after and before the current stream's work."""
+        current = torch.cuda.current_stream()
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream):
+            yield
+        current.wait_stream(self.stream)
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         agent = self.agent
         agent.diffusion.forget_packs()  # the weight packing must be recorded, not read from a cache
         steps_before = agent.steps_done
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
+        with self._on_side_stream(), torch.cuda.graph(graph, stream=self.stream):
             self._update()
         agent.steps_done = steps_before  # capture records the update without running it
         return graph
 
     def sync(self) -> None:
-        """Before evaluating or saving: wait for the replays and drop stale weight packs."""
-        if self.stream is not None:
-            torch.cuda.current_stream().wait_stream(self.stream)
+        """Before evaluating or saving: drop weight packs that graph replays made stale.
+
+        Replays run on the current stream, so later work (metric reads, evaluation,
+        checkpoints) is ordered after them without waiting here.
+        """
         self.agent.diffusion.forget_packs()

@@ -7,7 +7,7 @@ from torch._dynamo.utils import counters
 from ramac.agents import RADAC
 from ramac.config import RADACConfig
 from ramac.data import OfflineDataset
-from ramac.fast import FastUpdater
+from ramac.fast import DeviceMetrics, FastUpdater
 from ramac.profiling import nvtx_range
 
 S, A, N, B = 17, 6, 512, 32
@@ -39,9 +39,11 @@ def test_fast_update_matches_eager(device, compiled):
     eager, fast_agent = agent(device), agent(device)
     idx = [torch.randint(0, N, (B,), generator=torch.Generator().manual_seed(i)).to(device) for i in range(10)]
 
+    eager_metrics = DeviceMetrics()
     torch.manual_seed(1)
-    for i in idx:
-        eager.update(data.gather(i))
+    for step, i in enumerate(idx):
+        eager_metrics.add(eager.update(data.gather(i)), step)
+        eager_metrics.count += 1
     graph = device.type == "cuda"
     fast = FastUpdater(fast_agent, data, B, graph=graph, indices="given", warmup=2, compile=compiled)
     counters["stats"].clear()
@@ -58,8 +60,12 @@ def test_fast_update_matches_eager(device, compiled):
     want = eager.state_dict()
     for k, v in fast_agent.state_dict().items():
         torch.testing.assert_close(v, want[k], atol=tol, rtol=tol, msg=k)
+    # metric means read on the host agree too (the read is ordered after the replays)
     means, first_bad = fast.metrics.read()
-    assert first_bad == -1 and means["actor/eta"] > 0
+    want_means, _ = eager_metrics.read()
+    assert first_bad == -1 and means["actor/eta"] > 0 and means.keys() == want_means.keys()
+    for k, v in want_means.items():
+        assert means[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
 
 
 def test_updater_argument_errors():

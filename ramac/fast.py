@@ -13,7 +13,8 @@ asking the GPU. Metrics are read back every N steps (one synchronisation).
 With `graph=False` the same update runs eagerly (the CPU and debugging path);
 `bf16=True` runs the networks under bf16 autocast with fp32 master weights (the
 quantile-Huber loss is computed in fp32 either way); `compile=True` runs both
-losses through torch.compile first (fewer, fused kernels inside the graph).
+losses, the optimiser steps and the averaging through torch.compile first (fewer,
+fused kernels inside the graph).
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ class FastUpdater:
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
         if compile:  # compiled on the first (eager warm-up) step of each phase
-            agent.compile_losses()
+            agent.compile_update()
         self.device = device
         # on CUDA: capturable (step counts on the device) and fused (one kernel per optimiser step) Adam;
-        # RAMAC_ADAM=foreach keeps the multi-tensor path (to measure what fusing gains)
-        fused = device.type == "cuda" and os.environ.get("RAMAC_ADAM", "fused") == "fused"
+        # RAMAC_ADAM=foreach keeps the multi-tensor path (to measure what fusing gains); compiled
+        # updates trace the multi-tensor path, which Inductor fuses itself
+        fused = device.type == "cuda" and os.environ.get("RAMAC_ADAM", "fused") == "fused" and not compile
         for opt in (agent.actor_opt, agent.critic1_opt, agent.critic2_opt):
             for group in opt.param_groups:
                 group["capturable"] = device.type == "cuda"

@@ -100,20 +100,25 @@ class RADAC(nn.Module):
         info["actor/loss"] = loss.detach()
         return loss, info
 
-    def compile_losses(self) -> None:
-        """Run both losses, forward and backward, through torch.compile.
+    def compile_update(self) -> None:
+        """Run the update's pieces through torch.compile: both losses (forward and
+        backward), the clipped optimiser steps, and the EMA / target averaging.
 
         Inductor fuses the elementwise work of the networks, the differentiable
         chain and the quantile loss (traced from the reference ops) into far fewer
-        kernels; the one-launch next-action sampler stays as it is. Random draws
-        keep PyTorch's own streams (fallback_random), so a compiled update computes
-        the same numbers as the eager one up to float rounding.
+        kernels, and turns Adam, clipping and averaging into a few wide kernels;
+        the one-launch next-action sampler stays as it is. Random draws keep
+        PyTorch's own streams (fallback_random), so a compiled update computes the
+        same numbers as the eager one up to float rounding.
         """
         limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per agent instance and phase
         torch._dynamo.config.recompile_limit = limit
         options = {"fallback_random": True}
-        self.critic_loss = torch.compile(self.critic_loss, dynamic=False, options=options)
-        self.actor_loss = torch.compile(self.actor_loss, dynamic=False, options=options)
+        for opt in (self.actor_opt, self.critic1_opt, self.critic2_opt):
+            for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
+                group["fused"], group["foreach"] = False, True
+        for name in ("critic_loss", "actor_loss", "_optimise", "_average"):
+            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
 
     # ---- update -------------------------------------------------------------
     def eta_at(self, step):
@@ -156,8 +161,7 @@ class RADAC(nn.Module):
             self._step(actor_loss, info, (self.actor_opt, self.actor, "actor/grad_norm"))
 
         with nvtx_range("ema_targets"):
-            self.update_ema(step)
-            self.update_targets()
+            self._average(step)
         self.steps_done += 1
         info["actor/eta"] = eta.detach().float() if torch.is_tensor(eta) else torch.tensor(eta)
         return info
@@ -165,14 +169,22 @@ class RADAC(nn.Module):
     def _step(self, loss, info, *groups):
         """Gradients of loss for the networks in groups (optimizer, network, metric key) only,
         then per network: clip its gradient norm and take its optimiser step."""
-        params = [list(net.parameters()) for _, net, _ in groups]
-        grads = iter(torch.autograd.grad(loss, [p for ps in params for p in ps]))
-        for (opt, _, key), ps in zip(groups, params):
-            for p in ps:
-                p.grad = next(grads)
+        params = [p for _, net, _ in groups for p in net.parameters()]
+        for p, g in zip(params, torch.autograd.grad(loss, params)):
+            p.grad = g
+        info.update(self._optimise(groups))
+
+    def _optimise(self, groups) -> dict:
+        norms = {}
+        for opt, net, key in groups:
             if self.cfg.grad_norm > 0:
-                info[key] = torch.nn.utils.clip_grad_norm_(ps, self.cfg.grad_norm)
+                norms[key] = torch.nn.utils.clip_grad_norm_(list(net.parameters()), self.cfg.grad_norm)
             opt.step()
+        return norms
+
+    def _average(self, step) -> None:
+        self.update_ema(step)
+        self.update_targets()
 
     @torch.no_grad()
     def update_ema(self, step):

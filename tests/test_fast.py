@@ -90,38 +90,3 @@ def test_critic_quantiles_stay_fp32_under_bf16_autocast():
         h = critic.head_fc(torch.randn(2, 8))
     assert h.dtype == torch.bfloat16  # autocast is active for the hidden layers
     assert z.dtype == torch.float32
-
-
-def test_critic_pair_matches_two_critics_and_averages_like_them():
-    from ramac.nets import CriticPair, IQNCritic
-
-    torch.manual_seed(0)
-    c1, c2 = IQNCritic(S, A, 16, 8, 32), IQNCritic(S, A, 16, 8, 32)
-    for p in list(c1.parameters()) + list(c2.parameters()):  # non-trivial output layers
-        p.data.normal_(0, 0.3)
-    pair = CriticPair(c1, c2)
-    s, a, taus = torch.randn(7, S), torch.randn(7, A), torch.rand(7, 5)
-    torch.testing.assert_close(pair(s, a, taus), torch.stack([c1(s, a, taus), c2(s, a, taus)]))
-    t1, t2 = IQNCritic(S, A, 16, 8, 32), IQNCritic(S, A, 16, 8, 32)  # new live weights: average towards them
-    want = [torch.lerp(p.detach(), q.detach(), 0.3) for p, q in zip(c1.parameters(), t1.parameters())]
-    pair.polyak_(t1, t2, 0.3)
-    got = [getattr(pair, f"{layer}_{kind}")[0] for layer in CriticPair.LAYERS for kind in ("weight", "bias")]
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert pair(s, a, taus).dtype == torch.float32
-
-
-def test_checkpoints_with_two_target_modules_still_load():
-    old = agent("cpu")
-    state = old.state_dict()
-    pair = {k: state.pop(k) for k in [k for k in state if k.startswith("critic_targets.")]}
-    for i in (0, 1):  # the layout before the targets were paired
-        for k, v in pair.items():
-            if k != "critic_targets.cos_freqs":
-                layer, kind = k.split(".")[1].rsplit("_", 1)
-                state[f"critic{i + 1}_target.{layer}.{kind}"] = v[i]
-    new = agent("cpu")
-    new.critic_targets.state_fc_weight.zero_()
-    new.load_state_dict(state)
-    torch.testing.assert_close(new.critic_targets.state_fc_weight, old.critic_targets.state_fc_weight)

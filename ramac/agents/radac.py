@@ -20,7 +20,7 @@ from .. import kernels
 from ..config import RADACConfig
 from ..data import Batch
 from ..diffusion import Diffusion
-from ..nets import CriticPair, Denoiser, IQNCritic
+from ..nets import Denoiser, IQNCritic
 from ..profiling import nvtx_range
 from ..risk import RiskMeasure
 
@@ -39,8 +39,8 @@ class RADAC(nn.Module):
             return IQNCritic(state_dim, action_dim, cfg.embedding_dim, n_cos, cfg.critic_hidden)
 
         self.critic1, self.critic2 = critic(), critic()
-        self.critic_targets = CriticPair(self.critic1, self.critic2)  # both targets in one batched network
-        self._register_load_state_dict_pre_hook(_stack_old_targets)
+        self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
+        self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
         self.critic1_opt = torch.optim.Adam(self.critic1.parameters(), lr=cfg.lr_critic)
         self.critic2_opt = torch.optim.Adam(self.critic2.parameters(), lr=cfg.lr_critic)
@@ -64,7 +64,10 @@ class RADAC(nn.Module):
                 next_action = self.diffusion.sample_fast(self.actor_ema, b.next_obs, seed=self.sampler_seed)
                 self.sampler_seed.add_(1)
                 next_taus = torch.rand(B, K, device=b.obs.device)
-                z_next = self.critic_targets(b.next_obs, next_action, next_taus).amin(0)  # (B, K')
+                z_next = torch.minimum(
+                    self.critic1_target(b.next_obs, next_action, next_taus),
+                    self.critic2_target(b.next_obs, next_action, next_taus),
+                )  # (B, K')
                 not_done = 1.0 - b.terminal[:, None]
                 target = b.reward[:, None] + cfg.gamma * not_done * z_next
             else:  # one-step task: the target law is the reward itself, one sample per transition
@@ -203,7 +206,8 @@ class RADAC(nn.Module):
 
     @torch.no_grad()
     def update_targets(self):
-        self.critic_targets.polyak_(self.critic1, self.critic2, self.cfg.polyak)
+        for target, live in ((self.critic1_target, self.critic1), (self.critic2_target, self.critic2)):
+            torch._foreach_lerp_(list(target.parameters()), list(live.parameters()), self.cfg.polyak)
 
     # ---- acting ---------------------------------------------------------------
     @torch.no_grad()
@@ -241,12 +245,3 @@ class RADAC(nn.Module):
         self.critic1_opt.load_state_dict(state["critic1_opt"])
         self.critic2_opt.load_state_dict(state["critic2_opt"])
         self.steps_done = int(state["steps_done"])
-
-
-def _stack_old_targets(state_dict, prefix, *_):
-    """Checkpoints written before the targets were paired keep two modules' keys: stack them."""
-    old = f"{prefix}critic1_target."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        name = key[len(old):]
-        second = state_dict.pop(f"{prefix}critic2_target.{name}")
-        state_dict[f"{prefix}critic_targets.{name.replace('.', '_')}"] = torch.stack([state_dict.pop(key), second])

@@ -237,7 +237,7 @@ def load_results(path) -> dict:
 # --------------------------------------------------------------------------
 # training step
 # --------------------------------------------------------------------------
-TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16, torch.compile of the losses)
+TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16, torch.compile of the update's pieces)
     "eager-reference": ("reference", False, False, False),
     "eager-kernels": ("auto", False, False, False),
     "graph-reference": ("reference", True, False, False),

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-graph", action="store_true",
                    help="on CUDA, run the update eagerly instead of replaying it as one CUDA graph")
     t.add_argument("--bf16", action="store_true",
-                   help="on CUDA, run the networks under bf16 autocast (fp32 master weights and quantile loss)")
+                   help="run the networks under bf16 autocast (fp32 master weights and quantile loss); "
+                        "on CPU this checks bf16 numerics, it is not faster")
     t.add_argument("--no-compile", action="store_true",
                    help="on CUDA, skip torch.compile of the update (saves ~1 min of compiling at the start, "
                         "costs ~25 %% of the speed)")

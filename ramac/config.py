@@ -95,7 +95,7 @@ class TrainConfig:
     ckpt_every: int = 2_000  # steps between checkpoints (always at the end)
     threads: int = 0  # torch CPU threads (0: torch's default)
     graph: bool = True  # on CUDA: replay the whole update as one CUDA graph
-    bf16: bool = False  # on CUDA: bf16 autocast for the networks (fp32 master weights, fp32 quantile loss)
+    bf16: bool = False  # bf16 autocast for the networks (fp32 master weights, fp32 quantile loss)
     compile: bool = True  # on CUDA: torch.compile the update's pieces (fused kernels in the graph; ~1 min to compile)
 
     def validate(self) -> "TrainConfig":

@@ -107,11 +107,13 @@ class Trainer:
         return metrics
 
     def make_updater(self):
-        """The graphed fast path on CUDA (unless disabled), the plain loop otherwise."""
+        """The graphed (and compiled) fast path on CUDA unless disabled; bf16 autocast where asked
+        (on CPU too, eagerly); the plain loop otherwise."""
         cfg = self.cfg
-        if self.device.type == "cuda" and (cfg.graph or cfg.bf16 or cfg.compile):
-            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16,
-                               compile=cfg.compile)
+        cuda = self.device.type == "cuda"
+        if cfg.bf16 or (cuda and (cfg.graph or cfg.compile)):
+            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cuda and cfg.graph, bf16=cfg.bf16,
+                               compile=cuda and cfg.compile)
         return EagerUpdater(self.agent, self.data, cfg.batch_size, self.generator)
 
     def run(self) -> RunResult:

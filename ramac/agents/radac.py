@@ -111,6 +111,9 @@ class RADAC(nn.Module):
         PyTorch's own streams (fallback_random), so a compiled update computes the
         same numbers as the eager one up to float rounding.
         """
+        if self.__dict__.get("_compiled"):
+            return
+        self._compiled = True
         limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per agent instance and phase
         torch._dynamo.config.recompile_limit = limit
         options = {"fallback_random": True}

@@ -297,7 +297,7 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
     """
     from .agents import RADAC
     from .config import build_configs
-    from .fast import EagerUpdater, FastUpdater
+    from .fast import make_updater
 
     agent_cfg, _ = build_configs(preset, agent_overrides={"eta_warmup_steps": 0})
     rows = []
@@ -311,10 +311,8 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
                 with kernels.use(backend):
                     torch.manual_seed(0)
                     agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
-                    if graph or bf16 or compiled:
-                        upd = FastUpdater(agent, data, B, graph=graph, bf16=bf16, warmup=warmup, compile=compiled)
-                    else:  # exactly the trainer's plain loop
-                        upd = EagerUpdater(agent, data, B, torch.Generator(device).manual_seed(0))
+                    # the trainer's choice of updater: eager paths get exactly its plain loop
+                    upd = make_updater(agent, data, B, graph=graph, bf16=bf16, compile=compiled, warmup=warmup)
                     for _ in range(warmup + 2):  # eager warm-up (and compilation), capture, first replays
                         upd.step()
                     torch.cuda.synchronize()

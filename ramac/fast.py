@@ -25,6 +25,7 @@ import os
 import torch
 
 from .data import Batch, OfflineDataset
+from .graphs import on_side_stream
 from .profiling import nvtx_range
 
 LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
@@ -142,7 +143,7 @@ class FastUpdater:
         if not self.graph:
             self._update()
         elif self.eager_runs.get(phase, 0) < self.warmup:  # real steps that warm the graph's memory up
-            with self._on_side_stream():
+            with on_side_stream(self.stream):
                 self._update()
             self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
         else:
@@ -152,22 +153,12 @@ class FastUpdater:
             self.agent.steps_done += 1
         self.metrics.count += 1
 
-    @contextlib.contextmanager
-    def _on_side_stream(self):
-        """Warm-up and capture share one side stream (eager work on the capturing stream right
-        before capture makes it fail), ordered after and before the current stream's work."""
-        current = torch.cuda.current_stream()
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
-            yield
-        current.wait_stream(self.stream)
-
     def _capture(self) -> torch.cuda.CUDAGraph:
         agent = self.agent
         agent.diffusion.forget_packs()  # the weight packing must be recorded, not read from a cache
         steps_before = agent.steps_done
         graph = torch.cuda.CUDAGraph()
-        with self._on_side_stream(), torch.cuda.graph(graph, stream=self.stream):
+        with on_side_stream(self.stream), torch.cuda.graph(graph, stream=self.stream):
             self._update()
         agent.steps_done = steps_before  # capture records the update without running it
         return graph
@@ -179,3 +170,15 @@ class FastUpdater:
         checkpoints) is ordered after them without waiting here.
         """
         self.agent.diffusion.forget_packs()
+
+
+def make_updater(agent, data: OfflineDataset, batch_size: int, *, graph: bool = True, bf16: bool = False,
+                 compile: bool = True, generator: torch.Generator | None = None, warmup: int = 3):
+    """The fast path where one of its features applies on the data's device (graph and compile
+    only on CUDA, bf16 anywhere), else the plain loop (drawing batches with `generator`)."""
+    cuda = data.obs.device.type == "cuda"
+    graph, compile = graph and cuda, compile and cuda
+    if graph or bf16 or compile:
+        return FastUpdater(agent, data, batch_size, graph=graph, bf16=bf16, warmup=warmup, compile=compile)
+    generator = generator if generator is not None else torch.Generator(data.obs.device).manual_seed(0)
+    return EagerUpdater(agent, data, batch_size, generator)

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
-def capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
-    """Warm fn() up on a side stream, then capture one call into a CUDA graph.
+@contextlib.contextmanager
+def on_side_stream(stream: torch.cuda.Stream | None):
+    """Run the block on `stream`, after the current stream's queued work and before its later work.
 
-    Eager work on the default stream right before capture makes it fail, so both
-    the warm-up and the capture run on the same side stream.
+    Warm-up and capture of a CUDA graph share one side stream (eager work on the
+    capturing stream right before capture makes it fail); replays then run on the
+    current stream. stream=None (the CPU path) runs the block as it is.
     """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
+    if stream is None:
+        yield
+        return
+    current = torch.cuda.current_stream()
+    stream.wait_stream(current)
     with torch.cuda.stream(stream):
+        yield
+    current.wait_stream(stream)
+
+
+def capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """Warm fn() up on a side stream, then capture one call into a CUDA graph."""
+    stream = torch.cuda.Stream()
+    with on_side_stream(stream):
         for _ in range(warmup):
             fn()
-    torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=stream):
         fn()

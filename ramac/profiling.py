@@ -43,7 +43,7 @@ def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, war
     from .agents import RADAC
     from .bench import synthetic_dataset
     from .config import build_configs
-    from .fast import EagerUpdater, FastUpdater
+    from .fast import make_updater
 
     enable(True)
     device = torch.device(device)
@@ -51,10 +51,7 @@ def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, war
     data = synthetic_dataset(device=device)
     torch.manual_seed(0)
     agent = RADAC(data.state_dim, data.action_dim, agent_cfg).to(device)
-    if graph or bf16 or compile:
-        updater = FastUpdater(agent, data, batch, graph=graph, bf16=bf16, compile=compile)
-    else:
-        updater = EagerUpdater(agent, data, batch, torch.Generator(device).manual_seed(0))
+    updater = make_updater(agent, data, batch, graph=graph, bf16=bf16, compile=compile)
     for _ in range(warmup):
         updater.step()
     torch.cuda.synchronize()

@@ -10,7 +10,6 @@ policy from the snapshots' evaluated returns.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graphs import on_side_stream
 from .utils import atomic_torch_save, atomic_write_json, progress_bar, provenance, rng_state, set_rng_state
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -220,26 +220,15 @@ class Updater:
         if self.use_graph and self.warm >= 3:
             if self.graph is None:
                 self.graph = torch.cuda.CUDAGraph()
-                with self._on_side_stream():
+                with on_side_stream(self.stream):
                     with torch.cuda.graph(self.graph, stream=self.stream):
                         self._run()  # recorded, not run
             self.graph.replay()
         else:  # the CPU path, and on CUDA the real updates that warm the graph's memory pool up
-            with self._on_side_stream():
+            with on_side_stream(self.stream):
                 self._run()
             self.warm += 1
         self.count += self.n
-
-    @contextlib.contextmanager
-    def _on_side_stream(self):
-        """Warm-up and capture share one side stream (eager work on the default stream breaks capture)."""
-        if not self.use_graph:
-            yield
-            return
-        self.stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.stream):
-            yield
-        torch.cuda.current_stream().wait_stream(self.stream)
 
     def read(self) -> dict:
         """Means since the last read (one host synchronisation)."""

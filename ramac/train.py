@@ -13,7 +13,7 @@ import torch
 
 from .agents import RADAC
 from .config import RADACConfig, TrainConfig, from_dict, to_dict
-from .fast import EagerUpdater, FastUpdater
+from .fast import make_updater
 from .tasks import make_task
 from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
                     resolve_device, rng_state, seed_everything, set_rng_state)
@@ -110,11 +110,8 @@ class Trainer:
         """The graphed (and compiled) fast path on CUDA unless disabled; bf16 autocast where asked
         (on CPU too, eagerly); the plain loop otherwise."""
         cfg = self.cfg
-        cuda = self.device.type == "cuda"
-        if cfg.bf16 or (cuda and (cfg.graph or cfg.compile)):
-            return FastUpdater(self.agent, self.data, cfg.batch_size, graph=cuda and cfg.graph, bf16=cfg.bf16,
-                               compile=cuda and cfg.compile)
-        return EagerUpdater(self.agent, self.data, cfg.batch_size, self.generator)
+        return make_updater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16,
+                            compile=cfg.compile, generator=self.generator)
 
     def run(self) -> RunResult:
         cfg = self.cfg

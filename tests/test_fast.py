@@ -107,3 +107,13 @@ def test_bf16_update_tracks_fp32_and_changes_rounding():
         params[bf16] = torch.cat([p.detach().flatten() for p in a.parameters()])
     gap = (params[True] - params[False]).abs().max().item()
     assert 0 < gap < 5e-3  # rounding shows, but the updates agree to bf16 precision
+
+
+def test_make_updater_picks_the_plain_loop_unless_a_fast_feature_applies():
+    from ramac.fast import EagerUpdater, make_updater
+
+    data = dataset(torch.device("cpu"))
+    plain = make_updater(agent("cpu"), data, B, graph=True, compile=True)  # neither applies on CPU
+    assert isinstance(plain, EagerUpdater)
+    fast = make_updater(agent("cpu"), data, B, bf16=True)
+    assert isinstance(fast, FastUpdater) and fast.bf16 and not fast.graph

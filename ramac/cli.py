@@ -36,7 +36,7 @@ def _mujoco_presets():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ALGOS, preset_names
+    from .config import ALGOS, preset_names, task_names
 
     parser = argparse.ArgumentParser(prog="ramac", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an agent (default: RADAC on the risky bandit)",
                        description="Train an agent and write metrics, checkpoints and plots to a run directory.")
-    t.add_argument("--task", default="bandit", choices=preset_names(),
-                   help="task preset: its data set and published hyper-parameters (default: bandit)")
+    t.add_argument("--task", default="bandit", choices=task_names(), metavar="TASK",
+                   help="task: a MuJoCo preset (its data set and published hyper-parameters) or a member of "
+                        "the bandit family (bandit, bandit-x5, bandit-ring, ...; all use the bandit preset). "
+                        "Default: bandit")
     t.add_argument("--algo", default="radac", choices=ALGOS,
                    help="radac: BC + eta * (-CVaR); bc: eta = 0 (behaviour cloning); "
                         "neutral: risk-neutral distortion (a Diffusion-QL-style baseline). Default: radac")
@@ -159,6 +161,34 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bf16", action="store_true", help="bf16 autocast")
     f.add_argument("--compile", action="store_true", help="torch.compile the update's pieces (as training does)")
 
+    st = sub.add_parser("study", help="studies over a family of tasks; `ramac study bandit` (see its --help)")
+    stsub = st.add_subparsers(dest="study_command", metavar="STUDY")
+    stsub.required = True
+    sb = stsub.add_parser("bandit", help="train an agent on bandit variants for several seeds and lengths",
+                          description="Train --algo on each bandit variant for each seed, evaluate every "
+                                      "--eval-every steps, and write OUT/study.{md,csv,json} (share of actions in "
+                                      "the best-tail mode and outside, reward mean and CVaR_0.1 per length, mean "
+                                      "and 95 %% t-interval over seeds) and OUT/VARIANT.png. Resumable: rerun the "
+                                      "same command to finish an interrupted study.")
+    sb.add_argument("--variants", nargs="+", default=["all"],
+                    help="bandit family members, or 'all' (default); `ramac study bandit --list` names them")
+    sb.add_argument("--list", action="store_true", help="list the bandit family with each mode's law and exit")
+    sb.add_argument("--algo", default="radac", choices=ALGOS, help="agent (default: radac)")
+    sb.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    sb.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="lengths at which to report (default: 14000 42000 on a GPU, 5000 on a CPU)")
+    sb.add_argument("--eval-every", type=int, help="steps between evaluations (default: gcd of --steps)")
+    sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent setting override")
+    sb.add_argument("--out", type=Path, default=Path("results/bandit-study"), help="output folder")
+    sb.add_argument("--runs", type=Path, help="where the run directories go (default: OUT/runs)")
+    sb.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    sb.add_argument("--full", action="store_true", help="full-size preset on a CPU too")
+    sb.add_argument("--concurrent", type=int, default=8,
+                    help="GPU: runs advanced side by side, one CUDA stream each (default: 8)")
+    sb.add_argument("--compile", action="store_true",
+                    help="GPU: torch.compile each run's update too (~30 s per run to compile)")
+    sb.add_argument("--threads", type=int, help="torch CPU threads")
+
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
     p.add_argument("--algo", default="radac", choices=ALGOS, help="algorithm whose overrides to apply")
@@ -200,18 +230,49 @@ def _summary(metrics: dict) -> str:
     from .envs import bandit
     from .evaluation import summary_line
 
-    if "share/R" in metrics:
-        q = [f"{metrics[f'quantile/R/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
-        return (bandit.summary_line(metrics) + "\ncritic 1 quantiles at R (tau "
+    if "share/best_tail" in metrics:
+        modes = [k.split("/")[1] for k in metrics if k.startswith("quantile/") and k.endswith("critic1/0.5")]
+        mode = "R" if "R" in modes else modes[0]
+        q = [f"{metrics[f'quantile/{mode}/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
+        return (bandit.summary_line(metrics) + f"\ncritic 1 quantiles at {mode} (tau "
                 + ", ".join(f"{t:g}" for t in bandit.READOUT_TAUS) + "): " + ", ".join(q))
     line = summary_line(metrics)
     ood = {k: round(v, 4) for k, v in metrics.items() if k.startswith("ood/") and isinstance(v, float)}
     return line + (f"\nOOD rates: {ood}" if ood else "")
 
 
+def cmd_study(args) -> int:
+    from .envs.bandit_family import FAMILY
+
+    if args.list:
+        for spec in FAMILY.values():
+            modes = "; ".join(f"{m.name} {m.centre} r={m.radius:g} {m.law}" for m in spec.modes)
+            print(f"{spec.name:18s} best tail: {spec.best_mode('cvar'):3s} best mean: {spec.best_mode('mean'):3s} "
+                  f"| {modes}; outside {spec.ood_reward:g}  ({spec.note})")
+        return 0
+    import torch
+
+    from .bandit_study import run_study
+    from .utils import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    variants = list(FAMILY) if args.variants == ["all"] else args.variants
+    steps = args.steps or ([14_000, 42_000] if device.type == "cuda" or args.full else [5_000])
+    report = run_study(variants, args.algo, args.seeds, steps, args.eval_every, _parse_set(args.set), args.out,
+                       device, args.full, args.concurrent, args.compile, args.runs)
+    from .bandit_study import markdown
+
+    print(markdown(report))
+    print(f"wrote {args.out}/study.md, study.csv, study.json and one figure per variant")
+    return 0
+
+
 def cmd_eval(args) -> int:
     import torch
 
+    from .envs.bandit_family import FAMILY as BANDITS
     from .tasks import make_task
     from .train import load_agent
     from .utils import atomic_write_json, resolve_device
@@ -219,7 +280,7 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     agent, train_cfg, step = load_agent(args.run_dir, device)
     task = make_task(train_cfg.task, device, args.samples, args.episodes)
-    if task.name == "bandit":
+    if task.name in BANDITS:
         metrics = task.evaluate(agent, seed=args.seed)
     else:
         from .evaluation import evaluate_preset
@@ -340,7 +401,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
                 "data": cmd_data, "behaviour": cmd_behaviour,
-                "presets": cmd_presets}
+                "presets": cmd_presets, "study": cmd_study}
     from .train import NonFiniteLossError, RunDirError
 
     try:

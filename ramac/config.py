@@ -7,8 +7,12 @@ from dataclasses import dataclass, field, fields
 
 from . import kernels
 from .diffusion import SCHEDULES
+from .envs.bandit_family import FAMILY as BANDITS
 
 ALGOS = ("radac", "bc", "neutral")
+RISK_NORMS = ("none", "abs")
+REWARD_NORMS = ("none", "std")
+BC_FILTERS = ("none", "better")
 
 
 @dataclass
@@ -37,7 +41,9 @@ class RADACConfig:
     n_cos: int = 0  # cosine features of tau; 0 = n_quantiles as published
     gamma: float = 0.99  # discount
     polyak: float = 0.005  # target update rate
-    q_clip: float = 300.0  # TD targets are clipped to [-q_clip, q_clip]
+    q_clip: float = 300.0  # TD targets are clipped to [-q_clip, q_clip] (reward units)
+    reward_norm: str = "none"  # none (published) | std: the critics learn rewards divided by the data's reward std
+    # (the Huber loss's bounded gradient makes the critic's learning time grow with the reward scale otherwise)
     kappa: float = 1.0  # Huber threshold of the quantile loss
     grad_norm: float = 5.0  # gradient-norm clip for actor and critics (0 = off)
     # risk measure of the actor loss
@@ -45,6 +51,9 @@ class RADACConfig:
     risk_param: float = 0.1  # alpha for cvar, eta for wang / cpw / power
     n_risk_quantiles: int = 32  # fractions per sample in the actor's risk term
     risk_quadrature: bool = False  # deterministic midpoint grid instead of random fractions
+    risk_norm: str = "none"  # none: published -eta * risk; abs: -eta * risk / detached mean |risk| (scale-free)
+    bc_filter: str = "none"  # none: BC on every data action (published); better: BC only on data actions whose
+    # risk value is >= that of the actor's own action for the same state (mode choice by the critic's ranking)
     # action selection at evaluation
     top_k: int = 0  # 0: one sample per state; k > 0: best k of n_candidates by critic risk, pick one
     n_candidates: int = 10  # candidates per state when top_k > 0
@@ -74,6 +83,12 @@ class RADACConfig:
             raise ValueError("lambda_bc and eta are both 0: the actor would not learn")
         if self.top_k > self.n_candidates:
             raise ValueError(f"top_k ({self.top_k}) cannot exceed n_candidates ({self.n_candidates})")
+        if self.reward_norm not in REWARD_NORMS:
+            raise ValueError(f"reward_norm must be one of {REWARD_NORMS}, got {self.reward_norm!r}")
+        if self.bc_filter not in BC_FILTERS:
+            raise ValueError(f"bc_filter must be one of {BC_FILTERS}, got {self.bc_filter!r}")
+        if self.risk_norm not in RISK_NORMS:
+            raise ValueError(f"risk_norm must be one of {RISK_NORMS}, got {self.risk_norm!r}")
         kernels.check_distortion(self.risk, self.risk_param)
         return self
 
@@ -139,13 +154,18 @@ PRESETS: dict[str, Preset] = {
     # SPEC 2.5: a one-step problem. More denoising steps than MuJoCo (T = 5
     # leaves many samples between the modes), a faster critic (no bootstrapping),
     # and a BC-only warm-up so the critic has learned the reward law before the
-    # risk term moves the actor. eta = 0.2 moves the CVaR actor to S while BC keeps
-    # it on the support (0.5 pushes 10-20 % of its actions off the support). The
-    # risk-neutral baseline sees smaller gaps between the modes' means (R 4.2 vs
-    # S 3) than CVaR does between their tails, and needs eta = 0.5 to settle on R.
+    # risk term moves the actor. The risk term is scale-free (risk_norm="abs") and BC
+    # imitates only the data actions the critics rank at least as high as the actor's
+    # own (bc_filter="better"): with plain BC the CVaR actor drifts from S into the low
+    # modes once the critic has learned the valleys between the modes (30k+ steps), and
+    # the unnormalised term leaves the support when rewards are larger
+    # (results/bandit-diagnosis/, results/bandit-study/). The published form stays
+    # selectable: --set bc_filter=none --set risk_norm=none --set eta=0.2. The
+    # risk-neutral baseline sees smaller gaps between the modes' means (R 4.2 vs S 3)
+    # than CVaR does between their tails, and needs a larger eta to settle on R.
     "bandit": Preset(
         agent=dict(n_timesteps=20, lr_critic=3e-4, eta=0.2, eta_warmup_steps=4_000, q_clip=100.0,
-                   ema_start=1_000),
+                   ema_start=1_000, risk_norm="abs", bc_filter="better", reward_norm="std"),
         train=dict(steps=14_000, eval_every=2_000, log_every=500, ckpt_every=2_000),
         algo=dict(neutral=dict(eta=0.5)),
         # CPU-sized: narrower networks, fewer fractions and faster learning rates so
@@ -160,6 +180,16 @@ PRESETS: dict[str, Preset] = {
 
 def preset_names() -> list[str]:
     return sorted(PRESETS)
+
+
+def task_names() -> list[str]:
+    """Every task `ramac train --task` accepts: the presets and the bandit family (which share
+    the bandit preset)."""
+    return sorted(set(PRESETS) | set(BANDITS))
+
+
+def preset_of(task: str) -> str:
+    return "bandit" if task in BANDITS else task
 
 
 def _apply(obj, overrides: dict, what: str):
@@ -198,11 +228,11 @@ def build_configs(task: str = "bandit", algo: str = "radac", cpu_sized: bool = F
     Order: dataclass defaults < preset < CPU-sized preset part < algorithm < user overrides.
     bc sets eta = 0; neutral swaps the distortion for the risk-neutral one.
     """
-    if task not in PRESETS:
-        raise ValueError(f"unknown task/preset {task!r}; known: {', '.join(preset_names())}")
+    if preset_of(task) not in PRESETS:
+        raise ValueError(f"unknown task/preset {task!r}; known: {', '.join(task_names())}")
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; choose one of {ALGOS}")
-    preset = PRESETS[task]
+    preset = PRESETS[preset_of(task)]
     agent = _apply(RADACConfig(), preset.agent, "agent")
     train = _apply(TrainConfig(task=task, algo=algo), preset.train, "train")
     if cpu_sized:

@@ -84,11 +84,16 @@ class Diffusion(nn.Module):
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.sqrt_ac[t, None] * x0 + self.sqrt_1m_ac[t, None] * noise
 
-    def bc_loss(self, model: nn.Module, action: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Eps-prediction MSE at one uniformly drawn step per sample."""
+    def bc_loss(self, model: nn.Module, action: torch.Tensor, state: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Eps-prediction MSE at one uniformly drawn step per sample; weights (B,) summing
+        to 1 weight the samples (default: the plain mean)."""
         t = torch.randint(0, self.T, (action.shape[0],), device=action.device)
         noise = torch.randn_like(action)
-        return F.mse_loss(model(self.q_sample(action, t, noise), t, state), noise)
+        pred = model(self.q_sample(action, t, noise), t, state)
+        if weights is None:
+            return F.mse_loss(pred, noise)
+        return (weights * (pred - noise).square().mean(dim=1)).sum()
 
     # ---- sampling -------------------------------------------------------
     def sample(self, model: nn.Module, state: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from . import datasets, evaluation
 from .data import OfflineDataset
 from .envs import bandit
+from .envs.bandit_family import FAMILY as BANDITS
 from .envs.mujoco import HAZARDS
 
 
@@ -24,14 +25,16 @@ class Task:
 
 
 def make_task(name: str, device: torch.device, eval_samples: int = 2_000, eval_episodes: int = 10) -> Task:
-    if name == "bandit":
-        data = bandit.make_dataset()
+    if name in BANDITS:
+        spec = BANDITS[name]
+        data = bandit.make_dataset(spec=spec)
 
         def evaluate(agent, seed):
-            return bandit.evaluate(agent, n_actions=eval_samples, seed=seed, device=device)
+            return bandit.evaluate(agent, n_actions=eval_samples, seed=seed, device=device, spec=spec)
 
         def report(metrics, run_dir, title=""):
-            bandit.plot({"policy": metrics["_actions"]}, data.action.numpy(), Path(run_dir) / "bandit.png", title)
+            bandit.plot({"policy": metrics["_actions"]}, data.action.numpy(), Path(run_dir) / "bandit.png", title,
+                        spec=spec)
 
         return Task(name, data, evaluate, report, bandit.summary_line)
     if name in HAZARDS:
@@ -44,4 +47,4 @@ def make_task(name: str, device: torch.device, eval_samples: int = 2_000, eval_e
             evaluation.plot_risk_profile({"policy": metrics["_returns"]}, Path(run_dir) / "risk_profile.png", title)
 
         return Task(name, data, evaluate, report, evaluation.summary_line)
-    raise ValueError(f"unknown task {name!r}; available: bandit, {', '.join(HAZARDS)}")
+    raise ValueError(f"unknown task {name!r}; available: {', '.join(BANDITS)}, {', '.join(HAZARDS)}")

@@ -46,10 +46,12 @@ def default_run_dir(train_cfg: TrainConfig) -> Path:
 
 class Trainer:
     def __init__(self, agent_cfg: RADACConfig, train_cfg: TrainConfig, run_dir: Path, progress: bool = True,
-                 log=print):
+                 log=print, plots: str = "every"):
         self.agent_cfg, self.cfg = agent_cfg.validate(), train_cfg.validate()
         self.run_dir = Path(run_dir)
-        self.progress, self.log = progress, log
+        if plots not in ("every", "final", "none"):
+            raise ValueError(f"plots must be every, final or none, got {plots!r}")
+        self.progress, self.log, self.plots = progress, log, plots
         self.device = resolve_device(train_cfg.device)
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
@@ -58,6 +60,7 @@ class Trainer:
         self.data = self.task.dataset.to(self.device)
         self.agent = RADAC(self.data.state_dim, self.data.action_dim, agent_cfg).to(self.device)
         self.agent.bootstrap = bool((self.data.terminal < 1).any())
+        self.agent.fit_reward_scale(self.data.reward)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(train_cfg.seed)
         self.step = 0
@@ -103,7 +106,8 @@ class Trainer:
     def evaluate(self) -> dict:
         metrics = self.task.evaluate(self.agent, seed=self.cfg.seed * 100_003 + self.step)
         self._record({"kind": "eval", "step": self.step, **{k: v for k, v in metrics.items() if k[0] != "_"}})
-        self.task.report(metrics, self.run_dir, title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
+        if self.plots == "every" or (self.plots == "final" and self.step >= self.cfg.steps):
+            self.task.report(metrics, self.run_dir, title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
         return metrics
 
     def make_updater(self):
@@ -113,50 +117,67 @@ class Trainer:
         return make_updater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16,
                             compile=cfg.compile, generator=self.generator)
 
-    def run(self) -> RunResult:
-        cfg = self.cfg
+    def start(self) -> None:
+        """Open the run directory and build the updater (before the first step())."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        updater, t0, last_eval = self.make_updater(), time.perf_counter(), None
-        t_log, step_log = t0, self.step
-        bar = progress_bar(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"{cfg.task}/{cfg.algo}")
-        try:
-            while self.step < cfg.steps:
-                updater.step()
-                self.step += 1
-                bar.update(1)
-                done = self.step == cfg.steps
-                do_eval = done or (cfg.eval_every and self.step % cfg.eval_every == 0)
-                do_ckpt = done or self.step % cfg.ckpt_every == 0
-                if not (done or do_eval or do_ckpt or self.step % cfg.log_every == 0):
-                    continue
-                means, first_bad = updater.metrics.read()
-                if first_bad >= 0:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {first_bad + 1}; training stopped. The last good checkpoint "
-                        f"(step {self.last_checkpoint}) is kept at {self.run_dir / CHECKPOINT}"
-                        if self.last_checkpoint is not None else
-                        f"non-finite loss at step {first_bad + 1}; training stopped before any checkpoint"
-                    )
-                now = time.perf_counter()
-                means["steps_per_s"] = (self.step - step_log) / max(now - t_log, 1e-9)
-                t_log, step_log = now, self.step
-                self._record({"kind": "train", "step": self.step, **means})
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in means.items()
-                                 if k in ("critic/loss1", "actor/bc", "actor/risk")})
-                updater.sync()
-                if do_eval:
-                    last_eval = self.evaluate()
-                    bar.write(f"[step {self.step}] {self.task.summary(last_eval)}")
-                if do_ckpt:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-        if last_eval is None:  # resumed a finished run
-            last_eval = self.evaluate()
-        final = {k: v for k, v in last_eval.items() if k[0] != "_"}
+        self.updater, self.t0, self.last_eval = self.make_updater(), time.perf_counter(), None
+        self._t_log, self._step_log = self.t0, self.step
+        self.bar = progress_bar(total=self.cfg.steps, initial=self.step, disable=not self.progress,
+                                desc=f"{self.cfg.task}/{self.cfg.algo}")
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps
+
+    def step_once(self) -> None:
+        """One update, then whatever falls due at this step: metrics, evaluation, checkpoint."""
+        cfg = self.cfg
+        self.updater.step()
+        self.step += 1
+        self.bar.update(1)
+        done = self.step == cfg.steps
+        do_eval = done or (cfg.eval_every and self.step % cfg.eval_every == 0)
+        do_ckpt = done or self.step % cfg.ckpt_every == 0
+        if not (done or do_eval or do_ckpt or self.step % cfg.log_every == 0):
+            return
+        means, first_bad = self.updater.metrics.read()
+        if first_bad >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss at step {first_bad + 1}; training stopped. The last good checkpoint "
+                f"(step {self.last_checkpoint}) is kept at {self.run_dir / CHECKPOINT}"
+                if self.last_checkpoint is not None else
+                f"non-finite loss at step {first_bad + 1}; training stopped before any checkpoint"
+            )
+        now = time.perf_counter()
+        means["steps_per_s"] = (self.step - self._step_log) / max(now - self._t_log, 1e-9)
+        self._t_log, self._step_log = now, self.step
+        self._record({"kind": "train", "step": self.step, **means})
+        self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in means.items()
+                              if k in ("critic/loss1", "actor/bc", "actor/risk")})
+        self.updater.sync()
+        if do_eval:
+            self.last_eval = self.evaluate()
+            self.bar.write(f"[step {self.step}] {self.task.summary(self.last_eval)}")
+        if do_ckpt:
+            self.save_checkpoint()
+
+    def finish(self) -> RunResult:
+        self.bar.close()
+        if self.last_eval is None:  # resumed a finished run
+            self.last_eval = self.evaluate()
+        final = {k: v for k, v in self.last_eval.items() if k[0] != "_"}
         atomic_write_json(self.run_dir / "eval.json", {"step": self.step, **final})
-        return RunResult(self.run_dir, self.step, last_eval, time.perf_counter() - t0)
+        return RunResult(self.run_dir, self.step, self.last_eval, time.perf_counter() - self.t0)
+
+    def run(self) -> RunResult:
+        self.start()
+        try:
+            while not self.done:
+                self.step_once()
+        finally:
+            self.bar.close()
+        return self.finish()
 
 
 def train(agent_cfg: RADACConfig, train_cfg: TrainConfig, run_dir=None, progress: bool = True) -> RunResult:

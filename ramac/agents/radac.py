@@ -50,9 +50,24 @@ class RADAC(nn.Module):
         # Philox seed of the one-launch sampler; advanced on the device so that CUDA-graph
         # replays draw fresh next actions
         self.register_buffer("sampler_seed", torch.zeros(1, dtype=torch.int64))
+        # the critics learn rewards / reward_scale (1 unless reward_norm="std"; see fit_reward_scale)
+        self.register_buffer("reward_scale", torch.ones(()))
+        self._kappa = cfg.kappa
         # False when every transition is terminal (one-step tasks such as the bandit):
         # the TD target is then the reward itself (K' = 1) and the next-action chain is skipped.
         self.bootstrap = True
+
+    def fit_reward_scale(self, rewards: torch.Tensor) -> None:
+        """With reward_norm="std": the critics' unit becomes the data set's reward std, so the
+        problem the critics (and the risk term) see does not depend on the reward scale."""
+        if self.cfg.reward_norm == "std":
+            self.reward_scale.fill_(float(rewards.float().std().clamp_min(1e-6)))
+        self._sync_scale()
+
+    def _sync_scale(self) -> None:
+        # the Huber threshold stays in reward units (kappa / scale in the critics' units), so the
+        # quantile loss keeps its shape; a python float, constant once training starts
+        self._kappa = self.cfg.kappa / float(self.reward_scale)
 
     # ---- losses -----------------------------------------------------------
     def critic_loss(self, b: Batch):
@@ -69,33 +84,56 @@ class RADAC(nn.Module):
                     self.critic2_target(b.next_obs, next_action, next_taus),
                 )  # (B, K')
                 not_done = 1.0 - b.terminal[:, None]
-                target = b.reward[:, None] + cfg.gamma * not_done * z_next
+                target = b.reward[:, None] / self.reward_scale + cfg.gamma * not_done * z_next
             else:  # one-step task: the target law is the reward itself, one sample per transition
-                target = b.reward[:, None]
-            target = target.clamp(-cfg.q_clip, cfg.q_clip)
+                target = b.reward[:, None] / self.reward_scale
+            clip = cfg.q_clip / self.reward_scale
+            target = torch.maximum(torch.minimum(target, clip), -clip)
         taus = torch.rand(B, K, device=b.obs.device)
         z1 = self.critic1(b.obs, b.action, taus)  # (B, K)
         z2 = self.critic2(b.obs, b.action, taus)
-        loss1 = kernels.quantile_huber_loss(z1, taus, target, cfg.kappa)
-        loss2 = kernels.quantile_huber_loss(z2, taus, target, cfg.kappa)
+        loss1 = kernels.quantile_huber_loss(z1, taus, target, self._kappa)
+        loss2 = kernels.quantile_huber_loss(z2, taus, target, self._kappa)
         info = {"critic/loss1": loss1.detach(), "critic/loss2": loss2.detach(),
-                "critic/z_mean": z1.detach().mean(), "critic/target_mean": target.mean()}
+                "critic/z_mean": z1.detach().mean() * self.reward_scale,
+                "critic/target_mean": target.mean() * self.reward_scale}
         return loss1, loss2, info
 
     def actor_loss(self, b: Batch, eta, with_risk: bool = True):
         """lambda_bc * BC + eta * (-risk of the sampled action), risk through the whole chain.
 
         eta: a float or a 0-d device tensor; with_risk=False skips the chain (eta = 0 phases).
+        With bc_filter="better" the BC term imitates only the data actions that the critics
+        rank at least as high as the actor's own action for the same state (all of them when
+        none is): the pathwise risk gradient cannot carry the policy across the valleys
+        between modes that a sharp critic learns, so plain BC, which covers every mode,
+        would slowly move mass back into the lower ones.
         """
         cfg = self.cfg
-        bc = self.diffusion.bc_loss(self.actor, b.action, b.obs)
-        loss = cfg.lambda_bc * bc
-        info = {"actor/bc": bc.detach()}
+        info = {}
         if with_risk:
             with nvtx_range("actor/sample"):
                 action = self.diffusion.sample(self.actor, b.obs)
-            risk = self.risk.value(self.critic1, self.critic2, b.obs, action).mean()
-            loss = loss - eta * risk
+            value = self.risk.value(self.critic1, self.critic2, b.obs, action)  # (B,)
+        weights = None
+        if with_risk and cfg.bc_filter == "better":
+            with torch.no_grad():
+                data_value = self.select_risk.value(self.critic1, self.critic2, b.obs, b.action)
+                keep = (data_value >= value.detach()).float()
+                kept = keep.sum()
+                weights = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / keep.numel()))
+                info["actor/bc_kept"] = kept / keep.numel()
+        bc = self.diffusion.bc_loss(self.actor, b.action, b.obs, weights)
+        loss = cfg.lambda_bc * bc
+        info["actor/bc"] = bc.detach()
+        if with_risk:
+            risk = value.mean()
+            if cfg.risk_norm == "abs":  # Diffusion-QL's Q normalisation, applied to the risk value
+                scale = value.detach().abs().mean().clamp_min(1e-6)
+                info["actor/risk_scale"] = scale
+                loss = loss - eta * risk / scale
+            else:
+                loss = loss - eta * risk
             info["actor/risk"] = risk.detach()
         info["actor/loss"] = loss.detach()
         return loss, info
@@ -229,8 +267,8 @@ class RADAC(nn.Module):
 
     @torch.no_grad()
     def critic_quantiles(self, obs: torch.Tensor, action: torch.Tensor, taus: torch.Tensor):
-        """Quantiles of both critics at fractions taus (K,): (2, B, K)."""
-        return torch.stack([self.critic1(obs, action, taus), self.critic2(obs, action, taus)])
+        """Quantiles of both critics at fractions taus (K,), in reward units: (2, B, K)."""
+        return torch.stack([self.critic1(obs, action, taus), self.critic2(obs, action, taus)]) * self.reward_scale
 
     # ---- state ------------------------------------------------------------------
     def full_state(self) -> dict:
@@ -243,7 +281,10 @@ class RADAC(nn.Module):
         }
 
     def load_full_state(self, state: dict):
-        self.load_state_dict(state["model"])
+        model = dict(state["model"])
+        model.setdefault("reward_scale", torch.ones(()))  # checkpoints from before reward_norm
+        self.load_state_dict(model)
+        self._sync_scale()
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic1_opt.load_state_dict(state["critic1_opt"])
         self.critic2_opt.load_state_dict(state["critic2_opt"])

@@ -13,6 +13,7 @@ to the same seed trained alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -123,7 +124,7 @@ def _train_group(group, device, log, plots="final") -> None:
             for name in ("metrics.jsonl", "train.csv", "eval.csv"):
                 (run_dir / name).unlink(missing_ok=True)
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        with torch.cuda.stream(stream) if stream is not None else _null():
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             trainer.start()
         runs.append(StudyRun(variant, seed, run_dir, trainer, stream))
     t_last = time.perf_counter()
@@ -135,7 +136,7 @@ def _train_group(group, device, log, plots="final") -> None:
         for r in runs:
             if r.trainer.done:
                 continue
-            with torch.cuda.stream(r.stream) if r.stream is not None else _null():
+            with torch.cuda.stream(r.stream) if r.stream is not None else contextlib.nullcontext():
                 r.trainer.step_once()
                 if r.trainer.done:
                     r.trainer.finish()
@@ -143,14 +144,6 @@ def _train_group(group, device, log, plots="final") -> None:
                     log(f"  {r.variant} seed {r.seed}: {r.trainer.task.summary(r.trainer.last_eval)}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def collect(runs, lengths, algo: str, overrides: dict) -> dict:

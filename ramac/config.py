@@ -12,7 +12,7 @@ from .envs.bandit_family import FAMILY as BANDITS
 ALGOS = ("radac", "bc", "neutral")
 RISK_NORMS = ("none", "abs")
 REWARD_NORMS = ("none", "std")
-BC_FILTERS = ("none", "better")
+BC_FILTERS = ("none", "better", "better_mean")
 
 
 @dataclass
@@ -53,7 +53,9 @@ class RADACConfig:
     risk_quadrature: bool = False  # deterministic midpoint grid instead of random fractions
     risk_norm: str = "none"  # none: published -eta * risk; abs: -eta * risk / detached mean |risk| (scale-free)
     bc_filter: str = "none"  # none: BC on every data action (published); better: BC only on data actions whose
-    # risk value is >= that of the actor's own action for the same state (mode choice by the critic's ranking)
+    # risk value is >= that of the actor's own action for the same state (mode choice by the critic's ranking);
+    # better_mean: >= the mean risk value of bc_filter_samples actor actions for the state (a firmer threshold)
+    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold of bc_filter="better_mean"
     # action selection at evaluation
     top_k: int = 0  # 0: one sample per state; k > 0: best k of n_candidates by critic risk, pick one
     n_candidates: int = 10  # candidates per state when top_k > 0
@@ -61,7 +63,7 @@ class RADACConfig:
     def validate(self) -> "RADACConfig":
         positive = ("lr_actor", "lr_critic", "max_action", "kappa", "actor_hidden", "critic_hidden",
                     "n_timesteps", "n_quantiles", "embedding_dim", "n_risk_quantiles", "ema_every",
-                    "n_candidates")
+                    "n_candidates", "bc_filter_samples")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -120,3 +120,39 @@ def test_study_command_lists_the_family(capsys):
     for name in FAMILY:
         assert name in out
     assert main(["study", "bandit", "--variants", "bandit-x9", "--device", "cpu"]) == 2
+
+
+class _XValue:
+    """A stand-in risk measure: the value of an action is its first coordinate."""
+
+    def value(self, critic1, critic2, state, action):
+        return action[:, 0]
+
+
+@pytest.mark.parametrize("mode", ["better", "better_mean"])
+def test_bc_filter_keeps_the_data_actions_ranked_at_least_as_high(mode):
+    import torch
+
+    from ramac.agents import RADAC
+    from ramac.config import build_configs
+    from ramac.data import Batch
+
+    torch.manual_seed(0)
+    cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": mode})
+    agent = RADAC(1, 2, cfg)
+    agent.select_risk = _XValue()
+    x = torch.tensor([-0.9, -0.2, 0.1, 0.6, 0.95])
+    b = Batch(torch.zeros(5, 1), torch.stack([x, torch.zeros(5)], 1), torch.zeros(5), torch.zeros(5, 1),
+              torch.ones(5))
+    own = torch.tensor([0.0, 0.0, 0.5, 0.5, 2.0])
+    weights, kept = agent._bc_filter_weights(b, own)
+    assert float(weights.sum()) == pytest.approx(1.0)
+    if mode == "better":  # data value x_b against the actor's own value own_b
+        assert (weights > 0).tolist() == [False, False, False, True, False]
+        assert float(kept) == pytest.approx(0.2)
+        none, kept0 = agent._bc_filter_weights(b, torch.full((5,), 5.0))  # nothing better: plain BC
+        assert torch.allclose(none, torch.full((5,), 0.2)) and float(kept0) == 0.0
+    else:  # one threshold per state: the mean x of the actor's samples, the same for these equal states
+        kept_mask = weights > 0
+        assert 0.0 < float(kept) < 1.0  # the untrained actor's mean x lies inside the data's range
+        assert (kept_mask == (x >= x[kept_mask].min())).all() and float(kept) == kept_mask.float().mean()

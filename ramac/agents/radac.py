@@ -116,13 +116,9 @@ class RADAC(nn.Module):
                 action = self.diffusion.sample(self.actor, b.obs)
             value = self.risk.value(self.critic1, self.critic2, b.obs, action)  # (B,)
         weights = None
-        if with_risk and cfg.bc_filter == "better":
+        if with_risk and cfg.bc_filter != "none":
             with torch.no_grad():
-                data_value = self.select_risk.value(self.critic1, self.critic2, b.obs, b.action)
-                keep = (data_value >= value.detach()).float()
-                kept = keep.sum()
-                weights = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / keep.numel()))
-                info["actor/bc_kept"] = kept / keep.numel()
+                weights, info["actor/bc_kept"] = self._bc_filter_weights(b, value.detach())
         bc = self.diffusion.bc_loss(self.actor, b.action, b.obs, weights)
         loss = cfg.lambda_bc * bc
         info["actor/bc"] = bc.detach()
@@ -137,6 +133,24 @@ class RADAC(nn.Module):
             info["actor/risk"] = risk.detach()
         info["actor/loss"] = loss.detach()
         return loss, info
+
+    def _bc_filter_weights(self, b: Batch, own_value: torch.Tensor):
+        """BC weights (B,) over the data actions that the critics rank at least as high as the
+        actor's action for the state ("better": its own sample; "better_mean": the mean of
+        bc_filter_samples fresh samples), and the kept share; all of them when none is kept."""
+        cfg = self.cfg
+        data_value = self.select_risk.value(self.critic1, self.critic2, b.obs, b.action)  # (B,)
+        threshold = own_value
+        if cfg.bc_filter == "better_mean":
+            m = cfg.bc_filter_samples
+            obs = b.obs.repeat_interleave(m, dim=0)
+            actions = self.diffusion.sample_fast(self.actor, obs, seed=self.sampler_seed)
+            self.sampler_seed.add_(1)
+            threshold = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m).mean(dim=1)
+        keep = (data_value >= threshold).float()
+        kept = keep.sum()
+        weights = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / keep.numel()))
+        return weights, kept / keep.numel()
 
     def compile_update(self) -> None:
         """Run the update's pieces through torch.compile: both losses (forward and

@@ -26,7 +26,7 @@ import torch
 
 from .data import Batch, OfflineDataset
 from .graphs import on_side_stream
-from .profiling import nvtx_range
+from .nvtx import nvtx_range
 
 LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
 

@@ -1,33 +1,11 @@
-"""NVTX ranges named like the log keys, free when profiling is off.
-
-`ramac profile` switches them on; Nsight Systems / Compute then show the update
-as critic/..., actor/..., targets/... ranges. Off (the default), `nvtx_range`
-returns one shared null context: no allocation, no call into NVTX.
-"""
+"""`ramac profile`: a short training run with NVTX ranges (ramac.nvtx) between
+cudaProfilerStart/Stop, for Nsight Systems and Nsight Compute."""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
-_NULL = contextlib.nullcontext()
-_enabled = False
-
-
-def enable(on: bool = True) -> None:
-    global _enabled
-    _enabled = bool(on) and torch.cuda.is_available()
-
-
-def enabled() -> bool:
-    return _enabled
-
-
-def nvtx_range(name: str):
-    if not _enabled:
-        return _NULL
-    return torch.cuda.nvtx.range(name)
+from .nvtx import enable, nvtx_range
 
 
 def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, warmup: int = 20, steps: int = 50,

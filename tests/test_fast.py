@@ -8,7 +8,7 @@ from ramac.agents import RADAC
 from ramac.config import RADACConfig
 from ramac.data import OfflineDataset
 from ramac.fast import DeviceMetrics, FastUpdater
-from ramac.profiling import nvtx_range
+from ramac.nvtx import nvtx_range
 
 S, A, N, B = 17, 6, 512, 32
 

@@ -21,7 +21,7 @@ from ..config import RADACConfig
 from ..data import Batch
 from ..diffusion import Diffusion
 from ..nets import Denoiser, IQNCritic
-from ..profiling import nvtx_range
+from ..nvtx import nvtx_range
 from ..risk import RiskMeasure
 
 

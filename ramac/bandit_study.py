@@ -137,10 +137,12 @@ def _train_group(group, device, log, plots="final") -> None:
             if r.trainer.done:
                 continue
             with torch.cuda.stream(r.stream) if r.stream is not None else contextlib.nullcontext():
+                seen = r.trainer.last_eval
                 r.trainer.step_once()
+                if r.trainer.last_eval is not seen:  # the latest evaluation's actions, for the figures
+                    np.save(r.run_dir / "actions.npy", r.trainer.last_eval["_actions"])
                 if r.trainer.done:
                     r.trainer.finish()
-                    np.save(r.run_dir / "actions.npy", r.trainer.last_eval["_actions"])
                     log(f"  {r.variant} seed {r.seed}: {r.trainer.task.summary(r.trainer.last_eval)}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -233,6 +235,8 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
         actions = _final_actions(Path(run["run_dir"]))
         if actions is not None:
             ax.scatter(actions[:, 0], actions[:, 1], s=2, c="tab:blue", alpha=0.5)
+        else:
+            ax.text(0, 0, "no actions saved", ha="center", fontsize=9)
         for m in spec.modes:
             ax.text(m.centre[0], m.centre[1] + m.radius + 0.03, m.name, ha="center", fontsize=8, weight="bold")
         ax.set_xticks([]), ax.set_yticks([])
@@ -253,6 +257,6 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
 
 
 def _final_actions(run_dir: Path):
-    """The final evaluation's actions, saved by the study beside the run's eval.json."""
+    """The latest evaluation's actions, saved by the study in the run directory."""
     path = run_dir / "actions.npy"
     return np.load(path) if path.exists() else None

@@ -30,9 +30,9 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def _mujoco_presets():
-    from .envs.mujoco import HAZARDS
+    from .config import preset_names  # the six Stochastic MuJoCo presets (without importing gymnasium)
 
-    return sorted(HAZARDS)
+    return [name for name in preset_names() if name != "bandit"]
 
 
 def build_parser() -> argparse.ArgumentParser:

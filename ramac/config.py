@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from . import kernels
-from .diffusion import SCHEDULES
-from .envs.bandit_family import FAMILY as BANDITS
+from .envs.bandit_family import FAMILY as BANDITS  # numpy only: building the CLI never imports torch
 
 ALGOS = ("radac", "bc", "neutral")
 RISK_NORMS = ("none", "abs")
@@ -61,6 +59,9 @@ class RADACConfig:
     n_candidates: int = 10  # candidates per state when top_k > 0
 
     def validate(self) -> "RADACConfig":
+        from . import kernels
+        from .diffusion import SCHEDULES
+
         positive = ("lr_actor", "lr_critic", "max_action", "kappa", "actor_hidden", "critic_hidden",
                     "n_timesteps", "n_quantiles", "embedding_dim", "n_risk_quantiles", "ema_every",
                     "n_candidates", "bc_filter_samples")

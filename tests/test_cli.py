@@ -54,3 +54,31 @@ def test_presets_command(capsys):
     assert "halfcheetah-medium-expert" in capsys.readouterr().out
     assert main(["presets", "bandit", "--algo", "neutral"]) == 0
     assert '"risk": "neutral"' in capsys.readouterr().out
+
+
+def test_building_the_cli_imports_no_heavy_package():
+    """`ramac --help` stays instant: neither `import ramac` nor building the parser imports torch,
+    torch._dynamo, gymnasium, mujoco or minari (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ramac, ramac.cli; ramac.cli.build_parser(); "
+            "print(','.join(m for m in ('torch', 'torch._dynamo', 'gymnasium', 'mujoco', 'minari') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"imported while building the CLI: {out}"
+
+
+def test_every_subcommand_has_help(capsys):
+    import pytest
+
+    from ramac.cli import build_parser
+    from ramac.config import preset_names
+    from ramac.envs.mujoco import HAZARDS
+
+    assert sorted(HAZARDS) == [n for n in preset_names() if n != "bandit"]  # the CLI lists these without gymnasium
+    for argv in (["--help"], ["train", "--help"], ["eval", "--help"], ["study", "bandit", "--help"],
+                 ["data", "make", "--help"], ["bench", "--help"], ["profile", "--help"], ["presets", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(argv)
+        assert e.value.code == 0
+        assert "usage: ramac" in capsys.readouterr().out

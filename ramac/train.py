@@ -118,7 +118,7 @@ class Trainer:
                             compile=cfg.compile, generator=self.generator)
 
     def start(self) -> None:
-        """Open the run directory and build the updater (before the first step())."""
+        """Open the run directory and build the updater (before the first step_once())."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self.updater, self.t0, self.last_eval = self.make_updater(), time.perf_counter(), None

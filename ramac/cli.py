@@ -1,4 +1,4 @@
-"""Command line: `ramac train`, `ramac eval`, `ramac presets`."""
+"""Command line: `ramac train | eval | study | data | behaviour | bench | profile | presets`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
   ramac train --algo neutral   the risk-neutral baseline; --algo bc: behaviour cloning only
   ramac eval RUN_DIR           evaluate a run's checkpoint again
+  ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
   ramac profile                short run with NVTX ranges for Nsight (GPU)
   ramac presets [NAME]         list the task presets or show one

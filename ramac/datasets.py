@@ -24,7 +24,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from . import behaviour
 from .envs.mujoco import D4RL_REF, HAZARDS, RISKY_IDS, make_risky_env
 from .utils import atomic_write_json, progress_bar
 
@@ -111,6 +110,8 @@ def _new_episode(first_obs):
 
 
 def sources(preset: str, size: int) -> list[tuple[str, object, int]]:
+    from . import behaviour  # building only: loading a data set never imports SAC
+
     """(name, actor, transitions) per behaviour policy of a preset."""
     base = HAZARDS[preset].base_env
     if preset.endswith("medium-expert"):
@@ -124,6 +125,8 @@ def sources(preset: str, size: int) -> list[tuple[str, object, int]]:
 def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8, progress: bool = True,
          overwrite: bool = False) -> dict:
     """Build (and store with Minari) the data set of a preset; returns its provenance record."""
+    from . import behaviour
+
     import minari
 
     if preset not in HAZARDS:

@@ -8,11 +8,9 @@ from typing import Callable
 
 import torch
 
-from . import datasets, evaluation
 from .data import OfflineDataset
 from .envs import bandit
 from .envs.bandit_family import FAMILY as BANDITS
-from .envs.mujoco import HAZARDS
 
 
 @dataclass
@@ -37,6 +35,9 @@ def make_task(name: str, device: torch.device, eval_samples: int = 2_000, eval_e
                         spec=spec)
 
         return Task(name, data, evaluate, report, bandit.summary_line)
+    from . import datasets, evaluation  # MuJoCo tasks only: a bandit run never imports gymnasium
+    from .envs.mujoco import HAZARDS
+
     if name in HAZARDS:
         data = datasets.load(name)  # names the `ramac data make` command when missing
 

@@ -16,6 +16,7 @@ import torch
 
 from .envs.mujoco import EVAL_HORIZON, HAZARDS, make_risky_env, normalized_score
 from .risk import empirical_cvar
+from .utils import seeded
 
 
 def bootstrap_ci(x, stat, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -97,8 +98,9 @@ def evaluate_preset(agent, preset: str, episodes: int = 100, full_horizon: bool 
     """Risk metrics of an agent on a Stochastic MuJoCo preset (horizon as published, or 1000)."""
     base = HAZARDS[preset].base_env
     horizon = None if full_horizon else EVAL_HORIZON[base]
-    roll = run_episodes(agent_policy(agent, device), lambda: make_risky_env(preset), episodes, horizon, seed,
-                        record=record)
+    with seeded(seed, torch.device(device)):  # the policy's noise too, not only the env resets: same seed, same numbers
+        roll = run_episodes(agent_policy(agent, device), lambda: make_risky_env(preset), episodes, horizon, seed,
+                            record=record)
     out = episode_metrics(roll["returns"], roll["lengths"], roll["risky"], base)
     out["horizon"] = horizon or 1000
     out["_returns"] = roll["returns"]

@@ -221,11 +221,7 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
 
     spec = FAMILY[variant]
     runs = [r for r in report["runs"] if r["variant"] == variant]
-    grid = np.linspace(-1, 1, 201)
-    gx, gy = np.meshgrid(grid, grid)
-    region = spec.region_of(np.stack([gx.ravel(), gy.ravel()], 1)).reshape(gx.shape)
-    stats = spec.region_stats()
-    cvar_map = np.array([stats[n][1] for n in spec.regions])[region]
+    _, cvar_map = bandit.region_maps(spec, 201)
     data = bandit.make_dataset(3000, spec=spec).action.numpy()
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(3.6 * (len(runs) + 1), 3.8), squeeze=False)
     for ax, run in zip(axes[0], runs):

@@ -253,7 +253,7 @@ def cmd_study(args) -> int:
         return 0
     import torch
 
-    from .bandit_study import run_study
+    from .bandit_study import markdown, run_study
     from .utils import resolve_device
 
     if args.threads:
@@ -263,8 +263,6 @@ def cmd_study(args) -> int:
     steps = args.steps or ([14_000, 42_000] if device.type == "cuda" or args.full else [5_000])
     report = run_study(variants, args.algo, args.seeds, steps, args.eval_every, _parse_set(args.set), args.out,
                        device, args.full, args.concurrent, args.compile, args.runs)
-    from .bandit_study import markdown
-
     print(markdown(report))
     print(f"wrote {args.out}/study.md, study.csv, study.json and one figure per variant")
     return 0

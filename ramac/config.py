@@ -157,13 +157,14 @@ PRESETS: dict[str, Preset] = {
     # SPEC 2.5: a one-step problem. More denoising steps than MuJoCo (T = 5
     # leaves many samples between the modes), a faster critic (no bootstrapping),
     # and a BC-only warm-up so the critic has learned the reward law before the
-    # risk term moves the actor. The risk term is scale-free (risk_norm="abs") and BC
-    # imitates only the data actions the critics rank at least as high as the actor's
-    # own (bc_filter="better"): with plain BC the CVaR actor drifts from S into the low
-    # modes once the critic has learned the valleys between the modes (30k+ steps), and
-    # the unnormalised term leaves the support when rewards are larger
-    # (results/bandit-diagnosis/, results/bandit-study/). The published form stays
-    # selectable: --set bc_filter=none --set risk_norm=none --set eta=0.2. The
+    # risk term moves the actor. The risk term is scale-free (risk_norm="abs"), the critics
+    # learn rewards in units of their std (reward_norm="std") and BC imitates only the data
+    # actions the critics rank at least as high as the actor's own (bc_filter="better"):
+    # with plain BC the CVaR actor drifts from S into the low modes once the critic has
+    # learned the valleys between the modes (30k+ steps), and the unnormalised term leaves
+    # the support when rewards are larger (results/bandit-diagnosis/, results/bandit-study/).
+    # The published form stays selectable: --set bc_filter=none --set risk_norm=none
+    # --set reward_norm=none. The
     # risk-neutral baseline sees smaller gaps between the modes' means (R 4.2 vs S 3)
     # than CVaR does between their tails, and needs a larger eta to settle on R.
     "bandit": Preset(

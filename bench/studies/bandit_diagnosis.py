@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ramac import kernels
 from ramac.agents import RADAC
 from ramac.config import build_configs
 from ramac.envs import bandit
@@ -30,21 +31,19 @@ GRID = np.linspace(-1, 1, 61)
 
 
 def critic_maps(agent, alpha: float, device) -> dict:
-    """CVaR_alpha (quadrature over [0, alpha]) and mean of min(Z1, Z2) on the grid, per critic too."""
+    """CVaR_alpha (quadrature over [0, alpha]) and mean of min(Z1, Z2) on the grid (reward units),
+    and critic 1's CVaR alone."""
     gx, gy = np.meshgrid(GRID, GRID)
     a = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32, device=device)
     s = torch.zeros(len(a), 1, device=device)
-    n = 32
-    tail = alpha * (torch.arange(n, device=device) + 0.5) / n
-    full = (torch.arange(n, device=device) + 0.5) / n
-    with torch.no_grad():
-        z1t, z2t = agent.critic1(s, a, tail), agent.critic2(s, a, tail)
-        z1m, z2m = agent.critic1(s, a, full), agent.critic2(s, a, full)
+    tail, _ = kernels.quadrature_fractions(32, "cvar", alpha, device=device)
+    full, _ = kernels.quadrature_fractions(32, "neutral", 0.0, device=device)
+    zt, zm = agent.critic_quantiles(s, a, tail), agent.critic_quantiles(s, a, full)  # (2, N, 32)
     shape = gx.shape
     return {
-        "cvar": torch.minimum(z1t, z2t).mean(1).reshape(shape).cpu().numpy(),
-        "cvar1": z1t.mean(1).reshape(shape).cpu().numpy(),
-        "mean": torch.minimum(z1m, z2m).mean(1).reshape(shape).cpu().numpy(),
+        "cvar": zt.min(0).values.mean(1).reshape(shape).cpu().numpy(),
+        "cvar1": zt[0].mean(1).reshape(shape).cpu().numpy(),
+        "mean": zm.min(0).values.mean(1).reshape(shape).cpu().numpy(),
     }
 
 
@@ -52,9 +51,14 @@ def grad_norms(agent, batch, eta: float) -> dict:
     """Norms of the actor's BC and risk gradients (separately, before clipping) and their cosine,
     and the mean risk gradient w.r.t. the sampled action."""
     params = list(agent.actor.parameters())
-    bc = agent.diffusion.bc_loss(agent.actor, batch.action, batch.obs) * agent.cfg.lambda_bc
-    g_bc = torch.autograd.grad(bc, params)
     action = agent.diffusion.sample(agent.actor, batch.obs)
+    weights = None
+    if agent.cfg.bc_filter != "none":  # the BC term as the agent weights it
+        with torch.no_grad():
+            own = agent.risk.value(agent.critic1, agent.critic2, batch.obs, action.detach())
+            weights, _ = agent._bc_filter_weights(batch, own)
+    bc = agent.diffusion.bc_loss(agent.actor, batch.action, batch.obs, weights) * agent.cfg.lambda_bc
+    g_bc = torch.autograd.grad(bc, params)
     action_leaf = action.detach().requires_grad_(True)
     risk_a = agent.risk.value(agent.critic1, agent.critic2, batch.obs, action_leaf)
     (da,) = torch.autograd.grad(risk_a.sum(), action_leaf)
@@ -215,9 +219,6 @@ def plot(out: Path, title: str = "", n_panels: int = 6) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    main()
-
 
 def plot_valley(out: Path, title: str = "") -> None:
     """valley.png: the critics' CVaR_0.1 along the segment from S to L1 and from S to the
@@ -245,3 +246,7 @@ def plot_valley(out: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(out / "valley.png", dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -88,7 +88,7 @@ class RADAC(nn.Module):
             else:  # one-step task: the target law is the reward itself, one sample per transition
                 target = b.reward[:, None] / self.reward_scale
             clip = cfg.q_clip / self.reward_scale
-            target = torch.maximum(torch.minimum(target, clip), -clip)
+            target = target.clamp(-clip, clip)
         taus = torch.rand(B, K, device=b.obs.device)
         z1 = self.critic1(b.obs, b.action, taus)  # (B, K)
         z2 = self.critic2(b.obs, b.action, taus)

@@ -94,6 +94,16 @@ def evaluate(agent, n_actions: int = 2_000, reward_draws: int = 10, seed: int = 
     return out
 
 
+def region_maps(spec: BanditSpec = DEFAULT, n: int = 241) -> tuple[np.ndarray, np.ndarray]:
+    """The true reward mean and CVaR_0.1 of each point of an n x n grid over the action box."""
+    grid = np.linspace(-1, 1, n)
+    gx, gy = np.meshgrid(grid, grid)
+    region = spec.region_of(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
+    stats = spec.region_stats()
+    table = np.array([stats[name] for name in spec.regions])  # (regions, 2): mean, CVaR
+    return table[region, 0], table[region, 1]
+
+
 def summary_line(m: dict) -> str:
     regions = [k.split("/", 1)[1] for k in m if k.startswith("share/") and k not in ("share/best_tail", "share/best_mean")]
     shares = " ".join(f"{name} {100 * m[f'share/{name}']:.1f}%" for name in regions)
@@ -110,13 +120,8 @@ def plot(results: dict, data_actions, path, title: str = "", spec: BanditSpec = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = np.linspace(-1, 1, 241)
-    gx, gy = np.meshgrid(grid, grid)
-    region = spec.region_of(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
-    stats = spec.region_stats()
-    table = np.array([stats[name] for name in spec.regions])  # (regions, 2): mean, CVaR
-    maps = [table[region, j] for j in (0, 1)]
-    vmin, vmax = float(table.min()), float(table.max())
+    maps = region_maps(spec, 241)
+    vmin, vmax = float(min(m.min() for m in maps)), float(max(m.max() for m in maps))
     data = np.asarray(data_actions)[:3000]
     fig, axes = plt.subplots(len(results), 2, figsize=(10, 4.6 * len(results)), squeeze=False)
     for row, (name, actions) in enumerate(results.items()):

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from ramac.bench import _modes, kernel_cases
+from ramac.perf.bench import _modes, kernel_cases
 
 from .conftest import synced
 

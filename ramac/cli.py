@@ -11,7 +11,7 @@ DESCRIPTION = """\
 ramac: risk-aware offline RL with diffusion actors and distributional (IQN) critics.
 
   ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
-  ramac train --algo neutral   the risk-neutral baseline; --algo bc: behaviour cloning only
+  ramac train --algo bc        behaviour cloning; neutral: the risk-neutral ablation; diffusion-ql
   ramac eval RUN_DIR           evaluate a run's checkpoint again
   ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
@@ -36,8 +36,32 @@ def _mujoco_presets():
     return [name for name in preset_names() if name != "bandit"]
 
 
+TRAIN_OPTIONS = ("steps", "batch_size", "seed", "device", "eval_every", "eval_samples", "eval_episodes", "log_every",
+                 "ckpt_every", "threads")
+
+
+def _add_config_options(parser, cls, names) -> None:
+    """--name options from a config dataclass: type and help from the field, default None (the
+    preset's value, else the dataclass default, applies)."""
+    from dataclasses import fields
+
+    from .agents.configs import field_help
+
+    helps, by_name = field_help(cls), {f.name: f for f in fields(cls)}
+    for name in names:
+        f = by_name[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=None,
+                            help=f"{helps.get(name, '')} (default: the preset's, else {f.default})".replace("%", "%%"))
+
+
+def _algo_help() -> str:
+    from .agents.registry import AGENTS
+
+    return "; ".join(f"{name}: {entry[3]}" for name, entry in AGENTS.items()) + ". Default: radac"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ALGOS, preset_names, task_names
+    from .config import ALGOS, TrainConfig, preset_names, task_names
 
     parser = argparse.ArgumentParser(prog="ramac", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,13 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task: a MuJoCo preset (its data set and published hyper-parameters) or a member of "
                         "the bandit family (bandit, bandit-x5, bandit-ring, ...; all use the bandit preset). "
                         "Default: bandit")
-    t.add_argument("--algo", default="radac", choices=ALGOS,
-                   help="radac: BC + eta * (-CVaR); bc: eta = 0 (behaviour cloning); "
-                        "neutral: risk-neutral distortion (a Diffusion-QL-style baseline). Default: radac")
-    t.add_argument("--steps", type=int, help="total gradient updates (default: the preset's)")
-    t.add_argument("--batch-size", type=int, help="transitions per update (default: 256)")
-    t.add_argument("--seed", type=int, default=0, help="seed of torch, numpy and the batch sampler (default: 0)")
-    t.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+    t.add_argument("--algo", default="radac", choices=ALGOS, help=_algo_help())
+    _add_config_options(t, TrainConfig, TRAIN_OPTIONS)
     t.add_argument("--run-dir", type=Path,
                    help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -65,10 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--full", action="store_true",
                    help="use the full-size preset even on a CPU (by default a CPU run of the bandit uses "
                         "smaller networks and fewer steps so it finishes in minutes)")
-    t.add_argument("--eval-every", type=int, help="steps between evaluations (default: the preset's)")
-    t.add_argument("--log-every", type=int, help="steps between metric rows and non-finite checks")
-    t.add_argument("--ckpt-every", type=int, help="steps between checkpoints (one is always written at the end)")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-graph", action="store_true",
                    help="on CUDA, run the update eagerly instead of replaying it as one CUDA graph")
     t.add_argument("--bf16", action="store_true",
@@ -81,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Triton kernels (on CUDA) or plain-PyTorch reference ops (default: auto)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an agent setting, e.g. --set eta=0.2 --set risk=wang --set risk_param=-0.75; "
-                        "`ramac presets bandit` lists them")
+                        "`ramac presets --settings --algo NAME` lists an agent's settings with their meaning")
     t.add_argument("--no-progress", action="store_true", help="do not draw the progress bar (for logs and CI)")
 
     e = sub.add_parser("eval", help="evaluate a run directory's checkpoint",
@@ -135,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "op and torch.compile of it; sampler: chain latency and throughput over batch sizes; train: "
                    "updates/s of the whole RADAC update per path (eager/graph, reference/kernels, bf16)")
     b.add_argument("--out", type=Path, help="JSON file to write (default: bench-WHAT-DEVICE.json)")
-    b.add_argument("--batch", type=int, nargs="+",
+    b.add_argument("--batch-size", type=int, nargs="+",
                    help="batch sizes (default: sampler 1 256 4096 65536; train 256 1024 4096 16384)")
+    b.add_argument("--algo", default="radac", choices=ALGOS, help="train: the agent whose update is timed")
     b.add_argument("--preset", default="halfcheetah-medium-expert",
                    help="train: the preset whose networks are timed, on synthetic data of HalfCheetah's shape")
     b.add_argument("--paths", nargs="+", help="train: which paths to time (default: all)")
@@ -155,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "  ncu --profile-from-start off --nvtx ramac profile --steps 3",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--preset", default="halfcheetah-medium-expert", help="networks of this preset (synthetic data)")
-    f.add_argument("--batch", type=int, default=256, help="batch size (default: 256)")
+    f.add_argument("--batch-size", type=int, default=256, help="transitions per update (default: 256)")
+    f.add_argument("--algo", default="radac", choices=ALGOS, help="the agent whose update is profiled")
     f.add_argument("--warmup", type=int, default=20, help="unprofiled warm-up steps (default: 20)")
     f.add_argument("--steps", type=int, default=50, help="profiled steps (default: 50)")
     f.add_argument("--graph", action="store_true", help="replay CUDA graphs (phases then show only at capture)")
@@ -194,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="a preset name")
     p.add_argument("--algo", default="radac", choices=ALGOS, help="algorithm whose overrides to apply")
     p.add_argument("--cpu", action="store_true", help="show the CPU-sized variant")
+    p.add_argument("--settings", action="store_true",
+                   help="list the agent's settings (--algo) with their defaults and meaning, for --set")
     return parser
 
 
@@ -207,13 +226,11 @@ def cmd_train(args) -> int:
     if args.resume:
         result = resume(args.resume, steps=args.steps, progress=not args.no_progress)
     else:
-        device = resolve_device(args.device)
-        train_over = {k: v for k, v in {
-            "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "device": args.device,
-            "eval_every": args.eval_every, "log_every": args.log_every, "ckpt_every": args.ckpt_every,
-            "threads": args.threads, "graph": False if args.no_graph else None, "bf16": True if args.bf16 else None,
-            "compile": False if args.no_compile else None,
-        }.items() if v is not None}
+        device = resolve_device(args.device or "auto")
+        train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
+        train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
+                          compile=False if args.no_compile else None)
+        train_over = {k: v for k, v in train_over.items() if v is not None}
         cpu_sized = device.type == "cpu" and not args.full
         agent_cfg, train_cfg = build_configs(args.task, args.algo, cpu_sized, _parse_set(args.set), train_over)
         print(f"ramac train: {train_cfg.task} / {train_cfg.algo} on {device}"
@@ -233,6 +250,8 @@ def _summary(metrics: dict) -> str:
 
     if "share/best_tail" in metrics:
         modes = [k.split("/")[1] for k in metrics if k.startswith("quantile/") and k.endswith("critic1/0.5")]
+        if not modes:  # an agent without critics
+            return bandit.summary_line(metrics)
         mode = "R" if "R" in modes else modes[0]
         q = [f"{metrics[f'quantile/{mode}/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
         return (bandit.summary_line(metrics) + f"\ncritic 1 quantiles at {mode} (tau "
@@ -253,7 +272,7 @@ def cmd_study(args) -> int:
         return 0
     import torch
 
-    from .bandit_study import markdown, run_study
+    from .study import markdown, run_study
     from .utils import resolve_device
 
     if args.threads:
@@ -272,7 +291,7 @@ def cmd_eval(args) -> int:
     import torch
 
     from .envs.bandit_family import FAMILY as BANDITS
-    from .tasks import make_task
+    from .train.tasks import make_task
     from .train import load_agent
     from .utils import atomic_write_json, resolve_device
 
@@ -289,7 +308,8 @@ def cmd_eval(args) -> int:
         if args.ood:
             from .ood import build_detectors, detector_report
 
-            detectors = build_detectors(task.dataset.to(device), agent)
+            critics = agent if hasattr(agent, "critic_quantiles") else None  # BC has no critic ensemble
+            detectors = build_detectors(task.dataset.to(device), critics)
             obs = torch.as_tensor(metrics["_obs"], dtype=torch.float32, device=device)
             act = torch.as_tensor(metrics["_actions"], dtype=torch.float32, device=device)
             metrics.update(detector_report(detectors, obs, act))
@@ -303,7 +323,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from . import datasets
+    from .data import stochastic_mujoco as datasets
 
     if args.data_command == "list":
         names = datasets.list_local()
@@ -319,8 +339,8 @@ def cmd_data(args) -> int:
 
 
 def cmd_behaviour(args) -> int:
-    from . import behaviour
-    from .sac import SACConfig, train_sac
+    from .datagen import behaviour
+    from .datagen.sac import SACConfig, train_sac
     from .utils import resolve_device
 
     if args.behaviour_command == "pick":
@@ -337,7 +357,7 @@ def cmd_behaviour(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .perf import bench
     from .utils import device_name, resolve_device
 
     device = resolve_device(args.device)
@@ -350,14 +370,15 @@ def cmd_bench(args) -> int:
         cols = ["op", "shape", "mode", "launch", "provider", "median_us", "speedup_vs_reference", "speedup_vs_compile"]
         settings = {"B": 16_384, "K": 32}
     elif args.what == "train":
-        batches = tuple(args.batch or (256, 1024, 4096, 16_384))
+        batches = tuple(args.batch_size or (256, 1024, 4096, 16_384))
         rows = bench.bench_train(device, batches=batches, paths=tuple(args.paths or bench.TRAIN_PATHS),
-                                 preset=args.preset, top_kernels=args.top_kernels)
+                                 preset=args.preset, top_kernels=args.top_kernels, algo=args.algo)
         cols = ["batch", "path", "updates_per_s", "samples_per_s", "median_us", "speedup_vs_reference",
                 "kernels_per_update", "gpu_busy_us_per_update", "setup_s"]
-        settings = {"batches": batches, "preset": args.preset, "data": "synthetic S=17 A=6", "risk_term": "on"}
+        settings = {"batches": batches, "preset": args.preset, "algo": args.algo, "data": "synthetic S=17 A=6",
+                    "risk_term": "on" if args.algo != "bc" else "none"}
     else:
-        batches = tuple(args.batch or (1, 256, 4096, 65_536))
+        batches = tuple(args.batch_size or (1, 256, 4096, 65_536))
         rows = bench.bench_sampler(device, batches=batches, steps=tuple(args.steps), compile_ref=not args.no_compile)
         cols = ["T", "batch", "launch", "provider", "median_us", "actions_per_s", "speedup_vs_reference"]
         settings = {"batches": batches, "steps": args.steps, "state_dim": 17, "action_dim": 6, "hidden": 256}
@@ -374,12 +395,12 @@ def cmd_bench(args) -> int:
 def cmd_profile(args) -> int:
     import torch
 
-    from .profiling import run_profile
+    from .perf.profile import run_profile
 
     if not torch.cuda.is_available():
         raise ValueError("ramac profile drives Nsight on a CUDA device; none found here")
-    out = run_profile(args.preset, args.batch, args.warmup, args.steps, args.graph, args.bf16,
-                      compile=args.compile)
+    out = run_profile(args.preset, args.batch_size, args.warmup, args.steps, args.graph, args.bf16,
+                      compile=args.compile, algo=args.algo)
     print(json.dumps(out))
     return 0
 
@@ -387,6 +408,18 @@ def cmd_profile(args) -> int:
 def cmd_presets(args) -> int:
     from .config import build_configs, preset_names, to_dict
 
+    if args.settings:
+        from dataclasses import fields
+
+        from .agents.configs import field_help
+        from .agents.registry import config_class
+
+        cls = config_class(args.algo)
+        helps = field_help(cls)
+        print(f"{args.algo} settings ({cls.__name__}); set with --set KEY=VALUE")
+        for f in fields(cls):
+            print(f"  {f.name:20s} {f.default!s:10s} {helps.get(f.name, '')}")
+        return 0
     if not args.name:
         print("\n".join(preset_names()))
         return 0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .envs.mujoco import EVAL_HORIZON, HAZARDS, make_risky_env, normalized_score
-from .risk import empirical_cvar
+from .risk_measures import empirical_cvar
 from .utils import seeded
 
 
@@ -85,10 +85,12 @@ def run_episodes(policy, make_env, episodes: int, horizon: int | None, seed: int
     return out
 
 
-def agent_policy(agent, device):
+def agent_policy(agent, device, generator: torch.Generator | None = None):
+    """obs (numpy) -> actions (numpy) from agent.act, its noise drawn from `generator`."""
     @torch.no_grad()
     def policy(obs):
-        return agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).float().cpu().numpy()
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        return agent.act(obs, generator=generator).float().cpu().numpy()
 
     return policy
 
@@ -98,9 +100,11 @@ def evaluate_preset(agent, preset: str, episodes: int = 100, full_horizon: bool 
     """Risk metrics of an agent on a Stochastic MuJoCo preset (horizon as published, or 1000)."""
     base = HAZARDS[preset].base_env
     horizon = None if full_horizon else EVAL_HORIZON[base]
-    with seeded(seed, torch.device(device)):  # the policy's noise too, not only the env resets: same seed, same numbers
-        roll = run_episodes(agent_policy(agent, device), lambda: make_risky_env(preset), episodes, horizon, seed,
-                            record=record)
+    # the policy's noise from a generator of the same seed, not only the env resets: same seed, same numbers
+    generator = torch.Generator(torch.device(device)).manual_seed(seed)
+    with seeded(seed, torch.device(device)):  # and anything an agent draws outside its generator
+        roll = run_episodes(agent_policy(agent, device, generator), lambda: make_risky_env(preset), episodes, horizon,
+                            seed, record=record)
     out = episode_metrics(roll["returns"], roll["lengths"], roll["risky"], base)
     out["horizon"] = horizon or 1000
     out["_returns"] = roll["returns"]
@@ -122,7 +126,7 @@ def plot_risk_profile(returns_by_method: dict, path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .risk import cvar_curve
+    from .risk_measures import cvar_curve
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, rets in returns_by_method.items():

@@ -49,7 +49,7 @@ class FixedAgent:
     def __init__(self, actions):
         self.actions = torch.as_tensor(actions, dtype=torch.float32)
 
-    def act(self, obs):
+    def act(self, obs, generator=None):
         return self.actions[: obs.shape[0]]
 
     def critic_quantiles(self, obs, action, taus):

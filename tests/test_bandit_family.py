@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ramac.bandit_study import collect, t_interval
+from ramac.study import collect, t_interval
 from ramac.cli import main
 from ramac.envs import bandit
 from ramac.envs.bandit_family import DEFAULT, FAMILY, get_spec
@@ -133,7 +133,7 @@ class _XValue:
 def test_bc_filter_keeps_the_data_actions_ranked_at_least_as_high(mode):
     import torch
 
-    from ramac.agents import RADAC
+    from ramac.agents.radac import RADAC
     from ramac.config import build_configs
     from ramac.data import Batch
 

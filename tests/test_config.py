@@ -2,7 +2,7 @@
 
 import pytest
 
-from ramac.config import PRESETS, RADACConfig, build_configs, from_dict, to_dict
+from ramac.config import PRESETS, BCConfig, DiffusionQLConfig, RADACConfig, build_configs, from_dict, to_dict
 
 
 def test_published_presets():
@@ -11,14 +11,30 @@ def test_published_presets():
     assert a.eta_warmup_steps == 300_000 and a.n_timesteps == 5 and a.beta_schedule == "vp"
     assert t.steps == 2_000_000
     a, _ = build_configs("walker2d-medium-replay")
-    assert (a.lr_critic, a.n_quantiles, a.top_k, a.grad_norm) == (5e-6, 8, 1, 3.0)
+    assert (a.lr_critic, a.n_quantiles, a.grad_norm) == (5e-6, 8, 3.0)
+    assert a.eval_select == "none"  # RADAC evaluates one sample per state, as the published sample_action
     assert len(PRESETS) == 7
 
 
-def test_algorithms_and_cpu_variant():
-    assert build_configs("bandit", "bc")[0].eta == 0.0
+def test_each_agent_gets_its_own_settings():
+    bc, _ = build_configs("walker2d-medium-expert", "bc")
+    assert type(bc) is BCConfig and not hasattr(bc, "eta") and not hasattr(bc, "eval_select")
+    radac, _ = build_configs("bandit")
     neutral, _ = build_configs("bandit", "neutral")
-    assert neutral.risk == "neutral"
+    assert neutral.risk == "neutral" and neutral.bc_filter == radac.bc_filter != "none"  # the ablation: only the distortion
+    dql, _ = build_configs("bandit", "diffusion-ql")
+    assert type(dql) is DiffusionQLConfig
+    assert (dql.risk, dql.risk_norm, dql.bc_filter, dql.reward_norm) == ("neutral", "abs", "none", "none")
+    assert (dql.eval_select, dql.n_candidates, dql.eta) == ("softmax", 50, 1.0)
+    dql, _ = build_configs("halfcheetah-medium-replay", "diffusion-ql")
+    assert (dql.lr_critic, dql.grad_norm, dql.eta, dql.eta_warmup_steps) == (3e-4, 2.0, 1.0, 0)
+    with pytest.raises(ValueError, match="unknown agent setting 'eta'"):
+        build_configs("bandit", "bc", agent_overrides={"eta": 0.1})
+    with pytest.raises(ValueError, match="risk-neutral"):
+        build_configs("bandit", "diffusion-ql", agent_overrides={"risk": "cvar"})
+
+
+def test_cpu_variant():
     full, full_t = build_configs("bandit")
     cpu, cpu_t = build_configs("bandit", cpu_sized=True)
     assert full.actor_hidden == 256 and cpu.actor_hidden < 256 and cpu_t.steps < full_t.steps
@@ -60,3 +76,11 @@ def test_bad_preset_and_algo():
 def test_round_trip():
     a, _ = build_configs("halfcheetah-medium-expert")
     assert from_dict(RADACConfig, to_dict(a)) == a
+
+
+def test_config_files_from_before_eval_select_load():
+    old = to_dict(build_configs("walker2d-medium-expert")[0])
+    del old["eval_select"]
+    for top_k, want in ((1, ("top_k", 1)), (0, ("none", 1)), (3, ("top_k", 3))):
+        cfg = from_dict(RADACConfig, {**old, "top_k": top_k})
+        assert (cfg.eval_select, cfg.top_k) == want

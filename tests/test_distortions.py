@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ramac.kernels import distort_ref, quadrature_fractions, tail_mean_ref
-from ramac.risk import RiskMeasure, cvar_curve, empirical_cvar
+from ramac.risk_measures import RiskMeasure, cvar_curve, empirical_cvar
 
 GRID = torch.linspace(0, 1, 2001, dtype=torch.float64)
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from ramac.agents import RADAC
+from ramac.agents.radac import RADAC
 from ramac.config import RADACConfig
 from ramac.data import OfflineDataset
-from ramac.fast import DeviceMetrics, FastUpdater
+from ramac.train.updaters import DeviceMetrics, FastUpdater
 from ramac.nvtx import nvtx_range
 
 S, A, N, B = 17, 6, 512, 32
@@ -43,6 +43,7 @@ def test_fast_update_matches_eager(device, compiled):
     torch.manual_seed(1)
     for step, i in enumerate(idx):
         eager_metrics.add(eager.update(data.gather(i)), step)
+        eager.advanced()
         eager_metrics.count += 1
     graph = device.type == "cuda"
     fast = FastUpdater(fast_agent, data, B, graph=graph, indices="given", warmup=2, compile=compiled)
@@ -53,7 +54,8 @@ def test_fast_update_matches_eager(device, compiled):
     fast.sync()
     if compiled:  # the losses really ran as compiled graphs (critic, actor without and with risk)
         assert counters["stats"]["unique_graphs"] >= 3
-    assert fast_agent.steps_done == eager.steps_done == 10
+    assert fast_agent.steps == eager.steps == 10
+    assert int(fast_agent.step_t) == int(eager.step_t) == 10
     if graph:
         assert set(fast.graphs) == {False, True}  # both phases were replayed from graphs
     tol = 2e-4 if graph or compiled else 1e-5
@@ -110,7 +112,7 @@ def test_bf16_update_tracks_fp32_and_changes_rounding():
 
 
 def test_make_updater_picks_the_plain_loop_unless_a_fast_feature_applies():
-    from ramac.fast import EagerUpdater, make_updater
+    from ramac.train.updaters import EagerUpdater, make_updater
 
     data = dataset(torch.device("cpu"))
     plain = make_updater(agent("cpu"), data, B, graph=True, compile=True)  # neither applies on CPU

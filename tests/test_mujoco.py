@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from ramac import behaviour, datasets
+from ramac.data import stochastic_mujoco as datasets
+from ramac.datagen import behaviour
 from ramac.data import OfflineDataset
 from ramac.envs.mujoco import HAZARDS, PITCH_INDEX, XVEL_INDEX, Hazard, HazardWrapper, make_risky_env
 from ramac.evaluation import bootstrap_ci, episode_metrics, run_episodes
 from ramac.ood import DenoisingDetector, NNDetector, detector_report
-from ramac.sac import SAC, SACConfig, load_policy, save_policy
+from ramac.datagen.sac import SAC, SACConfig, load_policy, save_policy
 
 
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])
@@ -212,7 +213,7 @@ def test_evaluation_repeats_with_the_same_seed():
     policy's noise, not only the environment resets."""
     import torch
 
-    from ramac.agents import RADAC
+    from ramac.agents.radac import RADAC
     from ramac.config import build_configs
     from ramac.evaluation import evaluate_preset
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ramac import behaviour
-from ramac.sac import SAC, Replay, SACConfig, Updater, save_policy, train_sac
+from ramac.datagen import behaviour
+from ramac.datagen.sac import SAC, Replay, SACConfig, Updater, save_policy, train_sac
 
 
 def test_replay_wraps_and_samples_only_filled_rows():

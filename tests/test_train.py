@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from ramac.agents import RADAC
+from ramac.agents.radac import RADAC
 from ramac.config import build_configs
 from ramac.train import NonFiniteLossError, RunDirError, load_agent, read_metrics, resume, train
 from ramac.utils import atomic_write_bytes
@@ -32,7 +32,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, monkeypat
     original = RADAC.update
 
     def crash_at_27(self, batch):
-        if self.steps_done == 27:
+        if self.steps == 27:
             raise KeyboardInterrupt  # the user pressed ^C (or the machine went away)
         return original(self, batch)
 
@@ -66,7 +66,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
     def poisoned(self, b):
         loss1, loss2, info = original(self, b)
-        if self.steps_done >= 25:
+        if self.steps >= 25:
             loss1 = loss1 * float("nan")
         return loss1, loss2, info
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from ramac import kernels
-from ramac.agents import RADAC
+from ramac.agents.radac import RADAC
 from ramac.config import build_configs
 from ramac.envs import bandit
 from ramac.envs.bandit_family import get_spec
-from ramac.fast import make_updater
+from ramac.train.updaters import make_updater
 from ramac.utils import seed_everything
 
 GRID = np.linspace(-1, 1, 61)
@@ -84,7 +84,7 @@ class Probe:
         seed_everything(args.seed)
         self.data = bandit.make_dataset(spec=get_spec(args.task)).to(device)
         self.agent = RADAC(1, 2, cfg).to(device)
-        self.agent.bootstrap = False
+        self.agent.fit_data(self.data)  # one-step task: no bootstrapping; reward scale where reward_norm asks
         fast = device.type == "cuda" and not args.eager
         self.updater = make_updater(self.agent, self.data, self.batch_size, graph=fast, compile=False,
                                     generator=torch.Generator(device).manual_seed(args.seed))
@@ -100,7 +100,7 @@ class Probe:
             ema = self.agent.act(torch.zeros(1024, 1, device=device)).cpu().numpy()
         regions = np.bincount(bandit.region_of(ema), minlength=5) / len(ema)
         online = np.bincount(bandit.region_of(g["actions"]), minlength=5) / len(ema)
-        rec = {"step": step, "eta": float(self.agent.eta_at(step)), **{k: v for k, v in g.items() if k != "actions"},
+        rec = {"step": step, "eta": float(self.agent.eta_at(torch.tensor(step))), **{k: v for k, v in g.items() if k != "actions"},
                "ema_shares": regions.tolist(), "online_shares": online.tolist(),
                "actor_weight_norm": float(sum(p.detach().norm() ** 2 for p in self.agent.actor.parameters()) ** 0.5)}
         self.records.append(rec)

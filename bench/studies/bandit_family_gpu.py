@@ -4,7 +4,10 @@ seeds to 42k steps (read at 7k, 14k, ... 42k) and every other family member x 3 
 variants for comparison, all side by side on one GPU (one CUDA stream per run).
 
     python -m bench.studies.bandit_family_gpu --out results/bandit-study [--runs /tmp/runs]
+        [--part family|long|all] [--set KEY=VALUE ...]
 
+--part splits the study over device calls of at most ten minutes: `family` trains every
+variant (the default bandit too) to --family-steps, `long` the default bandit to --long-steps.
 Rerunning resumes: finished runs are skipped, others continue from their checkpoints.
 """
 
@@ -14,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ramac.bandit_study import finish_report, plan_runs, train_runs
+from ramac.study import finish_report, plan_runs, train_runs
 from ramac.envs.bandit_family import FAMILY
 
 PUBLISHED = {"bc_filter": "none", "risk_norm": "none", "eta": 0.2}
@@ -32,24 +35,32 @@ def main(argv=None):
     p.add_argument("--published", nargs="*", default=[],
                    help="variants also trained with the published risk term (one seed)")
     p.add_argument("--no-plots", action="store_true", help="no bandit.png per run (saves host time)")
+    p.add_argument("--part", choices=("family", "long", "all"), default="all")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="agent setting over the bandit preset (a candidate; the committed study uses none)")
     args = p.parse_args(argv)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     runs = args.runs or args.out / "runs"
-    long = plan_runs(["bandit"], "radac", args.seeds, args.long_steps, args.eval_every, None,
-                     runs / "family", args.device)
-    family = long + plan_runs([v for v in FAMILY if v != "bandit"], "radac", args.seeds, args.family_steps,
-                              args.eval_every, None, runs / "family", args.device)
+    lengths = sorted({args.eval_every * k for k in range(1, args.family_steps // args.eval_every + 1)})
+    long = plan_runs(["bandit"], "radac", args.seeds, args.long_steps, args.eval_every, overrides,
+                     runs / "long", args.device)
+    family = plan_runs(list(FAMILY), "radac", args.seeds, args.family_steps, args.eval_every, overrides,
+                       runs / "family", args.device)
     published = plan_runs(args.published, "radac", args.seeds[:1], args.family_steps, args.eval_every, PUBLISHED,
                           runs / "published", args.device)
+    todo = {"family": family + published, "long": long, "all": family + long + published}[args.part]
     t0 = time.perf_counter()
-    everything = family + published
-    train_runs(everything, args.device, concurrent=len(everything), plots="none" if args.no_plots else "final")
-    print(f"all runs trained in {time.perf_counter() - t0:.0f} s")
-    lengths = sorted({args.eval_every * k for k in range(1, args.family_steps // args.eval_every + 1)})
-    finish_report(family, lengths, "radac", {}, args.out / "family")
-    finish_report(long, list(range(args.eval_every, args.long_steps + 1, args.eval_every)), "radac", {},
-                  args.out / "bandit-42k")
-    names = ["family", "bandit-42k"]
-    if published:
+    train_runs(todo, args.device, concurrent=len(todo), plots="none" if args.no_plots else "final")
+    print(f"{len(todo)} runs trained in {time.perf_counter() - t0:.0f} s")
+    names = []
+    if args.part != "long":
+        finish_report(family, lengths, "radac", overrides, args.out / "family")
+        names.append("family")
+    if args.part != "family":
+        finish_report(long, list(range(args.eval_every, args.long_steps + 1, args.eval_every)), "radac", overrides,
+                      args.out / "bandit-long")
+        names.append("bandit-long")
+    if published and args.part != "long":
         finish_report(published, lengths, "radac", PUBLISHED, args.out / "published")
         names.append("published")
     for name in names:

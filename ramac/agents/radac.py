@@ -14,25 +14,27 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from .. import kernels
-from ..config import RADACConfig
 from ..data import Batch
-from ..diffusion import Diffusion
-from ..nets import Denoiser, IQNCritic
+from ..nets import IQNCritic
 from ..nvtx import nvtx_range
-from ..risk import RiskMeasure
+from ..risk_measures import RiskMeasure
+from .base import Agent
+from .configs import RADACConfig
+from .policy import DiffusionPolicy, optimise, set_grads
+
+# parameter names of checkpoints from before the agent contract (the policy's parts sat on the agent)
+_OLD_POLICY_KEYS = ("actor.", "actor_ema.", "diffusion.")
 
 
-class RADAC(nn.Module):
+class RADAC(Agent):
+    name = "radac"
+    Config = RADACConfig
+
     def __init__(self, state_dim: int, action_dim: int, cfg: RADACConfig):
-        super().__init__()
-        self.cfg = cfg.validate()
-        self.state_dim, self.action_dim = state_dim, action_dim
-        self.diffusion = Diffusion(cfg.n_timesteps, cfg.beta_schedule, cfg.max_action, cfg.sampler_precision)
-        self.actor = Denoiser(state_dim, action_dim, cfg.actor_hidden)
-        self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
+        super().__init__(state_dim, action_dim, cfg)
+        self.policy = DiffusionPolicy(state_dim, action_dim, cfg)
         n_cos = cfg.n_cos or cfg.n_quantiles
 
         def critic():
@@ -41,21 +43,47 @@ class RADAC(nn.Module):
         self.critic1, self.critic2 = critic(), critic()
         self.critic1_target = copy.deepcopy(self.critic1).requires_grad_(False)
         self.critic2_target = copy.deepcopy(self.critic2).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
         self.critic1_opt = torch.optim.Adam(self.critic1.parameters(), lr=cfg.lr_critic)
         self.critic2_opt = torch.optim.Adam(self.critic2.parameters(), lr=cfg.lr_critic)
         self.risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, cfg.risk_quadrature)
         self.select_risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, quadrature=True)
-        self.steps_done = 0
         # Philox seed of the one-launch sampler; advanced on the device so that CUDA-graph
-        # replays draw fresh next actions
+        # replays draw fresh next actions (set from the run's seed by seed_noise)
         self.register_buffer("sampler_seed", torch.zeros(1, dtype=torch.int64))
-        # the critics learn rewards / reward_scale (1 unless reward_norm="std"; see fit_reward_scale)
+        # the critics learn rewards / reward_scale (1 unless reward_norm="std"; see fit_data)
         self.register_buffer("reward_scale", torch.ones(()))
         self._kappa = cfg.kappa
         # False when every transition is terminal (one-step tasks such as the bandit):
         # the TD target is then the reward itself (K' = 1) and the next-action chain is skipped.
         self.bootstrap = True
+        self._optimise = optimise
+
+    # the policy's parts under their published names
+    @property
+    def actor(self):
+        return self.policy.actor
+
+    @property
+    def actor_ema(self):
+        return self.policy.actor_ema
+
+    @property
+    def diffusion(self):
+        return self.policy.diffusion
+
+    @property
+    def actor_opt(self):
+        return self.policy.opt
+
+    def fit_data(self, data) -> None:
+        """Bootstrapping only where some transition is not terminal; with reward_norm="std" the
+        critics' unit becomes the data set's reward std."""
+        self.bootstrap = bool((data.terminal < 1).any())
+        self.fit_reward_scale(data.reward)
+
+    def seed_noise(self, seed: int) -> None:
+        """The next-action sampler's Philox stream starts from the run's seed (one per run)."""
+        self.sampler_seed.fill_(int(seed) * 1_000_003 % (2**62))
 
     def fit_reward_scale(self, rewards: torch.Tensor) -> None:
         """With reward_norm="std": the critics' unit becomes the data set's reward std, so the
@@ -76,7 +104,7 @@ class RADAC(nn.Module):
         B, K = b.obs.shape[0], cfg.n_quantiles
         with torch.no_grad():
             if self.bootstrap:
-                next_action = self.diffusion.sample_fast(self.actor_ema, b.next_obs, seed=self.sampler_seed)
+                next_action = self.policy.sample_fast(b.next_obs, seed=self.sampler_seed, ema=True)
                 self.sampler_seed.add_(1)
                 next_taus = torch.rand(B, K, device=b.obs.device)
                 z_next = torch.minimum(
@@ -113,13 +141,13 @@ class RADAC(nn.Module):
         info = {}
         if with_risk:
             with nvtx_range("actor/sample"):
-                action = self.diffusion.sample(self.actor, b.obs)
+                action = self.policy.sample(b.obs)
             value = self.risk.value(self.critic1, self.critic2, b.obs, action)  # (B,)
         weights = None
         if with_risk and cfg.bc_filter != "none":
             with torch.no_grad():
                 weights, info["actor/bc_kept"] = self._bc_filter_weights(b, value.detach())
-        bc = self.diffusion.bc_loss(self.actor, b.action, b.obs, weights)
+        bc = self.policy.bc_loss(b.obs, b.action, weights)
         loss = cfg.lambda_bc * bc
         info["actor/bc"] = bc.detach()
         if with_risk:
@@ -144,7 +172,7 @@ class RADAC(nn.Module):
         if cfg.bc_filter == "better_mean":
             m = cfg.bc_filter_samples
             obs = b.obs.repeat_interleave(m, dim=0)
-            actions = self.diffusion.sample_fast(self.actor, obs, seed=self.sampler_seed)
+            actions = self.policy.sample_fast(obs, seed=self.sampler_seed)
             self.sampler_seed.add_(1)
             threshold = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m).mean(dim=1)
         keep = (data_value >= threshold).float()
@@ -169,115 +197,95 @@ class RADAC(nn.Module):
         limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per agent instance and phase
         torch._dynamo.config.recompile_limit = limit
         options = {"fallback_random": True}
-        for opt in (self.actor_opt, self.critic1_opt, self.critic2_opt):
+        for opt in self.optimizers():
             for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
                 group["fused"], group["foreach"] = False, True
         for name in ("critic_loss", "actor_loss", "_optimise", "_average"):
             setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
 
     # ---- update -------------------------------------------------------------
-    def eta_at(self, step):
-        """eta at a step (python int, or 0-d device tensor inside a CUDA graph)."""
+    def eta_at(self, step: torch.Tensor) -> torch.Tensor:
+        """eta at a device step (0-d tensor): 0 before the warm-up, then a linear ramp."""
         cfg = self.cfg
-        if torch.is_tensor(step):
-            ramp = ((step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps).clamp(0, 1) if cfg.eta_ramp_steps else 1.0
-            return cfg.eta * (step >= cfg.eta_warmup_steps) * ramp
-        if step < cfg.eta_warmup_steps:
-            return 0.0
-        if cfg.eta_ramp_steps > 0:
-            return cfg.eta * min(1.0, (step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps)
-        return cfg.eta
+        ramp = ((step - cfg.eta_warmup_steps + 1) / cfg.eta_ramp_steps).clamp(0, 1) if cfg.eta_ramp_steps else 1.0
+        return cfg.eta * (step >= cfg.eta_warmup_steps) * ramp
 
-    def risk_active(self, step: int) -> bool:
-        """Whether the risk term runs at this (host-side) step: eta > 0 after the warm-up."""
-        return self.cfg.eta > 0 and step >= self.cfg.eta_warmup_steps
+    def phase(self) -> bool:
+        """Whether the next update runs the risk term: eta > 0 and past the warm-up."""
+        return self.cfg.eta > 0 and self.steps >= self.cfg.eta_warmup_steps
 
-    def update(self, b: Batch, step=None) -> dict:
-        """One RADAC update; returns detached metric tensors (no host sync).
-
-        step: None (eager: this agent's own counter), or a 0-d device tensor that
-        a CUDA graph advances; then the caller also passes the host's step count
-        as steps_done so the right phase (with or without the risk term) runs.
-        """
-        host_step = self.steps_done
-        step = host_step if step is None else step
-
+    def update(self, b: Batch) -> dict:
+        """One RADAC update; returns detached metric tensors (no host sync). Schedules read the
+        device step; the host step picks the phase (with or without the risk term)."""
+        step = self.step_t
         with nvtx_range("critic/loss"):
             loss1, loss2, info = self.critic_loss(b)
         with nvtx_range("critic/step"):  # one backward: loss1 only reaches critic 1, loss2 critic 2
-            self._step(loss1 + loss2, info, (self.critic1_opt, self.critic1, "critic/grad_norm1"),
-                       (self.critic2_opt, self.critic2, "critic/grad_norm2"))
+            groups = ((self.critic1_opt, self.critic1, "critic/grad_norm1"),
+                      (self.critic2_opt, self.critic2, "critic/grad_norm2"))
+            set_grads(loss1 + loss2, groups)
+            info.update(self._optimise(groups, self.cfg.grad_norm))
 
         eta = self.eta_at(step)
         with nvtx_range("actor/loss"):
-            actor_loss, actor_info = self.actor_loss(b, eta, with_risk=self.risk_active(host_step))
+            actor_loss, actor_info = self.actor_loss(b, eta, with_risk=self.phase())
         info.update(actor_info)
         with nvtx_range("actor/step"):
-            self._step(actor_loss, info, (self.actor_opt, self.actor, "actor/grad_norm"))
+            groups = ((self.policy.opt, self.policy.actor, "actor/grad_norm"),)
+            set_grads(actor_loss, groups)
+            info.update(self._optimise(groups, self.cfg.grad_norm))
 
         with nvtx_range("ema_targets"):
             self._average(step)
-        self.steps_done += 1
+        step.add_(1)
         info["actor/eta"] = eta.detach().float() if torch.is_tensor(eta) else torch.tensor(eta)
         return info
 
-    def _step(self, loss, info, *groups):
-        """Gradients of loss for the networks in groups (optimizer, network, metric key) only,
-        then per network: clip its gradient norm and take its optimiser step."""
-        params = [p for _, net, _ in groups for p in net.parameters()]
-        for p, g in zip(params, torch.autograd.grad(loss, params)):
-            p.grad = g
-        info.update(self._optimise(groups))
-
-    def _optimise(self, groups) -> dict:
-        norms = {}
-        for opt, net, key in groups:
-            if self.cfg.grad_norm > 0:
-                norms[key] = torch.nn.utils.clip_grad_norm_(list(net.parameters()), self.cfg.grad_norm)
-            opt.step()
-        return norms
-
     def _average(self, step) -> None:
-        self.update_ema(step)
+        self.policy.update_ema(step)
         self.update_targets()
-
-    @torch.no_grad()
-    def update_ema(self, step):
-        """Every ema_every steps: copy the actor before ema_start, average after."""
-        cfg = self.cfg
-        ema, live = list(self.actor_ema.parameters()), list(self.actor.parameters())
-        if torch.is_tensor(step):  # inside a CUDA graph: the schedule becomes a weight in [0, 1]
-            weight = torch.where(step < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay) * (step % cfg.ema_every == 0)
-            diff = torch._foreach_sub(live, ema)
-            torch._foreach_mul_(diff, weight)
-            torch._foreach_add_(ema, diff)
-            return
-        if step % cfg.ema_every:
-            return
-        if step < cfg.ema_start:
-            torch._foreach_copy_(ema, live)
-        else:
-            torch._foreach_lerp_(ema, live, 1.0 - cfg.ema_decay)
 
     @torch.no_grad()
     def update_targets(self):
         for target, live in ((self.critic1_target, self.critic1), (self.critic2_target, self.critic2)):
             torch._foreach_lerp_(list(target.parameters()), list(live.parameters()), self.cfg.polyak)
 
+    def optimizers(self):
+        return [self.policy.opt, self.critic1_opt, self.critic2_opt]
+
+    def before_capture(self):
+        self.policy.forget_packs()  # the weight packing must be recorded, not read from a cache
+
+    def sync(self):
+        self.policy.forget_packs()  # graph replays do not bump the parameters' version counters
+
     # ---- acting ---------------------------------------------------------------
     @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Evaluation actions from the EMA actor (top_k: best of n_candidates by critic risk)."""
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Evaluation actions from the EMA actor: one sample per state (eval_select="none"), or
+        one of n_candidates picked by the critics (top_k: uniformly among the best top_k by
+        the risk value; softmax: with probabilities softmax(Q of the target critics))."""
         cfg = self.cfg
-        if cfg.top_k == 0:
-            return self.diffusion.sample_fast(self.actor_ema, obs)
+        if cfg.eval_select == "none":
+            return self.policy.act(obs, generator)
         B, N = obs.shape[0], cfg.n_candidates
         obs_rep = obs.repeat_interleave(N, dim=0)
-        cand = self.diffusion.sample_fast(self.actor_ema, obs_rep)  # (B * N, A)
-        value = self.select_risk.value(self.critic1, self.critic2, obs_rep, cand).view(B, N)
-        best = value.topk(cfg.top_k, dim=1).indices  # (B, k)
-        pick = best.gather(1, torch.randint(0, cfg.top_k, (B, 1), device=obs.device))
-        return cand.view(B, N, -1)[torch.arange(B, device=obs.device), pick.squeeze(1)]
+        cand = self.policy.act(obs_rep, generator)  # (B * N, A)
+        if cfg.eval_select == "top_k":
+            value = self.select_risk.value(self.critic1, self.critic2, obs_rep, cand).view(B, N)
+            best = value.topk(cfg.top_k, dim=1).indices  # (B, k)
+            u = torch.randint(0, cfg.top_k, (B, 1), device=obs.device, generator=generator)
+            pick = best.gather(1, u).squeeze(1)
+        else:
+            q = self.target_q(obs_rep, cand).view(B, N)
+            pick = torch.multinomial(torch.softmax(q, dim=1), 1, generator=generator).squeeze(1)
+        return cand.view(B, N, -1)[torch.arange(B, device=obs.device), pick]
+
+    @torch.no_grad()
+    def target_q(self, obs, action) -> torch.Tensor:
+        """Q = mean of the target critics' quantiles on the quadrature grid, min of the two (B,)."""
+        neutral = RiskMeasure("neutral", 0.0, self.cfg.n_risk_quantiles, quadrature=True)
+        return neutral.value(self.critic1_target, self.critic2_target, obs, action)
 
     @torch.no_grad()
     def critic_quantiles(self, obs: torch.Tensor, action: torch.Tensor, taus: torch.Tensor):
@@ -285,21 +293,10 @@ class RADAC(nn.Module):
         return torch.stack([self.critic1(obs, action, taus), self.critic2(obs, action, taus)]) * self.reward_scale
 
     # ---- state ------------------------------------------------------------------
-    def full_state(self) -> dict:
-        return {
-            "model": self.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic1_opt": self.critic1_opt.state_dict(),
-            "critic2_opt": self.critic2_opt.state_dict(),
-            "steps_done": self.steps_done,
-        }
-
     def load_full_state(self, state: dict):
-        model = dict(state["model"])
+        model = {}
+        for k, v in state["model"].items():  # checkpoints from before the agent contract
+            model[f"policy.{k}" if k.startswith(_OLD_POLICY_KEYS) else k] = v
         model.setdefault("reward_scale", torch.ones(()))  # checkpoints from before reward_norm
-        self.load_state_dict(model)
+        super().load_full_state({**state, "model": model})
         self._sync_scale()
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic1_opt.load_state_dict(state["critic1_opt"])
-        self.critic2_opt.load_state_dict(state["critic2_opt"])
-        self.steps_done = int(state["steps_done"])

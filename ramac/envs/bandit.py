@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data import OfflineDataset
-from ..risk import empirical_cvar
+from ..risk_measures import empirical_cvar
 from ..utils import seeded
 from .bandit_family import DEFAULT
 from .bandit_spec import BanditSpec
@@ -71,9 +71,10 @@ def evaluate(agent, n_actions: int = 2_000, reward_draws: int = 10, seed: int = 
              spec: BanditSpec = DEFAULT) -> dict:
     """Mode shares (and the share in the mode a CVaR_0.1 actor should pick), reward mean /
     CVaR_0.1 and critic quantiles at the mode centres."""
-    with seeded(seed, torch.device(device)):
+    generator = torch.Generator(torch.device(device)).manual_seed(seed)
+    with seeded(seed, torch.device(device)):  # anything an agent draws outside its generator
         obs = torch.zeros(n_actions, STATE_DIM, device=device)
-        actions = agent.act(obs).float().cpu().numpy()
+        actions = agent.act(obs, generator=generator).float().cpu().numpy()
     region = spec.region_of(actions)
     rng = np.random.default_rng(seed)
     rewards = spec.sample_rewards(np.repeat(actions, reward_draws, axis=0), rng)
@@ -82,6 +83,9 @@ def evaluate(agent, n_actions: int = 2_000, reward_draws: int = 10, seed: int = 
     out["share/best_mean"] = sum(out[f"share/{name}"] for name in spec.best_modes("mean"))
     out["reward/mean"] = float(rewards.mean())
     out["reward/cvar_0.1"] = empirical_cvar(rewards, 0.1)
+    out["_actions"] = actions
+    if not hasattr(agent, "critic_quantiles"):  # an agent without a distributional critic (BC)
+        return out
     modes = [m.name for m in spec.modes]
     taus = torch.tensor(READOUT_TAUS, device=device)
     centres = torch.tensor(spec.centres, dtype=torch.float32, device=device)
@@ -90,7 +94,6 @@ def evaluate(agent, n_actions: int = 2_000, reward_draws: int = 10, seed: int = 
         for c in range(2):
             for k, tau in enumerate(READOUT_TAUS):
                 out[f"quantile/{name}/critic{c + 1}/{tau:g}"] = float(q[c, i, k])
-    out["_actions"] = actions
     return out
 
 

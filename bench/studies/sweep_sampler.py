@@ -1,0 +1,54 @@
+"""Sweep launch configurations of the chain sampler on the GPU (block sizes, warps, stages).
+
+    python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536]
+
+Appends one JSON line per configuration as it goes (so a cut-off run keeps what it
+measured) and prints the best configuration per batch size and precision.
+"""
+
+import argparse
+import itertools
+import json
+
+import torch
+
+from ramac.perf.bench import timeit
+from ramac.diffusion import Diffusion
+from ramac.kernels import sampler
+from ramac.nets import Denoiser
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[1, 65_536])
+    ap.add_argument("--precision", nargs="+", default=["bf16"])
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    p = Diffusion(5, "vp").cuda().pack(Denoiser(17, 6, 256).cuda())
+    seed = torch.tensor([1], dtype=torch.int64, device="cuda")
+    best = {}
+    with open(args.out, "a") as log:
+        for B in args.batch_size:
+            state = torch.randn(B, 17, device="cuda")
+            bms = (16,) if B <= 16 else (32, 64, 128)
+            for bm, bn, nw, ns, prec in itertools.product(bms, (32, 64), (4, 8), (1, 2, 3), args.precision):
+                row = dict(batch=B, bm=bm, bn=bn, warps=nw, stages=ns, precision=prec)
+                try:
+                    fn = lambda: sampler.sample_chain_triton(  # noqa: E731
+                        p, state, seed=seed, precision=prec, block_m=bm, block_n=bn, num_warps=nw, num_stages=ns)
+                    t = timeit(fn, True, blocks=8, per_block=5, warmup=3)
+                    row.update(us=t.median_us, actions_per_s=B / t.median_us * 1e6)
+                    key = (B, prec)
+                    if key not in best or row["us"] < best[key]["us"]:
+                        best[key] = row
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = str(e).splitlines()[0][:120]
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+    for row in best.values():
+        print("best", row)
+
+
+if __name__ == "__main__":
+    main()

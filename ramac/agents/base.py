@@ -1,0 +1,93 @@
+"""The agent contract: what the trainer and the updaters (eager, CUDA graph, torch.compile,
+bf16) may use of an agent, and nothing more.
+
+An agent is built from (state_dim, action_dim, config) and owns its networks, optimisers,
+schedules and its one step counter. The counter lives twice, kept in step here only:
+`step_t`, a 0-d device tensor that update() reads for its schedules and advances on the
+device (so one captured CUDA graph serves every step of a phase), and `steps`, its host
+mirror, advanced by `advanced()` once per update that really ran (eager or replayed).
+
+    agent.fit_data(data)            once, before training: statistics of the data set
+    agent.seed_noise(seed)          the device-side noise streams start from the run's seed
+    agent.phase()                   the update's control flow at this step (one graph each)
+    agent.update(batch) -> dict     one update, graph-safe: no host reads, device metrics
+    agent.advanced()                the updater ran one update (eager or a replay)
+    agent.optimizers()              the optimisers it owns (the updater picks their kernels)
+    agent.before_capture()          drop caches a capture must not read (weight packs)
+    agent.sync()                    before evaluating or saving after replays
+    agent.compile_update()          run the update's pieces through torch.compile
+    agent.act(obs, generator=None)  evaluation actions (its own evaluation policy)
+    agent.full_state() / load_full_state(state)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Hashable
+
+import torch
+from torch import nn
+
+
+class Agent(nn.Module):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def __init__(self, state_dim: int, action_dim: int, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.register_buffer("step_t", torch.zeros((), dtype=torch.long))
+        self.steps = 0
+
+    # ---- training -------------------------------------------------------------------
+    def fit_data(self, data) -> None:
+        """Called once before training with the whole data set (on the training device)."""
+
+    def seed_noise(self, seed: int) -> None:
+        """Start the agent's own device-side random streams (e.g. a sampler's Philox seed)
+        from the run's seed, so that two seeds differ and one seed repeats."""
+
+    def phase(self) -> Hashable:
+        """Which control flow the next update takes (the updater keeps one CUDA graph per phase)."""
+        return 0
+
+    def update(self, batch) -> dict:
+        """One update from a Batch: detached metric tensors; advances step_t on the device."""
+        raise NotImplementedError
+
+    def advanced(self) -> None:
+        self.steps += 1
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def before_capture(self) -> None:
+        """Called right before a CUDA-graph capture of update()."""
+
+    def sync(self) -> None:
+        """Called after graph replays, before anything reads the agent's eager state."""
+
+    def compile_update(self) -> None:
+        """Compile what pays to compile (default: nothing)."""
+
+    # ---- acting -----------------------------------------------------------------------
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- state ------------------------------------------------------------------------
+    def full_state(self) -> dict:
+        return {"model": self.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers()],
+                "steps": self.steps}
+
+    def load_full_state(self, state: dict) -> None:
+        model = dict(state["model"])
+        steps = int(state.get("steps", state.get("steps_done", 0)))
+        model.setdefault("step_t", torch.tensor(steps))  # checkpoints from before the contract
+        self.load_state_dict(model)
+        opts = state.get("optimizers")
+        if opts is None:  # checkpoints from before the contract named each optimiser
+            opts = [state[k] for k in ("actor_opt", "critic1_opt", "critic2_opt") if k in state]
+        for opt, s in zip(self.optimizers(), opts, strict=True):
+            opt.load_state_dict(s)
+        self.steps = steps
+        self.step_t.fill_(steps)

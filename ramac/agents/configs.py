@@ -1,0 +1,178 @@
+"""Each agent's settings as a dataclass (torch-free: the CLI and the presets read them without
+importing torch). Field comments are the CLI's help; defaults are the published ones.
+
+    DiffusionActorConfig   the diffusion policy every diffusion agent trains (BC uses only it)
+    RADACConfig            + two IQN critics and the BC + eta * (-risk) actor loss (SPEC 2.3)
+    NeutralConfig          RADAC with the risk-neutral distortion (an ablation: every other setting RADAC's)
+    DiffusionQLConfig      Diffusion-QL (Wang et al. 2023): Q normalised by mean |Q|, softmax selection at evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+RISK_NORMS = ("none", "abs")
+REWARD_NORMS = ("none", "std")
+BC_FILTERS = ("none", "better", "better_mean")
+EVAL_SELECT = ("none", "top_k", "softmax")
+SAMPLER_PRECISIONS = ("bf16", "tf32", "fp32")  # kernels.PRECISIONS, restated so that this module stays torch-free
+SCHEDULES = ("vp", "linear", "cosine")  # diffusion.SCHEDULES, likewise
+
+
+def _check(cfg, positive=(), non_negative=(), unit=(), choices=()):
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    for name in non_negative:
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in unit:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+    for name, allowed in choices:
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+
+
+@dataclass
+class DiffusionActorConfig:
+    """The diffusion policy (eps-prediction denoiser, DDPM chain) and its EMA copy."""
+
+    lr_actor: float = 3e-4  # Adam learning rate of the denoiser
+    actor_hidden: int = 256  # width of the denoiser's 3 hidden layers
+    n_timesteps: int = 5  # diffusion steps T
+    beta_schedule: str = "vp"  # vp | linear | cosine
+    max_action: float = 1.0  # actions (and predicted x0) are clipped to [-max_action, max_action]
+    ema_decay: float = 0.995  # EMA actor decay
+    ema_start: int = 1000  # EMA copies the actor until this step, then averages
+    ema_every: int = 5  # EMA update period (steps)
+    sampler_precision: str = "bf16"  # tensor-core inputs of the one-launch sampler on CUDA: bf16 | tf32 | fp32
+    grad_norm: float = 5.0  # gradient-norm clip of every network (0 = off)
+
+    def validate(self):
+        _check(self, positive=("lr_actor", "max_action", "actor_hidden", "n_timesteps", "ema_every"),
+               non_negative=("ema_start", "grad_norm"), unit=("ema_decay",),
+               choices=(("beta_schedule", SCHEDULES), ("sampler_precision", SAMPLER_PRECISIONS)))
+        return self
+
+
+BCConfig = DiffusionActorConfig  # BC trains the diffusion policy alone: no critic, no other setting
+
+
+@dataclass
+class RADACConfig(DiffusionActorConfig):
+    """RADAC: the diffusion actor trained with lambda_bc * BC + eta * (-risk) against two IQN critics."""
+
+    lambda_bc: float = 1.0  # weight of the BC (eps-prediction) loss
+    eta: float = 0.02  # weight of the risk term -risk(Z) in the actor loss (not the distortion's parameter)
+    eta_warmup_steps: int = 0  # eta = 0 before this step (BC only)
+    eta_ramp_steps: int = 0  # then eta ramps linearly to its value over this many steps
+    # critic (two IQNs with Polyak-averaged targets)
+    lr_critic: float = 5e-5  # Adam learning rate of each critic
+    critic_hidden: int = 256  # width of the critic's state/action/head layers
+    n_quantiles: int = 32  # fractions K of the critic loss (predicted and target)
+    embedding_dim: int = 128  # quantile embedding width
+    n_cos: int = 0  # cosine features of tau; 0 = n_quantiles as published
+    gamma: float = 0.99  # discount
+    polyak: float = 0.005  # target update rate
+    q_clip: float = 300.0  # TD targets are clipped to [-q_clip, q_clip] (reward units)
+    reward_norm: str = "none"  # none (published) | std: the critics learn rewards divided by the data's reward std
+    kappa: float = 1.0  # Huber threshold of the quantile loss (reward units)
+    # risk measure of the actor loss (SPEC 2.2)
+    risk: str = "cvar"  # distortion: neutral | cvar | wang | cpw | power
+    risk_param: float = 0.1  # the distortion's parameter: alpha for cvar, its own eta for wang / cpw / power
+    n_risk_quantiles: int = 32  # fractions per sample in the actor's risk term
+    risk_quadrature: bool = False  # deterministic midpoint grid instead of random fractions
+    risk_norm: str = "none"  # none: published -eta * risk; abs: -eta * risk / detached mean |risk|
+    bc_filter: str = "none"  # none: BC on every data action (published); better: only data actions ranked >= the
+    # actor's own action for the state; better_mean: >= the mean value of bc_filter_samples actor actions
+    # (the binary advantage filter of CRR, Wang et al. 2020)
+    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold of bc_filter="better_mean"
+    # evaluation policy
+    eval_select: str = "none"  # none: one sample per state; top_k: one of the best top_k of n_candidates by the
+    # critics' risk value; softmax: one of n_candidates drawn with probabilities softmax(target-critic Q)
+    top_k: int = 1  # with eval_select="top_k"
+    n_candidates: int = 10  # candidates per state with eval_select="top_k" or "softmax"
+
+    def validate(self):
+        super().validate()
+        _check(self, positive=("lr_critic", "kappa", "critic_hidden", "n_quantiles", "embedding_dim",
+                               "n_risk_quantiles", "n_candidates", "bc_filter_samples", "top_k"),
+               non_negative=("lambda_bc", "eta", "eta_warmup_steps", "eta_ramp_steps", "n_cos", "q_clip"),
+               unit=("gamma",),
+               choices=(("reward_norm", REWARD_NORMS), ("bc_filter", BC_FILTERS), ("risk_norm", RISK_NORMS),
+                        ("eval_select", EVAL_SELECT)))
+        if not 0.0 < self.polyak <= 1.0:
+            raise ValueError(f"polyak must be in (0, 1], got {self.polyak}")
+        if self.lambda_bc == 0 and self.eta == 0:
+            raise ValueError("lambda_bc and eta are both 0: the actor would not learn")
+        if self.top_k > self.n_candidates:
+            raise ValueError(f"top_k ({self.top_k}) cannot exceed n_candidates ({self.n_candidates})")
+        from .. import kernels  # the distortion's parameter range lives with the kernels
+
+        kernels.check_distortion(self.risk, self.risk_param)
+        return self
+
+
+@dataclass
+class NeutralConfig(RADACConfig):
+    """RADAC with the risk-neutral distortion (the mean of the quantiles): the ablation that
+    changes nothing but the risk measure."""
+
+    risk: str = "neutral"  # fixed: the mean of the critics' quantiles
+    risk_param: float = 0.0  # unused by the neutral distortion
+
+    def validate(self):
+        if self.risk != "neutral":
+            raise ValueError(f"the neutral agent's risk is 'neutral', got {self.risk!r} (use --algo radac)")
+        return super().validate()
+
+
+@dataclass
+class DiffusionQLConfig(RADACConfig):
+    """Diffusion-QL (Wang et al. 2023, published actor loss): BC + eta * (-Q / detached mean |Q|) with
+    Q the mean of the IQN critics' quantiles (min of the two), and at evaluation one of n_candidates
+    actions drawn with probabilities softmax(Q of the target critic), as its sample_action does."""
+
+    risk: str = "neutral"  # fixed: Q = the mean of the quantiles
+    risk_param: float = 0.0  # unused
+    risk_norm: str = "abs"  # the published normalisation of Q
+    eta: float = 1.0  # published weight for the locomotion tasks
+    eval_select: str = "softmax"  # the published evaluation policy
+    n_candidates: int = 50  # candidates per state in the published sample_action
+
+    def validate(self):
+        if self.risk != "neutral":
+            raise ValueError(f"Diffusion-QL is risk-neutral, got risk={self.risk!r} (use --algo radac)")
+        return super().validate()
+
+
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each field's help: its comment in the class source (continuation comment lines included),
+    over the class and its bases. The CLI's help comes from here, so a default lives in one place."""
+    import inspect
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        last = None
+        for line in inspect.getsource(klass).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#") and last is not None and line.startswith("    #"):
+                out[last] += " " + stripped.lstrip("# ").strip()
+                continue
+            head, _, comment = line.partition("  # ")
+            name = head.strip().split(":")[0]
+            if line.startswith("    ") and not line.startswith("     ") and ":" in head and name.isidentifier():
+                base = out.get(name)  # a subclass's comment adds to its base's
+                out[name] = f"{base} ({comment.strip()})" if base and comment.strip() else (comment.strip() or base or "")
+                last = name
+            elif stripped and not stripped.startswith("#"):
+                last = None
+    return out

@@ -1,0 +1,78 @@
+"""The diffusion policy every diffusion agent trains: the denoiser, its EMA copy, the DDPM
+chain (differentiable, and the one-launch sampler), the BC loss and the optimiser steps."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..diffusion import Diffusion
+from ..nets import Denoiser
+from .configs import DiffusionActorConfig
+
+
+def set_grads(loss, groups) -> None:
+    """Gradients of loss for the networks in groups ((optimiser, network, metric key), ...) only
+    (one backward: a loss that is a sum reaches each network through its own term)."""
+    params = [p for _, net, _ in groups for p in net.parameters()]
+    for p, g in zip(params, torch.autograd.grad(loss, params)):
+        p.grad = g
+
+
+def optimise(groups, grad_norm: float) -> dict:
+    """Per network: clip its gradient norm (grad_norm > 0), take its optimiser step; the
+    pre-clip norms by metric key."""
+    norms = {}
+    for opt, net, key in groups:
+        if grad_norm > 0:
+            norms[key] = torch.nn.utils.clip_grad_norm_(list(net.parameters()), grad_norm)
+        opt.step()
+    return norms
+
+
+class DiffusionPolicy(nn.Module):
+    """actor (trained), actor_ema (evaluated, and makes the critics' next actions)."""
+
+    def __init__(self, state_dim: int, action_dim: int, cfg: DiffusionActorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.diffusion = Diffusion(cfg.n_timesteps, cfg.beta_schedule, cfg.max_action, cfg.sampler_precision)
+        self.actor = Denoiser(state_dim, action_dim, cfg.actor_hidden)
+        self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
+        self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
+
+    def bc_loss(self, obs, action, weights=None):
+        return self.diffusion.bc_loss(self.actor, action, obs, weights)
+
+    def sample(self, obs):
+        """Actions of the trained actor through the whole chain, differentiable."""
+        return self.diffusion.sample(self.actor, obs)
+
+    def sample_fast(self, obs, seed=None, ema: bool = False):
+        """Forward-only chain (one launch on CUDA); seed: a Philox seed tensor the caller advances."""
+        return self.diffusion.sample_fast(self.actor_ema if ema else self.actor, obs, seed=seed)
+
+    @torch.no_grad()
+    def act(self, obs, generator: torch.Generator | None = None):
+        """The EMA actor's actions, one chain per state; noise from `generator` when given."""
+        noise = None
+        if generator is not None:
+            noise = torch.randn(self.diffusion.T + 1, obs.shape[0], self.actor.action_dim, device=obs.device,
+                                dtype=obs.dtype, generator=generator)
+        return self.diffusion.sample_fast(self.actor_ema, obs, noise=noise)
+
+    @torch.no_grad()
+    def update_ema(self, step: torch.Tensor) -> None:
+        """Every ema_every steps: copy the actor before ema_start, average after (graph-safe:
+        the schedule is a weight in [0, 1] computed from the device step)."""
+        cfg = self.cfg
+        ema, live = list(self.actor_ema.parameters()), list(self.actor.parameters())
+        weight = torch.where(step < cfg.ema_start, 1.0, 1.0 - cfg.ema_decay) * (step % cfg.ema_every == 0)
+        diff = torch._foreach_sub(live, ema)
+        torch._foreach_mul_(diff, weight)
+        torch._foreach_add_(ema, diff)
+
+    def forget_packs(self) -> None:
+        self.diffusion.forget_packs()

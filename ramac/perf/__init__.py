@@ -1,0 +1,1 @@
+"""The commands that measure speed: `ramac bench` (bench.py) and `ramac profile` (profile.py)."""

@@ -1,0 +1,337 @@
+"""Benchmarks behind `ramac bench`: kernels and the sampler, each against our reference path.
+
+Every figure is the median over repeated blocks of calls timed with CUDA events
+(or a host clock on CPU), after a warm-up. "eager" times what a Python caller
+sees (launch overhead included); "graph" captures the call in a CUDA graph and
+times replays, which is what the op costs inside the graphed training step.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .. import kernels
+from ..diffusion import Diffusion
+from ..cuda_graphs import GraphedSampler, capture
+from ..kernels.denoise import posterior_step_ref, posterior_step_triton
+from ..kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
+from ..kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
+from ..kernels.sampler import sample_chain_ref, sample_chain_triton
+from ..nets import Denoiser
+from ..utils import atomic_write_json, provenance
+
+
+@dataclass
+class Timing:
+    median_us: float
+    p10_us: float
+    p90_us: float
+    calls: int
+
+
+def timeit(fn, cuda: bool, *, warmup: int = 10, blocks: int = 30, per_block: int = 10,
+           graph: bool = False) -> Timing:
+    """Median time of one call of fn() in microseconds (CUDA events on the GPU)."""
+    if graph:
+        fn = _graphed(fn)
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(blocks):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(per_block):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) * 1e3 / per_block)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                fn()
+            samples.append((time.perf_counter() - t0) * 1e6 / per_block)
+    samples.sort()
+    q = statistics.quantiles(samples, n=10)
+    return Timing(statistics.median(samples), q[0], q[-1], blocks * per_block)
+
+
+def _graphed(fn):
+    """Capture fn() once (after warm-up on a side stream) and return a replay function."""
+    g = capture(fn)
+    torch.cuda.synchronize()
+    return g.replay
+
+
+# --------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------
+def _modes(make_out, params):
+    """fwd, bwd and full (fwd + bwd) closures for an op producing a scalar or vector."""
+
+    def fwd():
+        with torch.no_grad():
+            make_out()
+
+    out = make_out()
+    grad = torch.ones_like(out) if out.dim() else None  # a scalar loss needs no grad_outputs
+
+    def bwd():
+        torch.autograd.grad(out, params, grad, retain_graph=True)
+
+    def full():
+        torch.autograd.grad(make_out(), params, grad)
+
+    return {"fwd": fwd, "bwd": bwd, "full": full}
+
+
+def kernel_cases(device, B=16_384, K=32):
+    """(name, shape string, {provider: make_out}, params) for each kernel."""
+    g = torch.Generator(device=device).manual_seed(0)
+    pred = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    target = torch.randn(B, K, device=device, generator=g)
+    taus = torch.rand(B, K, device=device, generator=g)
+    qh = {
+        "reference": lambda: quantile_huber_loss_ref(pred, taus, target),
+        "triton": lambda: quantile_huber_loss_triton(pred, taus, target),
+    }
+    z1 = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    z2 = torch.randn(B, K, device=device, generator=g).requires_grad_()
+    tail = {"reference": lambda: tail_mean_ref(z1, z2), "triton": lambda: tail_mean_triton(z1, z2)}
+    x = torch.randn(B, 6, device=device, generator=g).requires_grad_()
+    eps = torch.randn(B, 6, device=device, generator=g).requires_grad_()
+    z = torch.randn(B, 6, device=device, generator=g)
+    c = kernels.StepCoefs(1.3, 0.7, 0.4, 0.5, 0.2, 1.0)
+    post = {"reference": lambda: posterior_step_ref(x, eps, z, c), "triton": lambda: posterior_step_triton(x, eps, z, c)}
+    u = torch.rand(B, K, device=device, generator=g)
+    dist = {"reference": lambda: distort_ref(u, "wang", -0.7), "triton": lambda: distort_triton(u, "wang", -0.7)}
+    return [
+        ("quantile_huber", f"B={B} K=K'={K}", qh, [pred]),
+        ("tail_mean", f"B={B} K={K}", tail, [z1, z2]),
+        ("posterior_step", f"B={B} A=6", post, [x, eps]),
+        ("distort_wang", f"N={B}x{K}", dist, None),
+    ]
+
+
+def bench_kernels(device, B=16_384, K=32, compile_ref=True, graph=True, ops=None) -> list[dict]:
+    rows = []
+    for name, shape, providers, params in kernel_cases(device, B, K):
+        if ops and name not in ops:
+            continue
+        if compile_ref:
+            providers = dict(providers, compile=torch.compile(providers["reference"], dynamic=False))
+        for provider, make_out in providers.items():
+            modes = _modes(make_out, params) if params else {"fwd": make_out}
+            for mode, fn in modes.items():
+                # backward alone replays a graph recorded outside the capture: eager only
+                graphs = (False, True) if graph and device.type == "cuda" and mode != "bwd" else (False,)
+                for graphed in graphs:
+                    rows.append(_measure(fn, device, graphed, op=name, shape=shape, provider=provider, mode=mode))
+    return _with_speedups(rows, ("op", "shape", "mode", "launch"))
+
+
+def _measure(fn, device, graphed, blocks=30, **fields) -> dict:
+    """One row; a failure is recorded (not raised) so one bad case cannot sink a GPU session."""
+    row = dict(fields, launch="graph" if graphed else "eager")
+    try:
+        row.update(asdict(timeit(fn, device.type == "cuda", graph=graphed, blocks=blocks)))
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return row
+
+
+# --------------------------------------------------------------------------
+# sampler
+# --------------------------------------------------------------------------
+def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=17, action_dim=6, hidden=256,
+                  precisions=("bf16", "tf32"), compile_ref=False) -> list[dict]:
+    rows = []
+    for T in steps:
+        torch.manual_seed(0)
+        model = Denoiser(state_dim, action_dim, hidden).to(device)
+        diffusion = Diffusion(T, "vp").to(device)
+        packed = diffusion.pack(model)
+        for B in batches:
+            state = torch.randn(B, state_dim, device=device)
+            seed = torch.tensor([1], dtype=torch.int64, device=device)
+            providers = {
+                "reference": lambda: sample_chain_ref(packed, state),
+                "module": lambda: diffusion.sample(model, state),
+            }
+            if compile_ref:
+                providers["compile"] = torch.compile(lambda: sample_chain_ref(packed, state), dynamic=False)
+            for prec in precisions:
+                providers[f"triton-{prec}"] = (lambda prec=prec: sample_chain_triton(packed, state, seed=seed,
+                                                                                     precision=prec))
+            if device.type == "cuda":  # end to end from Python: copy states in, replay, return the buffer
+                graphed = GraphedSampler(diffusion, model, B)
+                row = _measure(lambda: graphed(state), device, False, blocks=20 if B > 4096 else 30,
+                               op="sampler", T=T, batch=B, provider="graphed-sampler")
+                rows.append(_with_rate(row, B))
+            for provider, fn in providers.items():
+                with torch.no_grad():
+                    for graphed in (False, True) if device.type == "cuda" else (False,):
+                        row = _measure(fn, device, graphed, blocks=20 if B > 4096 else 30,
+                                       op="sampler", T=T, batch=B, provider=provider)
+                        rows.append(_with_rate(row, B))
+    return _with_speedups(rows, ("op", "T", "batch", "launch"))
+
+
+def _with_rate(row, batch):
+    if "median_us" in row:
+        row["actions_per_s"] = batch / (row["median_us"] * 1e-6)
+    return row
+
+
+def _with_speedups(rows, key_fields):
+    """Add speed-up vs the eager reference (and vs torch.compile) measured in the same run."""
+    def key(r):
+        return tuple(r[k] for k in key_fields if k != "launch")
+
+    rows_ok = [r for r in rows if "median_us" in r]
+    ref = {key(r): r["median_us"] for r in rows_ok if r["provider"] == "reference" and r["launch"] == "eager"}
+    comp = {key(r): r["median_us"] for r in rows_ok if r["provider"] == "compile" and r["launch"] == "eager"}
+    for r in rows_ok:
+        if key(r) in ref:
+            r["speedup_vs_reference"] = ref[key(r)] / r["median_us"]
+        if key(r) in comp:
+            r["speedup_vs_compile"] = comp[key(r)] / r["median_us"]
+    return rows
+
+
+def markdown_table(rows, columns) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def top_kernel_tables(rows) -> str:
+    """Markdown sections listing each row's costliest kernels (rows measured with top_kernels)."""
+    parts = []
+    for r in rows:
+        if r.get("top_kernels"):
+            table = markdown_table(r["top_kernels"], ["us_per_update", "per_update", "name"])
+            parts.append(f"\n\n### batch {r['batch']}, {r['path']}: costliest kernels per update\n\n{table}")
+    return "".join(parts)
+
+
+def write_results(path, kind: str, rows: list[dict], device, settings: dict) -> None:
+    atomic_write_json(path, {"kind": kind, "settings": settings, "provenance": provenance(device), "results": rows})
+
+
+def load_results(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------
+# training step
+# --------------------------------------------------------------------------
+TRAIN_PATHS = {  # name: (kernel backend, CUDA graph, bf16, torch.compile of the update's pieces)
+    "eager-reference": ("reference", False, False, False),
+    "eager-kernels": ("auto", False, False, False),
+    "graph-reference": ("reference", True, False, False),
+    "graph-kernels": ("auto", True, False, False),
+    "graph-kernels-bf16": ("auto", True, True, False),
+    "graph-compile": ("auto", True, False, True),
+    "graph-compile-bf16": ("auto", True, True, True),
+}
+
+
+def gpu_activity_per_call(fn, calls: int = 5, top: int = 0) -> dict:
+    """GPU kernels (and copies/memsets) per call of fn and their summed busy time, from torch.profiler.
+
+    top > 0 adds the `top` kernel names with the most time per call.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    out = {"kernels_per_update": len(events) / calls,
+           "gpu_busy_us_per_update": sum(e.time_range.elapsed_us() for e in events) / calls}
+    if top:
+        per_name: dict[str, list] = {}
+        for e in events:
+            acc = per_name.setdefault(e.name[:120], [0, 0.0])
+            acc[0] += 1
+            acc[1] += e.time_range.elapsed_us()
+        ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
+        out["top_kernels"] = [{"name": k, "per_update": n / calls, "us_per_update": t / calls} for k, (n, t) in ranked]
+    return out
+
+
+def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PATHS), preset="halfcheetah-medium-expert",
+                seconds=2.0, warmup=5, gpu_activity=True, top_kernels=0, algo="radac") -> list[dict]:
+    """Updates/s of an agent's full update (RADAC: risk term on) for each path and batch size.
+
+    gpu_activity: also count the GPU kernels of one update and their summed run
+    time (torch.profiler), which says whether launches or the kernels themselves
+    bound the update; top_kernels > 0 lists the kernels that take the most time.
+    """
+    from ..agents import make_agent
+    from ..config import build_configs
+    from ..data.container import synthetic_dataset
+    from ..train.updaters import make_updater
+
+    overrides = {"eta_warmup_steps": 0} if algo != "bc" else {}
+    agent_cfg, _ = build_configs(preset, algo, agent_overrides=overrides)
+    rows = []
+    data = synthetic_dataset(device=device)
+    for B in batches:
+        for name in paths:
+            backend, graph, bf16, compiled = TRAIN_PATHS[name]
+            row = dict(op="train", batch=B, path=name, provider=name, launch="graph" if graph else "eager")
+            try:
+                t_setup = time.perf_counter()
+                with kernels.use(backend):
+                    torch.manual_seed(0)
+                    agent = make_agent(algo, data.state_dim, data.action_dim, agent_cfg).to(device)
+                    # the trainer's choice of updater: eager paths get exactly its plain loop
+                    upd = make_updater(agent, data, B, graph=graph, bf16=bf16, compile=compiled, warmup=warmup)
+                    for _ in range(warmup + 2):  # eager warm-up (and compilation), capture, first replays
+                        upd.step()
+                    torch.cuda.synchronize()
+                    row["setup_s"] = time.perf_counter() - t_setup
+                    n, elapsed = 0, 0.0
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    chunk = 1
+                    while elapsed < seconds * 1e3 and n < 5_000:
+                        start.record()
+                        for _ in range(chunk):
+                            upd.step()
+                        end.record()
+                        end.synchronize()
+                        elapsed += start.elapsed_time(end)
+                        n += chunk
+                        chunk = min(chunk * 2, 200)
+                    if gpu_activity:
+                        row.update(gpu_activity_per_call(upd.step, top=top_kernels))
+                    means, first_bad = upd.metrics.read()
+                row.update(updates_per_s=n / (elapsed / 1e3), samples_per_s=B * n / (elapsed / 1e3),
+                           median_us=elapsed * 1e3 / n, updates=n, finite=first_bad < 0)
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items() if k != "top_kernels"},
+                  flush=True)
+            del row
+            torch.cuda.empty_cache()
+    ref = {r["batch"]: r["median_us"] for r in rows if r["path"] == "eager-reference" and "median_us" in r}
+    for r in rows:
+        if "median_us" in r and r["batch"] in ref:
+            r["speedup_vs_reference"] = ref[r["batch"]] / r["median_us"]
+    return rows

@@ -1,0 +1,187 @@
+"""Updaters: how an agent's update runs. They use only the agent contract (ramac.agents.base).
+
+The fast path: GPU-resident data and the agent's whole update as one CUDA graph.
+
+Per step the host does one thing: replay a graph on the current stream (no host
+synchronisation; metric reads and evaluation are ordered after it by the stream).
+Inside it: mini-batch indices drawn on the device, both critic losses and
+Adam steps, the actor loss through the sampling chain and its Adam step,
+gradient clipping, the EMA actor on its schedule, Polyak targets, and the
+metric sums. Schedules read a step counter that lives on the device, so one
+graph serves every step of a phase; the host picks the graph of the agent's
+phase (RADAC: BC-only warm-up, or with the risk term) because it knows the step
+count without asking the GPU. Metrics are read back every N steps (one synchronisation).
+
+With `graph=False` the same update runs eagerly (the CPU and debugging path);
+`bf16=True` runs the networks under bf16 autocast with fp32 master weights (the
+quantile-Huber loss is computed in fp32 either way); `compile=True` runs both
+losses, the optimiser steps and the averaging through torch.compile first (fewer,
+fused kernels inside the graph).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..data import Batch, OfflineDataset
+from ..cuda_graphs import on_side_stream
+from ..nvtx import nvtx_range
+
+LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
+
+
+class DeviceMetrics:
+    """Metric sums and the first non-finite step, kept on the device with in-place ops only."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.first_bad = None
+        self.count = 0
+
+    def add(self, info: dict, step) -> None:
+        for k, v in info.items():
+            v = v.detach().float()
+            if k not in self.sums:
+                self.sums[k] = torch.zeros((), device=v.device)
+            self.sums[k].add_(v)
+        loss = sum(info[k].float() for k in LOSS_KEYS if k in info)
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(bad, step, self.first_bad))
+
+    def read(self) -> tuple[dict, int]:
+        """(means since the last read, first step with a non-finite loss or -1); one sync."""
+        if not self.count:
+            return {}, -1
+        means = {k: float(v) / self.count for k, v in self.sums.items()}
+        first_bad = int(self.first_bad)
+        for v in self.sums.values():
+            v.zero_()
+        self.first_bad.fill_(-1)
+        self.count = 0
+        return means, first_bad
+
+
+class EagerUpdater:
+    """Plain loop: sample a batch with the run's generator, call agent.update, accumulate metrics."""
+
+    def __init__(self, agent, data: OfflineDataset, batch_size: int, generator: torch.Generator):
+        self.agent, self.data, self.batch_size, self.generator = agent, data, batch_size, generator
+        self.metrics = DeviceMetrics()
+
+    def step(self) -> None:
+        step = self.agent.steps
+        with nvtx_range("data"):
+            batch = self.data.sample(self.batch_size, self.generator)
+        info = self.agent.update(batch)
+        self.agent.advanced()
+        self.metrics.add(info, step)
+        self.metrics.count += 1
+
+    def sync(self) -> None:
+        self.agent.sync()
+
+
+def set_optimizer_kernels(optimizers, capturable: bool, fused: bool) -> None:
+    """capturable: Adam keeps its step counts on the device (CUDA graphs); fused: one kernel
+    per optimiser step instead of the multi-tensor path."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["capturable"] = capturable
+            if fused:
+                group["fused"], group["foreach"] = True, False
+
+
+class FastUpdater:
+    """An agent's updates replayed from CUDA graphs (one per phase) over a device-resident data set.
+
+    indices="device": batch indices drawn by torch.randint inside the graph;
+    indices="given": the caller passes them to step() (equivalence tests).
+    """
+
+    def __init__(self, agent, data: OfflineDataset, batch_size: int, graph: bool = True, bf16: bool = False,
+                 indices: str = "device", warmup: int = 3, compile: bool = False):
+        if indices not in ("device", "given"):
+            raise ValueError(f"indices must be 'device' or 'given', got {indices!r}")
+        device = data.obs.device
+        if graph and device.type != "cuda":
+            raise ValueError("CUDA graphs need the data set on a CUDA device")
+        self.agent, self.data, self.batch_size = agent, data, batch_size
+        self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
+        if compile:  # compiled on the first (eager warm-up) step of each phase
+            agent.compile_update()
+        self.device = device
+        # on CUDA: capturable and fused Adam; RAMAC_ADAM=foreach keeps the multi-tensor path (to
+        # measure what fusing gains); compiled updates trace the multi-tensor path, which Inductor fuses
+        fused = device.type == "cuda" and os.environ.get("RAMAC_ADAM", "fused") == "fused" and not compile
+        set_optimizer_kernels(agent.optimizers(), capturable=device.type == "cuda", fused=fused)
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.metrics = DeviceMetrics()
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.graphs: dict = {}
+        self.eager_runs: dict = {}
+
+    def _update(self) -> None:
+        """One update, written to be capturable: no host reads; the agent's schedules read its device step."""
+        with nvtx_range("data"):
+            if self.indices == "device":
+                self.idx.copy_(torch.randint(0, self.data.size, (self.batch_size,), device=self.device))
+            b = self.data.gather(self.idx)
+        # cache_enabled=False: autocast's weight-cast cache does not survive graph replays
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
+                    else contextlib.nullcontext())
+        step = self.agent.step_t.clone()
+        with autocast:
+            info = self.agent.update(b)
+        self.metrics.add(info, step)
+
+    def step(self, indices: torch.Tensor | None = None) -> None:
+        """One update on the current stream: eager (CPU, warm-up) or a graph replay."""
+        if (indices is None) != (self.indices == "device"):
+            raise ValueError("pass indices to step() exactly when the updater was built with indices='given'")
+        phase = self.agent.phase()
+        if indices is not None:
+            self.idx.copy_(indices, non_blocking=True)
+        if not self.graph:
+            self._update()
+        elif self.eager_runs.get(phase, 0) < self.warmup:  # real steps that warm the graph's memory up
+            with on_side_stream(self.stream):
+                self._update()
+            self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
+        else:
+            if phase not in self.graphs:
+                self.graphs[phase] = self._capture()
+            self.graphs[phase].replay()
+        self.agent.advanced()
+        self.metrics.count += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        self.agent.before_capture()
+        graph = torch.cuda.CUDAGraph()
+        with on_side_stream(self.stream), torch.cuda.graph(graph, stream=self.stream):
+            self._update()  # recorded, not run: the agent's device step does not advance here
+        return graph
+
+    def sync(self) -> None:
+        """Before evaluating or saving: the agent drops what graph replays made stale.
+
+        Replays run on the current stream, so later work (metric reads, evaluation,
+        checkpoints) is ordered after them without waiting here.
+        """
+        self.agent.sync()
+
+
+def make_updater(agent, data: OfflineDataset, batch_size: int, *, graph: bool = True, bf16: bool = False,
+                 compile: bool = True, generator: torch.Generator | None = None, warmup: int = 3):
+    """The fast path where one of its features applies on the data's device (graph and compile
+    only on CUDA, bf16 anywhere), else the plain loop (drawing batches with `generator`)."""
+    cuda = data.obs.device.type == "cuda"
+    graph, compile = graph and cuda, compile and cuda
+    if graph or bf16 or compile:
+        return FastUpdater(agent, data, batch_size, graph=graph, bf16=bf16, warmup=warmup, compile=compile)
+    generator = generator if generator is not None else torch.Generator(data.obs.device).manual_seed(0)
+    return EagerUpdater(agent, data, batch_size, generator)

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..envs.mujoco import D4RL_REF, HAZARDS, RISKY_IDS, make_risky_env
+from ..envs.mujoco import D4RL_REF, HAZARDS, env_spec, make_risky_env
 from ..utils import atomic_write_json, progress_bar
 
 VERSION = "v0"
@@ -159,7 +159,7 @@ def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8,
     }
     lo, hi = D4RL_REF[hazard.base_env]
     minari.create_dataset_from_buffers(
-        did, episodes, env=RISKY_IDS[hazard.base_env], eval_env=RISKY_IDS[hazard.base_env], algorithm_name="ramac SAC behaviour policies",
+        did, episodes, env=env_spec(preset), eval_env=env_spec(preset), algorithm_name="ramac SAC behaviour policies",
         author="ramac", author_email="none@ramac.local", code_permalink="https://ramac.invalid",
         ref_min_score=lo, ref_max_score=hi, description=json.dumps(record), data_format="hdf5",
     )

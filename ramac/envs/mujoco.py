@@ -88,6 +88,18 @@ def _entry_point(preset: str, **overrides):
     return make_risky_env(preset, **overrides)
 
 
+def env_spec(preset: str) -> gym.envs.registration.EnvSpec:
+    """The registered risky env's spec with this preset's hazard in its kwargs: what a data set
+    stores, so that Minari's recover_environment() rebuilds this preset's hazard (the registered
+    id alone would give its default, the medium-expert hazard)."""
+    import dataclasses
+
+    if preset not in HAZARDS:
+        raise ValueError(f"unknown Stochastic MuJoCo preset {preset!r}; known: {', '.join(HAZARDS)}")
+    spec = gym.spec(RISKY_IDS[HAZARDS[preset].base_env])
+    return dataclasses.replace(spec, kwargs={**spec.kwargs, "preset": preset})
+
+
 def register_envs() -> None:
     """Register ramac/Risky{HalfCheetah,Hopper,Walker2d}-v5 (medium-expert hazards by default)."""
     for preset in ("halfcheetah-medium-expert", "hopper-medium-expert", "walker2d-medium-expert"):

@@ -83,7 +83,7 @@ def evaluate(agent, n_actions: int = 2_000, reward_draws: int = 10, seed: int = 
     out["share/best_mean"] = sum(out[f"share/{name}"] for name in spec.best_modes("mean"))
     out["reward/mean"] = float(rewards.mean())
     out["reward/cvar_0.1"] = empirical_cvar(rewards, 0.1)
-    out["_actions"] = actions
+    out["_actions"], out["_returns"] = actions, rewards  # per-draw rewards: the one-step task's returns
     if not hasattr(agent, "critic_quantiles"):  # an agent without a distributional critic (BC)
         return out
     modes = [m.name for m in spec.modes]

@@ -1,0 +1,149 @@
+"""`ramac report RUN_DIR...`: the evaluations of many runs, grouped by task and method, as one
+value per training seed and a bootstrap confidence interval over seeds.
+
+A run's evaluation is the last one it wrote: `eval-again.json` (from `ramac eval`) where present,
+else `eval.json` (the end of training). One run is one seed; the interval is a percentile
+bootstrap of the mean over seeds (resampling seeds, 10,000 draws from a generator seeded by
+--seed), so it says how much the method's result depends on its training seed, not on the
+evaluation episodes. The risk-profile figure pools each method's per-episode returns (or, on the
+bandit, per-draw rewards) from `returns.npy` where runs saved them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# the columns of the table per kind of task (every numeric key is in the JSON)
+BANDIT_KEYS = ("share/best_tail", "share/outside", "reward/mean", "reward/cvar_0.1")
+MUJOCO_KEYS = ("return/mean", "return/cvar_0.1", "score/mean", "score/cvar_0.1", "risky_rate")
+
+
+class ReportError(ValueError):
+    """A run directory cannot be reported (missing files, no evaluation)."""
+
+
+def read_run(run_dir) -> dict:
+    """{task, algo, seed, step, source, metrics} of one run directory."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.json"
+    if not config.exists():
+        raise ReportError(f"{run_dir} has no config.json; is it a ramac run directory?")
+    for name in ("eval-again.json", "eval.json"):
+        if (run_dir / name).exists():
+            source = run_dir / name
+            break
+    else:
+        raise ReportError(f"{run_dir} has no eval.json or eval-again.json: the run has not finished an evaluation")
+    try:
+        train = json.loads(config.read_text())["train"]
+        evaluation = json.loads(source.read_text())
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ReportError(f"{run_dir}: cannot read {config.name} / {source.name} ({e})") from None
+    metrics = {k: float(v) for k, v in evaluation.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "seed")}
+    returns = run_dir / "returns.npy"
+    return {"run_dir": str(run_dir), "task": train["task"], "algo": train["algo"], "seed": int(train["seed"]),
+            "step": int(evaluation.get("step", -1)), "source": source.name, "metrics": metrics,
+            "returns": np.load(returns) if returns.exists() else None}
+
+
+def bootstrap_mean_ci(values, n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over seeds; (nan, nan) for fewer than two."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def aggregate(runs: list[dict], seed: int = 0) -> list[dict]:
+    """One row per (task, method): per-seed values, mean and bootstrap CI of every shared metric."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[(run["task"], run["algo"])].append(run)
+    rows = []
+    for (task, algo), members in sorted(groups.items()):
+        seeds = [m["seed"] for m in members]
+        if len(set(seeds)) != len(seeds):
+            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ReportError(f"{task} / {algo}: seed(s) {dup} appear in more than one run directory; "
+                              f"report each seed once")
+        keys = sorted(set.intersection(*(set(m["metrics"]) for m in members)))
+        row = {"task": task, "method": algo, "seeds": sorted(seeds), "steps": sorted({m["step"] for m in members}),
+               "runs": [m["run_dir"] for m in members], "metrics": {}}
+        for key in keys:
+            values = [m["metrics"][key] for m in sorted(members, key=lambda m: m["seed"])]
+            lo, hi = bootstrap_mean_ci(values, seed=seed)
+            row["metrics"][key] = {"mean": float(np.mean(values)), "ci95": [lo, hi], "per_seed": values}
+        rows.append(row)
+    return rows
+
+
+def _cell(stat: dict | None, percent: bool) -> str:
+    if stat is None:
+        return "-"
+    scale = 100.0 if percent else 1.0
+    mean, (lo, hi) = stat["mean"] * scale, stat["ci95"]
+    if math.isnan(lo):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]"
+
+
+def markdown(rows: list[dict]) -> str:
+    """A table per task: mean [95 % bootstrap CI over seeds] of the main metrics per method."""
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        members = [r for r in rows if r["task"] == task]
+        bandit = any("share/best_tail" in r["metrics"] for r in members)
+        keys = BANDIT_KEYS if bandit else MUJOCO_KEYS
+        out.append(f"### {task}\n")
+        out.append("| method | seeds | steps | " + " | ".join(
+            k + (" %" if k.startswith("share/") or k == "risky_rate" else "") for k in keys) + " |")
+        out.append("|---|---|---|" + "---|" * len(keys))
+        for r in members:
+            cells = [_cell(r["metrics"].get(k), k.startswith("share/") or k == "risky_rate") for k in keys]
+            steps = ",".join(str(s) for s in r["steps"])
+            out.append(f"| {r['method']} | {len(r['seeds'])} | {steps} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append("Mean over training seeds [95 % percentile-bootstrap interval of the mean, resampling seeds]; "
+               "one seed gives no interval.")
+    return "\n".join(out)
+
+
+def plot(runs: list[dict], path) -> bool:
+    """Risk profile (CVaR_alpha over alpha) of each method's pooled returns; False when no run saved them."""
+    by_method = defaultdict(list)
+    for run in runs:
+        if run["returns"] is not None:
+            by_method[f"{run['task']} / {run['algo']}"].append(np.asarray(run["returns"], dtype=np.float64).ravel())
+    if not by_method:
+        return False
+    from .evaluation import plot_risk_profile
+
+    plot_risk_profile({k: np.concatenate(v) for k, v in sorted(by_method.items())}, path,
+                      "risk profile, returns pooled over seeds")
+    return True
+
+
+def write_report(run_dirs, out, seed: int = 0) -> dict:
+    """Read the runs, aggregate, write OUT.md, OUT.json and OUT.png (when returns were saved)."""
+    if not run_dirs:
+        raise ReportError("no run directories given")
+    runs = [read_run(d) for d in run_dirs]
+    rows = aggregate(runs, seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .utils import atomic_write_bytes, atomic_write_json
+
+    text = markdown(rows)
+    atomic_write_bytes(out.with_suffix(".md"), (text + "\n").encode())
+    atomic_write_json(out.with_suffix(".json"), {"bootstrap_seed": seed, "rows": rows})
+    figure = plot(runs, out.with_suffix(".png"))
+    return {"rows": rows, "markdown": text, "figure": str(out.with_suffix(".png")) if figure else None}

@@ -61,7 +61,7 @@ def test_fast_update_matches_eager(device, compiled):
     tol = 2e-4 if graph or compiled else 1e-5
     want = eager.state_dict()
     for k, v in fast_agent.state_dict().items():
-        torch.testing.assert_close(v, want[k], atol=tol, rtol=tol, msg=k)
+        torch.testing.assert_close(v, want[k], atol=tol, rtol=tol, msg=lambda m, k=k: f"{k}: {m}")
     # metric means read on the host agree too (the read is ordered after the replays)
     means, first_bad = fast.metrics.read()
     want_means, _ = eager_metrics.read()

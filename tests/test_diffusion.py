@@ -68,12 +68,85 @@ def test_chain_sampler_matches_differentiable_chain():
         torch.testing.assert_close(d.sample(model, s, noise), d.sample_fast(model, s, noise), atol=1e-5, rtol=1e-5)
 
 
-def test_sample_has_gradient_through_every_step():
+def _risk_stand_in(action):
+    """A smooth stand-in for the actor loss's eta * (-risk(Z(s, a))): any loss with a
+    non-zero, action-dependent gradient serves."""
+    w = torch.linspace(-1.0, 2.0, action.numel(), dtype=action.dtype).view_as(action)
+    return -(w * action).sum() + 0.3 * action.square().sum()
+
+
+def _chain_setup(T=4):
+    """A float64 denoiser, a chain with max_action so large that nothing is clipped (clipping
+    zeroes the gradient on the clipped entries), and the chain's noise given explicitly."""
     torch.manual_seed(0)
-    model, d = Denoiser(1, 2, 16), Diffusion(4, "vp")
-    out = d.sample(model, torch.zeros(5, 1))
-    out.sum().backward()
-    assert model.mid[0].weight.grad is not None and model.mid[0].weight.grad.abs().sum() > 0
+    model, d = Denoiser(3, 2, 16).double(), Diffusion(T, "vp", max_action=100.0)
+    g = torch.Generator().manual_seed(1)
+    state = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(T + 1, 3, 2, generator=g, dtype=torch.float64)
+    return model, d, state, noise
+
+
+def _grad_wrt_x_T(d, model, state, noise):
+    """d loss / d x_T by autograd through Diffusion.sample (zeros where no gradient arrives)."""
+    x_T = noise[d.T].clone().requires_grad_()
+    out = d.sample(model, state, torch.cat([noise[: d.T], x_T[None]]))
+    assert out.abs().max() < d.max_action  # nothing clipped: the finite differences are smooth
+    loss = _risk_stand_in(out)
+    if not loss.requires_grad:
+        return torch.zeros_like(x_T)
+    (g,) = torch.autograd.grad(loss, x_T, allow_unused=True)
+    return torch.zeros_like(x_T) if g is None else g
+
+
+def _finite_difference_wrt_x_T(d, model, state, noise, h=1e-6):
+    """Central differences of the same loss in x_T, one entry at a time (no autograd)."""
+    fd = torch.zeros_like(noise[d.T])
+    with torch.no_grad():
+        for idx in np.ndindex(*fd.shape):
+            plus, minus = noise.clone(), noise.clone()
+            plus[(d.T, *idx)] += h
+            minus[(d.T, *idx)] -= h
+            fd[idx] = (_risk_stand_in(d.sample(model, state, plus))
+                       - _risk_stand_in(d.sample(model, state, minus))) / (2 * h)
+    return fd
+
+
+def test_actor_loss_gradient_reaches_x_T_through_every_step():
+    """d loss / d x_T by autograd through the T-step chain equals its finite difference: x_T
+    reaches the action only through all T steps, so any step that drops the gradient (its
+    output, or the denoiser's input) changes this derivative."""
+    model, d, state, noise = _chain_setup()
+    got = _grad_wrt_x_T(d, model, state, noise)
+    want = _finite_difference_wrt_x_T(d, model, state, noise)
+    assert want.abs().min() > 1e-3  # every entry of x_T moves the loss
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("what", ["output", "denoiser_input"])
+@pytest.mark.parametrize("step", range(4))
+def test_gradient_check_catches_one_detached_step(monkeypatch, step, what):
+    """The check above has teeth: detaching ONE step of the chain (its output, or only the x_t
+    the denoiser sees) gives a d loss / d x_T that differs from the finite difference."""
+    import ramac.diffusion as diffusion_module
+
+    model, d, state, noise = _chain_setup()
+    want = _finite_difference_wrt_x_T(d, model, state, noise)
+    original = diffusion_module.kernels.posterior_step
+    calls = []
+
+    def step_with_a_break(x, eps, z, c):
+        calls.append(None)
+        broken = len(calls) - 1 == step
+        if broken and what == "denoiser_input":  # eps computed again from a detached x_t
+            t = torch.full((x.shape[0],), d.T - 1 - step, dtype=torch.long)
+            eps = model(x.detach(), t, state)
+        out = original(x, eps, z, c)
+        return out.detach() if broken and what == "output" else out
+
+    monkeypatch.setattr(diffusion_module.kernels, "posterior_step", step_with_a_break)
+    got = _grad_wrt_x_T(d, model, state, noise)
+    assert len(calls) == d.T
+    assert (got - want).abs().max() > 1e-3
 
 
 def test_pack_cache_follows_weight_updates():

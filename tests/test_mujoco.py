@@ -60,14 +60,49 @@ def test_penalty_is_added_to_the_reward():
     assert info["risky"] and r1 == pytest.approx(r0 - 50.0)
 
 
-def test_pose_hazard_terminates_beyond_factor():
-    h = HAZARDS["hopper-medium-replay"]  # terminate when |pitch| > 2 * 0.1
-    env = HazardWrapper(gym.make("Hopper-v5"), h)
+class PitchEnv(gym.Env):
+    """A base env that never ends an episode; the action's first entry becomes the torso pitch
+    of the next observation (Hopper's layout)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (11,), np.float64)
+    action_space = gym.spaces.Box(-10.0, 10.0, (3,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(11), {}
+
+    def step(self, action):
+        obs = np.zeros(11)
+        obs[PITCH_INDEX] = action[0]
+        return obs, 1.0, False, False, {}
+
+
+@pytest.mark.parametrize("preset", [p for p, h in HAZARDS.items() if h.kind == "pose"])
+def test_pose_hazard_terminates_beyond_factor(preset):
+    """The wrapper alone ends the episode once |pitch| > factor * |high| (the base env never does)."""
+    h = HAZARDS[preset]
+    limit = h.factor * abs(h.high)
+    env = HazardWrapper(PitchEnv(), h)
     env.reset(seed=0)
-    env.unwrapped.set_state(env.unwrapped.data.qpos.copy() * 0 + np.r_[0, 1.25, 0.3, 0, 0, 0],
-                            env.unwrapped.data.qvel.copy() * 0)
+    for pitch, ends in [(0.0, False), (0.99 * limit, False), (limit, False), (1.01 * limit, True),
+                        (-1.01 * limit, True), (-0.99 * limit, False)]:
+        obs, r, term, trunc, info = env.step(np.array([pitch, 0.0, 0.0]))
+        assert obs[PITCH_INDEX] == pytest.approx(pitch)
+        assert term is ends and not trunc, (preset, pitch)
+        assert info["risky"] == (not h.low <= obs[PITCH_INDEX] <= h.high)
+
+
+def test_pose_hazard_terminates_hopper_that_would_go_on():
+    """On Hopper-v5 with its own termination off, the hazard's factor ends the episode."""
+    h = HAZARDS["hopper-medium-replay"]  # terminate when |pitch| > 2 * 0.1
+    env = HazardWrapper(gym.make("Hopper-v5", terminate_when_unhealthy=False), h)
+    env.reset(seed=0)
+    env.unwrapped.set_state(np.r_[0, 1.25, 0.3, 0, 0, 0], np.zeros(6))
     obs, r, term, trunc, info = env.step(np.zeros(3))
     assert abs(obs[PITCH_INDEX]) > 0.2 and term and info["risky"]
+    env.unwrapped.set_state(np.r_[0, 1.25, 0.15, 0, 0, 0], np.zeros(6))  # risky, inside the factor
+    obs, r, term, trunc, info = env.step(np.zeros(3))
+    assert 0.1 < obs[PITCH_INDEX] < 0.2 and not term and info["risky"]
 
 
 def test_episodes_are_reproducible():

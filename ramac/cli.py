@@ -20,6 +20,13 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (the usage is one `--help` away), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parse_set(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -63,24 +70,23 @@ def _algo_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .config import ALGOS, TrainConfig, preset_names, task_names
 
-    parser = argparse.ArgumentParser(prog="ramac", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="ramac", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     t = sub.add_parser("train", help="train an agent (default: RADAC on the risky bandit)",
                        description="Train an agent and write metrics, checkpoints and plots to a run directory.")
-    t.add_argument("--task", default="bandit", choices=task_names(), metavar="TASK",
+    t.add_argument("--task", choices=task_names(), metavar="TASK",
                    help="task: a MuJoCo preset (its data set and published hyper-parameters) or a member of "
                         "the bandit family (bandit, bandit-x5, bandit-ring, ...; all use the bandit preset). "
                         "Default: bandit")
-    t.add_argument("--algo", default="radac", choices=ALGOS, help=_algo_help())
+    t.add_argument("--algo", choices=ALGOS, help=_algo_help())
     _add_config_options(t, TrainConfig, TRAIN_OPTIONS)
     t.add_argument("--run-dir", type=Path,
                    help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last checkpoint (its saved settings are used; "
-                        "--steps may extend it)")
+                   help="continue the run in RUN_DIR from its last checkpoint with its saved settings; only "
+                        "--steps (a new total), --device, --kernels and --no-progress may be given with it")
     t.add_argument("--full", action="store_true",
                    help="use the full-size preset even on a CPU (by default a CPU run of the bandit uses "
                         "smaller networks and fewer steps so it finishes in minutes)")
@@ -100,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="do not draw the progress bar (for logs and CI)")
 
     e = sub.add_parser("eval", help="evaluate a run directory's checkpoint",
-                       description="Load RUN_DIR/checkpoint.pt, evaluate the policy, write eval-again.json and plots.")
+                       description="Load RUN_DIR/checkpoint.pt, evaluate the policy, write eval-again.json and "
+                                   "the task's figure as bandit-eval.png or risk_profile-eval.png (the training run's "
+                                   "figures stay as they are).")
     e.add_argument("run_dir", type=Path, help="a directory written by `ramac train`")
     e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
     e.add_argument("--episodes", type=int, default=100, help="MuJoCo: episodes run side by side (default: 100)")
@@ -216,25 +224,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# options that would change a run: --resume refuses them instead of ignoring them
+RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile") + tuple(
+    name for name in TRAIN_OPTIONS if name not in ("steps", "device"))
+
+
 def cmd_train(args) -> int:
     from . import kernels
     from .config import build_configs
     from .train import resume, train
     from .utils import resolve_device
 
+    if args.resume:
+        given = ["--" + name.replace("_", "-") for name in RUN_OPTIONS if getattr(args, name) not in (None, False, [])]
+        if given:
+            raise ValueError(f"--resume continues {args.resume} with the settings it was started with; "
+                             f"{', '.join(given)} would change them (only --steps, --device, --kernels and "
+                             f"--no-progress go with --resume): start a new run to change settings")
     kernels.set_backend(args.kernels)
     if args.resume:
-        result = resume(args.resume, steps=args.steps, progress=not args.no_progress)
+        result = resume(args.resume, steps=args.steps, progress=not args.no_progress, device=args.device,
+                        warn=lambda message: print(f"ramac train: warning: {message}", file=sys.stderr))
     else:
+        task, algo = args.task or "bandit", args.algo or "radac"
         device = resolve_device(args.device or "auto")
         train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
         train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
                           compile=False if args.no_compile else None)
         train_over = {k: v for k, v in train_over.items() if v is not None}
         cpu_sized = device.type == "cpu" and not args.full
-        agent_cfg, train_cfg = build_configs(args.task, args.algo, cpu_sized, _parse_set(args.set), train_over)
+        agent_cfg, train_cfg = build_configs(task, algo, cpu_sized, _parse_set(args.set), train_over)
         print(f"ramac train: {train_cfg.task} / {train_cfg.algo} on {device}"
-              f"{' (CPU-sized preset; --full for the full one)' if cpu_sized and args.task == 'bandit' else ''}, "
+              f"{' (CPU-sized preset; --full for the full one)' if cpu_sized and task == 'bandit' else ''}, "
               f"{train_cfg.steps} steps", flush=True)
         result = train(agent_cfg, train_cfg, args.run_dir, progress=not args.no_progress)
     print(f"done: {result.steps} steps in {result.wall_time_s:.0f} s")
@@ -270,6 +291,11 @@ def cmd_study(args) -> int:
             print(f"{spec.name:18s} best tail: {spec.best_mode('cvar'):3s} best mean: {spec.best_mode('mean'):3s} "
                   f"| {modes}; outside {spec.ood_reward:g}  ({spec.note})")
         return 0
+    if any(n < 1 for n in args.steps or []):
+        raise ValueError(f"--steps must be at least 1, got {' '.join(map(str, args.steps))}")
+    if any(seed < 0 for seed in args.seeds):
+        raise ValueError(f"--seeds must be at least 0, got {' '.join(map(str, args.seeds))}")
+    _check_counts(args, "eval_every", "concurrent", "threads")
     import torch
 
     from .study import markdown, run_study
@@ -293,8 +319,12 @@ def cmd_eval(args) -> int:
     from .envs.bandit_family import FAMILY as BANDITS
     from .train.tasks import make_task
     from .train import load_agent
+    from .train.loop import write_figures
     from .utils import atomic_write_json, resolve_device
 
+    _check_counts(args, "samples", "episodes")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
     agent, train_cfg, step = load_agent(args.run_dir, device)
     task = make_task(train_cfg.task, device, args.samples, args.episodes)
@@ -314,15 +344,29 @@ def cmd_eval(args) -> int:
             act = torch.as_tensor(metrics["_actions"], dtype=torch.float32, device=device)
             metrics.update(detector_report(detectors, obs, act))
             metrics["ood/thresholds"] = {d.name: d.threshold for d in detectors}
-    task.report(metrics, args.run_dir, title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
+    figures = write_figures(task, metrics, args.run_dir, suffix="-eval",  # beside the training run's figures
+                            title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
     out = {"step": step, "seed": args.seed, **{k: v for k, v in metrics.items() if k[0] != "_"}}
     atomic_write_json(Path(args.run_dir) / "eval-again.json", out)
     print(f"{args.run_dir} (step {step}):")
     print(_summary(metrics))
+    print(f"wrote eval-again.json{''.join(', ' + name for name in figures)}")
     return 0
 
 
+def _check_counts(args, *names) -> None:
+    """Options that count something must be at least 1 (checked before anything runs)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def cmd_data(args) -> int:
+    if args.data_command == "make":  # before anything imports or builds
+        _check_counts(args, "size", "num_envs")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
     from .data import stochastic_mujoco as datasets
 
     if args.data_command == "list":
@@ -344,6 +388,9 @@ def cmd_behaviour(args) -> int:
     from .utils import resolve_device
 
     if args.behaviour_command == "pick":
+        if not (args.run_dir / "history.json").exists():
+            raise FileNotFoundError(f"{args.run_dir} is not a `ramac behaviour train` run directory (it has no "
+                                    f"history.json)")
         rec = behaviour.pick(args.run_dir, args.env, command=" ".join(sys.argv))
         print(json.dumps({k: rec[k] for k in ("expert", "medium")}, indent=2))
         print(f"installed in {behaviour.policy_dir(args.env)} ({len(rec['replay'])} replay snapshots)")
@@ -438,8 +485,9 @@ def main(argv=None) -> int:
 
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunDirError) as e:
-        print(f"ramac {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, NonFiniteLossError, RunDirError) as e:  # OSError: FileNotFoundError, disk full, ...
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"ramac {args.command}: error: {message or type(e).__name__}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,9 @@
-"""Small shared helpers: devices, seeding, RNG state, atomic files, provenance."""
+"""Small shared helpers: devices, seeding, RNG state, atomic files, directory locks, provenance."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -72,19 +73,79 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    The file gets the mode a plain open() would give it (0o666 less the umask; mkstemp's own
+    is 0o600). Temporary names carry the writer's pid, so a writer removes the temporaries
+    that killed writers of the same file left behind. An OSError names `path`.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:  # name the file asked for, not the temporary
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask() sets it, which races with other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete `.NAME.PID-*.tmp` files of `path` whose writer (PID) is no longer running."""
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def lock_dir(directory, name: str = ".lock"):
+    """Create `directory` if needed and take an exclusive lock on directory/name (fcntl.flock).
+
+    Returns the open lock file: the lock lasts until it is closed (or the process ends). Raises
+    BlockingIOError at once when another process, or another open of the file, holds the lock.
+    """
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    f = open(directory / name, "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def atomic_torch_save(obj, path) -> None:

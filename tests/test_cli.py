@@ -1,4 +1,4 @@
-"""Command line: help, argument errors, clear messages."""
+"""Command line: help, the files `ramac eval` writes, light imports (bad input: test_bad_input.py)."""
 
 import pytest
 
@@ -18,35 +18,21 @@ def test_help_explains_every_option(capsys):
             assert action.option_strings[-1] in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--algo", "sac"],
-    ["train", "--task", "pong"],
-    ["train", "--steps", "ten"],
-    ["frobnicate"],
-    [],
-])
-def test_bad_arguments_exit_with_usage(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    assert e.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+def test_eval_writes_its_own_figure_beside_the_runs(tmp_path, capsys):
+    """`ramac eval` leaves the training run's bandit.png as it is and writes bandit-eval.png."""
+    from ramac.config import build_configs
+    from ramac.train import train
 
-
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--set", "eta=-1", "--device", "cpu"], "eta must be >= 0"),
-    (["train", "--set", "eta", "--device", "cpu"], "KEY=VALUE"),
-    (["train", "--steps", "0", "--device", "cpu"], "steps must be > 0"),
-    (["train", "--device", "tpu"], "device"),
-])
-def test_bad_values_give_one_clear_line(argv, message, capsys):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
-
-
-def test_eval_of_a_non_run_directory(tmp_path, capsys):
-    assert main(["eval", str(tmp_path)]) == 2
-    assert "no checkpoint.pt" in capsys.readouterr().err
+    agent_cfg, train_cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides=dict(
+        actor_hidden=16, critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quantiles=4, n_timesteps=3),
+        train_overrides=dict(steps=2, eval_samples=50, device="cpu"))
+    run = train(agent_cfg, train_cfg, tmp_path / "run", progress=False).run_dir
+    figure = (run / "bandit.png").read_bytes()
+    assert main(["eval", str(run), "--samples", "50", "--device", "cpu"]) == 0
+    assert "wrote eval-again.json, bandit-eval.png" in capsys.readouterr().out
+    assert (run / "bandit.png").read_bytes() == figure
+    assert (run / "bandit-eval.png").stat().st_size > 0 and (run / "eval-again.json").exists()
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_presets_command(capsys):

@@ -1,14 +1,19 @@
-"""Training loop reliability: resume, non-finite losses, atomic files, run directories."""
+"""Training loop reliability: resume, atomic files, run directories (bad input: test_bad_input.py)."""
 
+import errno
 import json
 import os
+import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from ramac.agents.radac import RADAC
 from ramac.config import build_configs
-from ramac.train import NonFiniteLossError, RunDirError, load_agent, read_metrics, resume, train
+from ramac.train import RunDirError, load_agent, read_metrics, resume, train
+from ramac.train.loop import open_run_dir
 from ramac.utils import atomic_write_bytes
 
 TINY = dict(actor_hidden=16, critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quantiles=4,
@@ -60,35 +65,6 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     assert resume(tmp_path / "r", steps=30, progress=False).steps == 30
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    agent_cfg, train_cfg = tiny()
-    original = RADAC.critic_loss
-
-    def poisoned(self, b):
-        loss1, loss2, info = original(self, b)
-        if self.steps >= 25:
-            loss1 = loss1 * float("nan")
-        return loss1, loss2, info
-
-    monkeypatch.setattr(RADAC, "critic_loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"step 26.*step 20"):
-        train(agent_cfg, train_cfg, tmp_path / "nan", progress=False)
-    ckpt = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 20
-    assert all(torch.isfinite(v).all() for v in ckpt["agent"]["model"].values())
-
-
-def test_refuses_to_overwrite_a_run(tmp_path):
-    agent_cfg, train_cfg = tiny(steps=10)
-    train(agent_cfg, train_cfg, tmp_path / "r", progress=False)
-    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
-    with pytest.raises(RunDirError, match="already holds a run"):
-        train(agent_cfg, train_cfg, tmp_path / "r", progress=False)
-    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
-    with pytest.raises(RunDirError, match="nothing to resume"):
-        resume(tmp_path / "empty")
-
-
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "f.bin"
     atomic_write_bytes(path, b"old")
@@ -114,3 +90,109 @@ def test_run_directory_contents(tmp_path):
     assert {r["kind"] for r in rows} == {"train", "eval"}
     header = (result.run_dir / "train.csv").read_text().splitlines()[0]
     assert "critic/loss1" in header and "steps_per_s" in header
+
+
+def test_atomic_write_gives_the_usual_mode_and_leaves_no_temporary(tmp_path, monkeypatch):
+    modes, old = [], os.umask(0o027)
+    try:
+        for umask in (0o027, 0o002):
+            os.umask(umask)
+            atomic_write_bytes(tmp_path / "new.bin", b"y")
+            modes.append(stat.S_IMODE(os.stat(tmp_path / "new.bin").st_mode))
+    finally:
+        os.umask(old)
+    assert modes == [0o640, 0o664]  # 0o666 less the umask, as open() gives (mkstemp alone gives 0o600)
+
+    def killed(fd):
+        raise KeyboardInterrupt  # ^C between writing and renaming
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(tmp_path / "new.bin", b"z")
+    assert sorted(os.listdir(tmp_path)) == ["new.bin"] and (tmp_path / "new.bin").read_bytes() == b"y"
+
+
+def test_atomic_write_removes_the_temporaries_of_killed_writers(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".f.bin.{dead.pid}-abc.tmp"  # what a writer killed mid-write leaves
+    live = tmp_path / f".f.bin.{os.getppid()}-abc.tmp"  # a writer still at work (here: our parent)
+    other = tmp_path / f".g.bin.{dead.pid}-abc.tmp"  # another file's
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    atomic_write_bytes(tmp_path / "f.bin", b"data")
+    assert sorted(os.listdir(tmp_path)) == sorted(["f.bin", live.name, other.name])
+
+
+def test_a_run_holds_its_directory_for_its_life(tmp_path, monkeypatch):
+    agent_cfg, train_cfg = tiny(steps=2)
+    original, refused = RADAC.update, []
+
+    def update(self, batch):
+        with pytest.raises(RunDirError, match="in use by another ramac run") as e:
+            open_run_dir(tmp_path / "r")
+        refused.append(str(e.value))
+        return original(self, batch)
+
+    monkeypatch.setattr(RADAC, "update", update)
+    train(agent_cfg, train_cfg, tmp_path / "r", progress=False)
+    assert len(refused) == 2
+    open_run_dir(tmp_path / "r").close()  # released at the end
+
+
+def test_a_fresh_run_starts_over_the_records_of_one_that_died_before_its_first_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    run.mkdir()
+    for name, text in (("metrics.jsonl", json.dumps({"kind": "eval", "step": 999}) + "\n"), ("eval.json", "{}"),
+                       ("train.csv", "kind,step\ntrain,999\n"), ("eval.csv", "kind,step\neval,999\n")):
+        (run / name).write_text(text)
+    agent_cfg, train_cfg = tiny(steps=20)
+
+    def crash(self, batch):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # the new run dies at once too: the old records are gone all the same
+        m.setattr(RADAC, "update", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(agent_cfg, train_cfg, run, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.json"]
+    train(agent_cfg, train_cfg, run, progress=False)
+    assert [r["step"] for r in read_metrics(run)] == [10, 20, 20]
+
+
+def test_the_checkpoint_is_written_before_the_evaluation_that_falls_due_with_it(tmp_path, monkeypatch):
+    from ramac.train.loop import Trainer
+
+    agent_cfg, train_cfg = tiny(steps=40)
+    evaluate = Trainer.evaluate
+
+    def failing_at_20(self):
+        if self.step == 20:
+            raise RuntimeError("evaluation failed")
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", failing_at_20)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        train(agent_cfg, train_cfg, tmp_path / "r", progress=False)
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["step"] == 20
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    resume(tmp_path / "r", progress=False)  # evaluates step 20 first, then goes on
+    assert [r["step"] for r in read_metrics(tmp_path / "r") if r["kind"] == "eval"] == [20, 40]
+
+
+def test_a_full_disk_at_a_checkpoint_names_the_file_and_keeps_the_last_one(tmp_path, monkeypatch):
+    agent_cfg, train_cfg = tiny(steps=40)
+    train(agent_cfg, train_cfg, tmp_path / "r", progress=False)
+    kept = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    fsync = os.fsync
+
+    def full_for_checkpoints(fd):
+        if "checkpoint.pt" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_checkpoints)
+    with pytest.raises(RunDirError, match=r"could not write .*r/checkpoint.pt: No space left on device; the last good "
+                                          r"checkpoint \(step 40\) is kept at .*r/checkpoint.pt"):
+        resume(tmp_path / "r", steps=60, progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == kept
+    assert not [p for p in os.listdir(tmp_path / "r") if p.endswith(".tmp")]

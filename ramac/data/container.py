@@ -17,6 +17,7 @@ ALIASES = {
     "timeouts": "timeout", "truncations": "timeout",
 }
 _FLAGS = ("terminal", "timeout")
+ACTION_BOUND = 1.0  # actors clip their actions to [-1, 1]; data actions must lie there too
 
 
 class DatasetError(ValueError):
@@ -63,6 +64,16 @@ class OfflineDataset:
         extras = {k: _validate_array(source, k, v) for k, v in named.items() if k not in KEYS}
         _check_shapes(source, tensors, extras)
         return cls(**tensors, extras=extras, meta=dict(meta or {}))
+
+    def check_dims(self, state_dim: int, action_dim: int, env: str) -> "OfflineDataset":
+        """Raise DatasetError unless obs and actions have the dims of `env`, the environment
+        that will evaluate the policy (found when the data set loads, not after training)."""
+        source = self.meta.get("source", "data set")
+        for key, have, want in (("obs", self.state_dim, state_dim), ("action", self.action_dim, action_dim)):
+            if have != want:
+                raise DatasetError(f"{source}: {key!r} has dim {have} but {env} has {key} dim {want}; "
+                                   f"the data set was made for another environment")
+        return self
 
     @property
     def size(self) -> int:
@@ -177,6 +188,19 @@ def _check_shapes(source, t: dict, extras: dict):
     for key, value in list(t.items()) + list(extras.items()):
         if value.shape[0] != n:
             raise DatasetError(f"{source}: {key!r} has {value.shape[0]} rows but 'obs' has {n} (mismatched lengths)")
+    _check_action_range(source, t["action"])
+
+
+def _check_action_range(source, action: torch.Tensor):
+    """The actor's actions are clipped to [-1, 1]: data actions outside it could never be imitated."""
+    lo, hi = float(action.min()), float(action.max())
+    if lo < -ACTION_BOUND or hi > ACTION_BOUND:
+        row = int(((action < -ACTION_BOUND) | (action > ACTION_BOUND)).any(dim=1).nonzero()[0, 0])
+        raise DatasetError(
+            f"{source}: 'action' values lie in [{lo:.4g}, {hi:.4g}] (first outside [-1, 1] at row {row}) but the "
+            f"actor's actions are clipped to [-1, 1]; rescale the actions to [-1, 1] with the action space's "
+            f"bounds (2 * (a - low) / (high - low) - 1)"
+        )
 
 
 def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0):

@@ -1,9 +1,19 @@
-"""Training loop: seeding, progress, periodic evaluation, metrics, atomic checkpoints, resume."""
+"""Training loop: seeding, progress, periodic evaluation, metrics, atomic checkpoints, resume.
+
+A run directory belongs to one run at a time (an exclusive lock on RUN_DIR/.lock while it
+writes), every file in it is replaced atomically, and whatever a run refuses (a directory in
+use or not writable, a damaged checkpoint, resuming with other settings) is refused before the
+data set loads and before anything is written.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,22 +23,28 @@ import torch
 
 from ..agents import config_class, make_agent
 from ..config import TrainConfig, from_dict, to_dict
+from ..envs import bandit
+from ..envs.bandit_family import FAMILY as BANDITS
 from .updaters import make_updater
 from .tasks import make_task
-from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
+from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, lock_dir, progress_bar, provenance,
                     resolve_device, rng_state, seed_everything, set_rng_state)
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
+RECORDS = (METRICS, "train.csv", "eval.csv", "eval.json")  # what a run writes besides config and checkpoint
+RESUMABLE = ("steps", "device")  # the train settings a resume may change
+_CKPT_KEYS = ("step", "agent", "rng", "dims", "generator", "agent_cfg", "train_cfg")
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/inf; the message gives the step and the checkpoint that was kept."""
+    """A loss, or the agent's state, became NaN/inf; the message gives the step and the checkpoint kept."""
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists, or missing for --resume)."""
+    """The run directory cannot be used as asked (in use, not writable, damaged files, other settings)."""
 
 
 @dataclass
@@ -46,8 +62,9 @@ def default_run_dir(train_cfg: TrainConfig) -> Path:
 
 class Trainer:
     def __init__(self, agent_cfg, train_cfg: TrainConfig, run_dir: Path, progress: bool = True,
-                 log=print, plots: str = "every"):
-        """agent_cfg: the config (validated, e.g. by build_configs) of the agent train_cfg.algo names."""
+                 log=print, plots: str = "every", lock=None):
+        """agent_cfg: the config (validated, e.g. by build_configs) of the agent train_cfg.algo names;
+        lock: the run directory's lock when the caller took it already (see open_run_dir)."""
         self.agent_cfg, self.cfg = agent_cfg, train_cfg
         self.run_dir = Path(run_dir)
         if plots not in ("every", "final", "none"):
@@ -58,14 +75,16 @@ class Trainer:
             torch.set_num_threads(train_cfg.threads)
         seed_everything(train_cfg.seed)
         self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes)
-        self.data = self.task.dataset.to(self.device)
+        self.data = self.task.dataset.check_dims(*env_dims(train_cfg.task)).to(self.device)
         self.agent = make_agent(train_cfg.algo, self.data.state_dim, self.data.action_dim, agent_cfg).to(self.device)
         self.agent.fit_data(self.data)
         self.agent.seed_noise(train_cfg.seed)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(train_cfg.seed)
-        self.step = 0
+        self.step = self._finite_at = 0
         self.last_checkpoint = None
+        self.rows: list[dict] = []  # metrics written so far
+        self._lock, self._config_written = lock, False
 
     # ---- files ------------------------------------------------------------------------
     def _write_config(self):
@@ -73,8 +92,11 @@ class Trainer:
             "agent": to_dict(self.agent_cfg), "train": to_dict(self.cfg),
             "provenance": provenance(self.device), "dataset": self.data.meta,
         })
+        self._config_written = True
 
     def save_checkpoint(self):
+        if not self._config_written:  # a resumed run records its new settings with its first checkpoint
+            self._write_config()
         atomic_torch_save({
             "step": self.step, "agent": self.agent.full_state(), "rng": rng_state(),
             "dims": (self.data.state_dim, self.data.action_dim),
@@ -84,31 +106,59 @@ class Trainer:
         self.last_checkpoint = self.step
 
     def load_checkpoint(self):
+        self.restore(read_checkpoint(self.run_dir / CHECKPOINT))
+
+    def restore(self, ckpt: dict):
+        """Continue from a checkpoint (read_checkpoint's): agent, RNG streams, step; the metrics
+        rows written after it (and a cut last line) are dropped, to be written again."""
+        self._hold()
         path = self.run_dir / CHECKPOINT
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        self.agent.load_full_state(ckpt["agent"])
+        dims = tuple(ckpt["dims"])
+        if dims != (self.data.state_dim, self.data.action_dim):
+            raise RunDirError(f"{path} was trained on (obs, action) dims {dims} but the data set of {self.cfg.task} "
+                              f"has {(self.data.state_dim, self.data.action_dim)}; start a new run")
+        _load_agent_state(self.agent, ckpt, path)
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
-        self.step = self.last_checkpoint = int(ckpt["step"])
-        self._truncate_metrics(self.step)
+        self.step = self.last_checkpoint = self._finite_at = int(ckpt["step"])
+        self.rows = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
+        with self._writing():
+            if (self.run_dir / METRICS).exists() and (self.run_dir / METRICS).read_bytes() != _jsonl(self.rows):
+                self._write_metrics()
 
     def _record(self, row: dict):
-        with open(self.run_dir / METRICS, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        rows = read_metrics(self.run_dir)
-        for kind in ("train", "eval"):
-            _write_csv(self.run_dir / f"{kind}.csv", [r for r in rows if r["kind"] == kind])
+        self.rows.append(row)
+        self._write_metrics()
 
-    def _truncate_metrics(self, step: int):
-        rows = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
-        atomic_write_bytes(self.run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    def _write_metrics(self):
+        atomic_write_bytes(self.run_dir / METRICS, _jsonl(self.rows))
+        for kind in ("train", "eval"):
+            _write_csv(self.run_dir / f"{kind}.csv", [r for r in self.rows if r["kind"] == kind])
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A failed write into the run directory (a full disk, say) as one line naming the file
+        and the checkpoint that is kept."""
+        try:
+            yield
+        except OSError as e:
+            if not e.filename or self.run_dir.resolve() not in Path(e.filename).resolve().parents:
+                raise
+            raise RunDirError(f"could not write {e.filename}: {e.strerror or e}; {self._kept()}") from e
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        return (f"the last good checkpoint (step {self.last_checkpoint}) is kept at {self.run_dir / CHECKPOINT} "
+                f"(continue it with: ramac train --resume {self.run_dir})")
 
     # ---- loop ----------------------------------------------------------------------------
     def evaluate(self) -> dict:
         metrics = self.task.evaluate(self.agent, seed=self.cfg.seed * 100_003 + self.step)
         self._record({"kind": "eval", "step": self.step, **{k: v for k, v in metrics.items() if k[0] != "_"}})
         if self.plots == "every" or (self.plots == "final" and self.step >= self.cfg.steps):
-            self.task.report(metrics, self.run_dir, title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
+            write_figures(self.task, metrics, self.run_dir,
+                          title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
         return metrics
 
     def make_updater(self):
@@ -120,87 +170,150 @@ class Trainer:
 
     def start(self) -> None:
         """Open the run directory and build the updater (before the first step_once())."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        self._hold()
         self.updater, self.t0, self.last_eval = self.make_updater(), time.perf_counter(), None
         self._t_log, self._step_log = self.t0, self.step
         self.bar = progress_bar(total=self.cfg.steps, initial=self.step, disable=not self.progress,
                                 desc=f"{self.cfg.task}/{self.cfg.algo}")
+        with self._writing():
+            if self.last_checkpoint is None:
+                self._start_over()
+                self._write_config()
+            elif self._eval_due(self.step) and not self.done and not any(
+                    r["kind"] == "eval" and r["step"] == self.step for r in self.rows):
+                self.last_eval = self.evaluate()  # the run stopped while evaluating at its checkpoint
+
+    def _start_over(self):
+        """A fresh run: records of a run that stopped before its first checkpoint are replaced."""
+        old = [name for name in RECORDS if (self.run_dir / name).exists()]
+        for name in old:
+            (self.run_dir / name).unlink()
+        if old:
+            self.log(f"{self.run_dir} held {', '.join(old)} but no checkpoint (a run that stopped before its first "
+                     f"checkpoint): starting them over")
 
     @property
     def done(self) -> bool:
         return self.step >= self.cfg.steps
 
+    def _eval_due(self, step: int) -> bool:
+        return step == self.cfg.steps or bool(self.cfg.eval_every and step % self.cfg.eval_every == 0)
+
     def step_once(self) -> None:
-        """One update, then whatever falls due at this step: metrics, evaluation, checkpoint."""
+        """One update, then whatever falls due at this step: metrics, checkpoint, evaluation (the
+        checkpoint first, so that a failing evaluation cannot cost the steps before it)."""
         cfg = self.cfg
         self.updater.step()
         self.step += 1
         self.bar.update(1)
-        done = self.step == cfg.steps
-        do_eval = done or (cfg.eval_every and self.step % cfg.eval_every == 0)
-        do_ckpt = done or self.step % cfg.ckpt_every == 0
-        if not (done or do_eval or do_ckpt or self.step % cfg.log_every == 0):
+        do_eval = self._eval_due(self.step)
+        do_ckpt = self.step == cfg.steps or self.step % cfg.ckpt_every == 0
+        if not (do_eval or do_ckpt or self.step % cfg.log_every == 0):
             return
         means, first_bad = self.updater.metrics.read()
         if first_bad >= 0:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {first_bad + 1}; training stopped. The last good checkpoint "
-                f"(step {self.last_checkpoint}) is kept at {self.run_dir / CHECKPOINT}"
-                if self.last_checkpoint is not None else
-                f"non-finite loss at step {first_bad + 1}; training stopped before any checkpoint"
-            )
+            raise NonFiniteLossError(f"non-finite loss at step {first_bad + 1}; training stopped; {self._kept()}")
+        self.updater.sync()
+        bad = first_non_finite(self.agent)  # EMA actor and targets: no loss sees them
+        if bad is not None:
+            raise NonFiniteLossError(f"non-finite values in the agent's {bad} at step {self.step} (finite at step "
+                                     f"{self._finite_at}); training stopped; {self._kept()}")
+        self._finite_at = self.step
         now = time.perf_counter()
         means["steps_per_s"] = (self.step - self._step_log) / max(now - self._t_log, 1e-9)
         self._t_log, self._step_log = now, self.step
-        self._record({"kind": "train", "step": self.step, **means})
-        self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in means.items()
-                              if k in ("critic/loss1", "actor/bc", "actor/risk")})
-        self.updater.sync()
-        if do_eval:
-            self.last_eval = self.evaluate()
-            self.bar.write(f"[step {self.step}] {self.task.summary(self.last_eval)}")
-        if do_ckpt:
-            self.save_checkpoint()
+        with self._writing():
+            self._record({"kind": "train", "step": self.step, **means})
+            self.bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in means.items()
+                                  if k in ("critic/loss1", "actor/bc", "actor/risk")})
+            if do_ckpt:
+                self.save_checkpoint()
+            if do_eval:
+                self.last_eval = self.evaluate()
+                self.bar.write(f"[step {self.step}] {self.task.summary(self.last_eval)}")
 
     def finish(self) -> RunResult:
         self.bar.close()
-        if self.last_eval is None:  # resumed a finished run
-            self.last_eval = self.evaluate()
-        final = {k: v for k, v in self.last_eval.items() if k[0] != "_"}
-        atomic_write_json(self.run_dir / "eval.json", {"step": self.step, **final})
+        with self._writing():
+            if self.last_eval is None:  # resumed a finished run
+                self.last_eval = self.evaluate()
+            final = {k: v for k, v in self.last_eval.items() if k[0] != "_"}
+            atomic_write_json(self.run_dir / "eval.json", {"step": self.step, **final})
+        self.close()
         return RunResult(self.run_dir, self.step, self.last_eval, time.perf_counter() - self.t0)
 
+    def _hold(self) -> None:
+        if self._lock is None:
+            self._lock = open_run_dir(self.run_dir)
+
+    def close(self) -> None:
+        """Release the run directory (finish() does; run() does on failure too)."""
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def run(self) -> RunResult:
-        self.start()
         try:
+            self.start()
             while not self.done:
                 self.step_once()
+            return self.finish()
         finally:
-            self.bar.close()
-        return self.finish()
+            self.close()
 
 
 def train(agent_cfg, train_cfg: TrainConfig, run_dir=None, progress: bool = True) -> RunResult:
-    """Start a new run in `run_dir` (refuses a directory that already holds a checkpoint)."""
+    """Start a new run in `run_dir` (refuses a directory that holds a checkpoint or is in use)."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(train_cfg)
-    if (run_dir / CHECKPOINT).exists():
-        raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
-    return Trainer(agent_cfg, train_cfg, run_dir, progress).run()
+    created = not run_dir.exists()
+    lock = open_run_dir(run_dir)  # before the data set loads: a busy or unwritable directory is reported first
+    try:
+        if (run_dir / CHECKPOINT).exists():
+            raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
+                              f"--run-dir")
+        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock)
+    except BaseException:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # leave no empty directory behind
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        lock.close()
+        raise
+    return trainer.run()
 
 
-def resume(run_dir, steps: int | None = None, progress: bool = True) -> RunResult:
-    """Continue a run from its checkpoint (optionally to a new total number of steps)."""
+def resume(run_dir, steps: int | None = None, progress: bool = True, device: str | None = None,
+           warn=None) -> RunResult:
+    """Continue a run from its checkpoint, optionally to a new total number of steps or on another
+    device (its other settings are the checkpoint's). Damaged files, a config.json that differs
+    from the checkpoint and a busy directory are refused before the data set loads; a cut last
+    line of metrics.jsonl is dropped with a warning (`warn`, default: a line on stderr)."""
     run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).exists():
-        raise RunDirError(f"nothing to resume: {run_dir / CHECKPOINT} does not exist")
-    saved = json.loads((run_dir / CONFIG).read_text())
-    train_cfg = from_dict(TrainConfig, saved["train"])
-    agent_cfg = from_dict(config_class(train_cfg.algo), saved["agent"])
-    if steps is not None:
-        train_cfg.steps = steps
-    trainer = Trainer(agent_cfg, train_cfg, run_dir, progress)
-    trainer.load_checkpoint()
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise RunDirError(f"nothing to resume: {path} does not exist")
+    lock = open_run_dir(run_dir)
+    try:
+        ckpt = read_checkpoint(path)
+        agent_cfg, train_cfg = _settings(ckpt, path)
+        _check_config_file(run_dir / CONFIG, ckpt)
+        if steps is not None:
+            if steps < ckpt["step"]:
+                raise RunDirError(f"{run_dir} is at step {ckpt['step']} already; --steps is the total to reach, "
+                                  f"so give at least {ckpt['step']}")
+            train_cfg.steps = steps
+        if device is not None:
+            train_cfg.device = device
+        cut = _parse_metrics(run_dir / METRICS)[1]
+        if cut is not None:
+            (warn or _warn)(f"the last line of {run_dir / METRICS} is cut off ({cut[:40]!r}), as a run killed while "
+                            f"writing it leaves it; dropping it")
+        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock)
+        trainer.restore(ckpt)
+    except BaseException:
+        lock.close()
+        raise
     return trainer.run()
 
 
@@ -211,28 +324,171 @@ def load_agent(run_dir, device="auto") -> tuple:
     if not path.exists():
         raise RunDirError(f"{run_dir} has no {CHECKPOINT}; is it a ramac run directory?")
     device = resolve_device(device)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    train_cfg = from_dict(TrainConfig, ckpt["train_cfg"])
-    agent_cfg = from_dict(config_class(train_cfg.algo), ckpt["agent_cfg"])
+    ckpt = read_checkpoint(path)
+    agent_cfg, train_cfg = _settings(ckpt, path)
     agent = make_agent(train_cfg.algo, *ckpt["dims"], agent_cfg).to(device)
-    agent.load_full_state(ckpt["agent"])
+    _load_agent_state(agent, ckpt, path)
     return agent, train_cfg, int(ckpt["step"])
 
 
-def read_metrics(run_dir) -> list[dict]:
-    path = Path(run_dir) / METRICS
+# ---- checks on a run directory ---------------------------------------------------------
+def open_run_dir(run_dir: Path):
+    """Create run_dir and lock it for this run (RUN_DIR/.lock, held until the returned file is
+    closed); a directory in use or one that cannot be written is refused here."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory; choose another --run-dir")
+    try:
+        lock = lock_dir(run_dir, LOCK)
+    except BlockingIOError:
+        raise RunDirError(f"{run_dir} is in use by another ramac run (it holds the lock {run_dir / LOCK}); wait "
+                          f"for that run to end or choose another --run-dir") from None
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and Path(e.filename) != run_dir else ""
+        raise RunDirError(f"cannot create the run directory {run_dir}: {e.strerror}{where}") from None
+    try:
+        tempfile.TemporaryFile(dir=run_dir).close()
+    except OSError as e:
+        lock.close()
+        raise RunDirError(f"cannot write into the run directory {run_dir}: {e.strerror}") from None
+    return lock
+
+
+def read_checkpoint(path) -> dict:
+    """A checkpoint's contents; RunDirError naming the file when it is truncated or corrupted."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch reports a damaged file with many exception types
+        raise RunDirError(f"{path} is truncated or corrupted ({_one_line(e)}); restore it from a copy or start a "
+                          f"new run in another --run-dir") from None
+    missing = [k for k in _CKPT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(_CKPT_KEYS)
+    if missing:
+        raise RunDirError(f"{path} is not a ramac checkpoint (it lacks {', '.join(missing)})")
+    return ckpt
+
+
+def _settings(ckpt: dict, path) -> tuple:
+    """(agent config, train config) saved in a checkpoint."""
+    try:
+        train_cfg = from_dict(TrainConfig, ckpt["train_cfg"])
+        return from_dict(config_class(train_cfg.algo), ckpt["agent_cfg"]), train_cfg
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{path} holds settings this version cannot use ({_one_line(e)})") from None
+
+
+def _load_agent_state(agent, ckpt: dict, path) -> None:
+    try:
+        agent.load_full_state(ckpt["agent"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise RunDirError(f"{path} does not fit a {type(agent).__name__} with its saved settings "
+                          f"({_one_line(e)})") from None
+
+
+def _check_config_file(path: Path, ckpt: dict) -> None:
+    """config.json must hold the checkpoint's settings (but steps and device, which a resume changes)."""
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return  # the checkpoint holds the settings; config.json is written again with the next checkpoint
+    try:
+        saved = json.loads(path.read_text())
+        written = {part: dict(saved[part]) for part in ("train", "agent")}
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"{path} cannot be read ({type(e).__name__}: {_one_line(e)}); put it back as it was, or "
+                          f"delete it (the checkpoint holds the run's settings)") from None
+    held = json.loads(json.dumps({"train": ckpt["train_cfg"], "agent": ckpt["agent_cfg"]}, default=str))
+    diffs = []
+    for part in ("train", "agent"):
+        for key in sorted(set(written[part]) | set(held[part])):
+            edited, kept = written[part].get(key, "(absent)"), held[part].get(key, "(absent)")
+            if edited != kept and not (part == "train" and key in RESUMABLE):
+                diffs.append(f"{part}.{key} = {edited!r} in config.json but {kept!r} in the checkpoint")
+    if diffs:
+        raise RunDirError(f"{path} was changed after the run started: {'; '.join(diffs[:3])}"
+                          f"{f' (and {len(diffs) - 3} more)' if len(diffs) > 3 else ''}. A resumed run keeps its "
+                          f"settings: put config.json back as it was, or start a new run with --set")
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """The rows of RUN_DIR/metrics.jsonl; a cut last line (a writer killed mid-line) is left out."""
+    return _parse_metrics(Path(run_dir) / METRICS)[0]
+
+
+def _parse_metrics(path: Path) -> tuple[list[dict], str | None]:
+    """(rows, the cut last line or None); RunDirError for a damaged line before the last."""
+    if not path.exists():
+        return [], None
+    lines = [(i, line) for i, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for i, line in lines:
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and "kind" in row and isinstance(row.get("step"), int)
+        except ValueError:
+            ok = False
+        if not ok:
+            if i == lines[-1][0]:
+                return rows, line
+            raise RunDirError(f"{path} line {i} is not a metrics row ({line[:40]!r}): the file was edited or damaged; "
+                              f"repair or delete that line")
+        rows.append(row)
+    return rows, None
+
+
+def first_non_finite(module: torch.nn.Module) -> str | None:
+    """Name of the first parameter or buffer holding a NaN or inf (one read-back), or None."""
+    named = [(k, v) for k, v in module.state_dict().items() if v.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(v).all() for _, v in named]).cpu()
+    bad = (~finite).nonzero()
+    return named[int(bad[0, 0])][0] if len(bad) else None
+
+
+def env_dims(task: str) -> tuple[int, int, str]:
+    """(obs dim, action dim, name) of the environment that evaluates a task's policy."""
+    if task in BANDITS:
+        return bandit.STATE_DIM, bandit.ACTION_DIM, f"the {task} bandit"
+    from ..envs.mujoco import HAZARDS, make_risky_env  # MuJoCo tasks only: a bandit run never imports gymnasium
+
+    env = make_risky_env(task)
+    try:
+        return env.observation_space.shape[0], env.action_space.shape[0], f"{HAZARDS[task].base_env} ({task})"
+    finally:
+        env.close()
+
+
+def write_figures(task, metrics: dict, run_dir, title: str, suffix: str = "") -> list[str]:
+    """The task's figures in run_dir as NAME{suffix}.png, each replaced atomically (Task.report
+    draws into a folder under fixed names, so it draws into a temporary one); returns the names."""
+    names = []
+    with tempfile.TemporaryDirectory(prefix="ramac-figures-") as tmp:
+        task.report(metrics, tmp, title=title)
+        for figure in sorted(Path(tmp).iterdir()):
+            names.append(f"{figure.stem}{suffix}{figure.suffix}")
+            atomic_write_bytes(Path(run_dir) / names[-1], figure.read_bytes())
+    return names
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 def _write_csv(path: Path, rows: list[dict]):
     if not rows:
+        path.unlink(missing_ok=True)
         return
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -16,6 +16,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
   ramac profile                short run with NVTX ranges for Nsight (GPU)
+  ramac report RUN_DIR...      per-seed evaluations of many runs, bootstrap CIs over seeds, per method
   ramac presets [NAME]         list the task presets or show one
 """
 
@@ -68,7 +69,7 @@ def _algo_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import ALGOS, TrainConfig, preset_names, task_names
+    from .config import ALGOS, TrainConfig, task_names
 
     parser = _Parser(prog="ramac", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -215,6 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPU: torch.compile each run's update too (~30 s per run to compile)")
     sb.add_argument("--threads", type=int, help="torch CPU threads")
 
+    r = sub.add_parser("report", help="aggregate runs: one value per training seed, bootstrap CIs over seeds",
+                       description="Group run directories by task and method (--algo), take each run's last "
+                                   "evaluation (eval-again.json from `ramac eval` where present, else eval.json) as "
+                                   "one seed, and write OUT.md (mean [95 % bootstrap CI of the mean over seeds]), "
+                                   "OUT.json (every metric, per seed) and OUT.png (risk profile of the pooled "
+                                   "returns, one curve per method).")
+    r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories (one per seed)")
+    r.add_argument("--out", type=Path, default=Path("report"), help="output path without suffix (default: report)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: 0)")
+
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
     p.add_argument("--algo", default="radac", choices=ALGOS, help="algorithm whose overrides to apply")
@@ -319,7 +330,7 @@ def cmd_eval(args) -> int:
     from .envs.bandit_family import FAMILY as BANDITS
     from .train.tasks import make_task
     from .train import load_agent
-    from .train.loop import write_figures
+    from .train.rundir import save_returns, write_figures
     from .utils import atomic_write_json, resolve_device
 
     _check_counts(args, "samples", "episodes")
@@ -348,6 +359,7 @@ def cmd_eval(args) -> int:
                             title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
     out = {"step": step, "seed": args.seed, **{k: v for k, v in metrics.items() if k[0] != "_"}}
     atomic_write_json(Path(args.run_dir) / "eval-again.json", out)
+    save_returns(Path(args.run_dir) / "returns-again.npy", metrics)
     print(f"{args.run_dir} (step {step}):")
     print(_summary(metrics))
     print(f"wrote eval-again.json{''.join(', ' + name for name in figures)}")
@@ -452,6 +464,18 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    result = write_report(args.run_dirs, args.out, args.seed)
+    print(result["markdown"])
+    written = [str(args.out.with_suffix(s)) for s in (".md", ".json")] + ([result["figure"]] if result["figure"] else [])
+    print(f"wrote {', '.join(written)}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import build_configs, preset_names, to_dict
 
@@ -480,7 +504,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
                 "data": cmd_data, "behaviour": cmd_behaviour,
-                "presets": cmd_presets, "study": cmd_study}
+                "presets": cmd_presets, "study": cmd_study, "report": cmd_report}
     from .train import NonFiniteLossError, RunDirError
 
     try:

@@ -6,7 +6,7 @@ else `eval.json` (the end of training). One run is one seed; the interval is a p
 bootstrap of the mean over seeds (resampling seeds, 10,000 draws from a generator seeded by
 --seed), so it says how much the method's result depends on its training seed, not on the
 evaluation episodes. The risk-profile figure pools each method's per-episode returns (or, on the
-bandit, per-draw rewards) from `returns.npy` where runs saved them.
+bandit, per-draw rewards) of the same evaluations (`returns.npy` / `returns-again.npy`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def read_run(run_dir) -> dict:
         raise ReportError(f"{run_dir}: cannot read {config.name} / {source.name} ({e})") from None
     metrics = {k: float(v) for k, v in evaluation.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "seed")}
-    returns = run_dir / "returns.npy"
+    returns = run_dir / ("returns-again.npy" if source.name == "eval-again.json" else "returns.npy")
     return {"run_dir": str(run_dir), "task": train["task"], "algo": train["algo"], "seed": int(train["seed"]),
             "step": int(evaluation.get("step", -1)), "source": source.name, "metrics": metrics,
             "returns": np.load(returns) if returns.exists() else None}

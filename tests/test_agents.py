@@ -12,7 +12,7 @@ from torch import nn
 from ramac.agents import ALGOS, make_agent
 from ramac.agents.base import Agent
 from ramac.config import build_configs
-from ramac.data import OfflineDataset
+from ramac.data.container import synthetic_dataset
 from ramac.train.updaters import EagerUpdater, FastUpdater, make_updater
 
 S, A, N, B = 5, 2, 256, 16
@@ -22,13 +22,7 @@ TINY_CRITIC = dict(critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quan
 
 
 def dataset(device="cpu"):
-    g = torch.Generator().manual_seed(0)
-    arrays = {
-        "obs": torch.randn(N, S, generator=g), "action": torch.rand(N, A, generator=g) * 2 - 1,
-        "reward": torch.randn(N, generator=g), "next_obs": torch.randn(N, S, generator=g),
-        "terminal": (torch.rand(N, generator=g) < 0.1).float(), "timeout": torch.zeros(N),
-    }
-    return OfflineDataset.from_arrays(arrays).to(device)
+    return synthetic_dataset(S, A, N, device=device, terminal_rate=0.1)
 
 
 def build(algo, **extra):

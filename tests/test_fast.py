@@ -6,21 +6,15 @@ from torch._dynamo.utils import counters
 
 from ramac.agents.radac import RADAC
 from ramac.config import RADACConfig
-from ramac.data import OfflineDataset
+from ramac.data.container import synthetic_dataset
 from ramac.train.updaters import DeviceMetrics, FastUpdater
 from ramac.nvtx import nvtx_range
 
 S, A, N, B = 17, 6, 512, 32
 
 
-def dataset(device):
-    g = torch.Generator().manual_seed(0)
-    arrays = {
-        "obs": torch.randn(N, S, generator=g), "action": torch.rand(N, A, generator=g) * 2 - 1,
-        "reward": torch.randn(N, generator=g), "next_obs": torch.randn(N, S, generator=g),
-        "terminal": (torch.rand(N, generator=g) < 0.1).float(), "timeout": torch.zeros(N),
-    }
-    return OfflineDataset.from_arrays(arrays).to(device)
+def dataset(device="cpu"):
+    return synthetic_dataset(S, A, N, device=device, terminal_rate=0.1)
 
 
 def agent(device):

@@ -73,3 +73,24 @@ def test_bad_run_directories_name_the_problem(tmp_path):
     b = fake_run(tmp_path, "b", "bandit", "radac", 0, {"reward/mean": 2.0})
     with pytest.raises(ReportError, match=r"seed\(s\) \[0\] appear in more than one"):
         aggregate([read_run(a), read_run(b)])
+
+
+def test_ramac_report_on_trained_runs(tmp_path, capsys):
+    from ramac.cli import main
+
+    tiny = ["--device", "cpu", "--no-progress", "--steps", "3", "--eval-every", "0", "--eval-samples", "200",
+            "--set", "actor_hidden=16", "--set", "critic_hidden=16", "--set", "embedding_dim=8",
+            "--set", "n_quantiles=4", "--set", "n_risk_quantiles=4", "--set", "n_timesteps=2"]
+    for seed in (0, 1):
+        assert main(["train", *tiny, "--seed", str(seed), "--run-dir", str(tmp_path / f"s{seed}")]) == 0
+        assert (tmp_path / f"s{seed}" / "returns.npy").exists()
+    assert main(["eval", str(tmp_path / "s1"), "--samples", "300", "--device", "cpu"]) == 0
+    assert (tmp_path / "s1" / "returns-again.npy").exists()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "r" / "table")]) == 0
+    out = capsys.readouterr().out
+    assert "| radac | 2 |" in out and (tmp_path / "r" / "table.png").exists()
+    rows = json.loads((tmp_path / "r" / "table.json").read_text())["rows"]
+    assert rows[0]["seeds"] == [0, 1]
+    assert main(["report", str(tmp_path / "r")]) == 2  # not a run directory: one line
+    assert "no config.json" in capsys.readouterr().err

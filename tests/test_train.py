@@ -13,7 +13,7 @@ import torch
 from ramac.agents.radac import RADAC
 from ramac.config import build_configs
 from ramac.train import RunDirError, load_agent, read_metrics, resume, train
-from ramac.train.loop import open_run_dir
+from ramac.train.rundir import open_run_dir
 from ramac.utils import atomic_write_bytes
 
 TINY = dict(actor_hidden=16, critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quantiles=4,
@@ -196,3 +196,34 @@ def test_a_full_disk_at_a_checkpoint_names_the_file_and_keeps_the_last_one(tmp_p
         resume(tmp_path / "r", steps=60, progress=False)
     assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == kept
     assert not [p for p in os.listdir(tmp_path / "r") if p.endswith(".tmp")]
+
+
+def test_metrics_are_appended_and_a_failed_append_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    from ramac.train.rundir import METRICS, MetricsLog
+
+    log = MetricsLog(tmp_path)
+    log.reset([])
+    log.append({"kind": "train", "step": 1, "a": 1.0})
+    first, inode = (tmp_path / METRICS).read_bytes(), os.stat(tmp_path / METRICS).st_ino
+    log.append({"kind": "train", "step": 2, "a": 2.0})
+    assert (tmp_path / METRICS).read_bytes().startswith(first)
+    assert os.stat(tmp_path / METRICS).st_ino == inode  # appended in place, not rewritten
+    assert (tmp_path / "train.csv").read_text().splitlines() == ["kind,step,a", "train,1,1.0", "train,2,2.0"]
+    log.append({"kind": "train", "step": 3, "a": 3.0, "b": 0.5})  # a new column: the CSV gets it
+    assert (tmp_path / "train.csv").read_text().splitlines()[0] == "kind,step,a,b"
+    assert (tmp_path / "train.csv").read_text().splitlines()[1] == "train,1,1.0,"
+    log.append({"kind": "eval", "step": 3, "r": 1.0})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="metrics.jsonl"):
+        log.append({"kind": "train", "step": 4, "a": 4.0})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    again = MetricsLog(tmp_path)
+    again.load(log.rows)
+    again.append({"kind": "train", "step": 4, "a": 4.0, "b": 1.0})
+    assert (tmp_path / "train.csv").read_text().splitlines()[-1] == "train,4,4.0,1.0"

@@ -203,12 +203,12 @@ def _check_action_range(source, action: torch.Tensor):
         )
 
 
-def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0):
-    """HalfCheetah-shaped random transitions (1 % terminal), for timing only."""
+def synthetic_dataset(state_dim=17, action_dim=6, n=100_000, device="cpu", seed=0, terminal_rate=0.01):
+    """Random transitions (HalfCheetah's shape by default, 1 % terminal), for timing and tests."""
     g = torch.Generator().manual_seed(seed)
     arrays = {
         "obs": torch.randn(n, state_dim, generator=g), "action": torch.rand(n, action_dim, generator=g) * 2 - 1,
         "reward": torch.randn(n, generator=g), "next_obs": torch.randn(n, state_dim, generator=g),
-        "terminal": (torch.rand(n, generator=g) < 0.01).float(), "timeout": torch.zeros(n),
+        "terminal": (torch.rand(n, generator=g) < terminal_rate).float(), "timeout": torch.zeros(n),
     }
     return OfflineDataset.from_arrays(arrays, meta={"synthetic": True}).to(device)

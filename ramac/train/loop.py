@@ -9,11 +9,6 @@ data set loads and before anything is written.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,30 +16,20 @@ from pathlib import Path
 
 import torch
 
-from ..agents import config_class, make_agent
-from ..config import TrainConfig, from_dict, to_dict
+from ..agents import make_agent
+from ..config import TrainConfig, to_dict
 from ..envs import bandit
 from ..envs.bandit_family import FAMILY as BANDITS
-from .updaters import make_updater
+from ..utils import (atomic_torch_save, atomic_write_json, progress_bar, provenance, resolve_device, rng_state,
+                     seed_everything, set_rng_state)
+from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
+                     jsonl, load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
+                     save_returns, settings_of, warn as warn_line, write_figures)
 from .tasks import make_task
-from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, lock_dir, progress_bar, provenance,
-                    resolve_device, rng_state, seed_everything, set_rng_state)
-
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-LOCK = ".lock"
-RECORDS = (METRICS, "train.csv", "eval.csv", "eval.json")  # what a run writes besides config and checkpoint
-RESUMABLE = ("steps", "device")  # the train settings a resume may change
-_CKPT_KEYS = ("step", "agent", "rng", "dims", "generator", "agent_cfg", "train_cfg")
-
+from .updaters import make_updater
 
 class NonFiniteLossError(RuntimeError):
     """A loss, or the agent's state, became NaN/inf; the message gives the step and the checkpoint kept."""
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (in use, not writable, damaged files, other settings)."""
 
 
 @dataclass
@@ -83,7 +68,7 @@ class Trainer:
         self.generator.manual_seed(train_cfg.seed)
         self.step = self._finite_at = 0
         self.last_checkpoint = None
-        self.rows: list[dict] = []  # metrics written so far
+        self.log_file = MetricsLog(self.run_dir)  # metrics written so far
         self._lock, self._config_written = lock, False
 
     # ---- files ------------------------------------------------------------------------
@@ -117,23 +102,23 @@ class Trainer:
         if dims != (self.data.state_dim, self.data.action_dim):
             raise RunDirError(f"{path} was trained on (obs, action) dims {dims} but the data set of {self.cfg.task} "
                               f"has {(self.data.state_dim, self.data.action_dim)}; start a new run")
-        _load_agent_state(self.agent, ckpt, path)
+        load_agent_state(self.agent, ckpt, path)
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.step = self.last_checkpoint = self._finite_at = int(ckpt["step"])
-        self.rows = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
+        rows = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
         with self._writing():
-            if (self.run_dir / METRICS).exists() and (self.run_dir / METRICS).read_bytes() != _jsonl(self.rows):
-                self._write_metrics()
+            if (self.run_dir / METRICS).exists() and (self.run_dir / METRICS).read_bytes() != jsonl(rows):
+                self.log_file.reset(rows)
+            else:
+                self.log_file.load(rows)
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.log_file.rows
 
     def _record(self, row: dict):
-        self.rows.append(row)
-        self._write_metrics()
-
-    def _write_metrics(self):
-        atomic_write_bytes(self.run_dir / METRICS, _jsonl(self.rows))
-        for kind in ("train", "eval"):
-            _write_csv(self.run_dir / f"{kind}.csv", [r for r in self.rows if r["kind"] == kind])
+        self.log_file.append(row)
 
     @contextlib.contextmanager
     def _writing(self):
@@ -188,6 +173,7 @@ class Trainer:
         old = [name for name in RECORDS if (self.run_dir / name).exists()]
         for name in old:
             (self.run_dir / name).unlink()
+        self.log_file.load([])
         if old:
             self.log(f"{self.run_dir} held {', '.join(old)} but no checkpoint (a run that stopped before its first "
                      f"checkpoint): starting them over")
@@ -239,6 +225,7 @@ class Trainer:
                 self.last_eval = self.evaluate()
             final = {k: v for k, v in self.last_eval.items() if k[0] != "_"}
             atomic_write_json(self.run_dir / "eval.json", {"step": self.step, **final})
+            save_returns(self.run_dir / "returns.npy", self.last_eval)
         self.close()
         return RunResult(self.run_dir, self.step, self.last_eval, time.perf_counter() - self.t0)
 
@@ -296,8 +283,8 @@ def resume(run_dir, steps: int | None = None, progress: bool = True, device: str
     lock = open_run_dir(run_dir)
     try:
         ckpt = read_checkpoint(path)
-        agent_cfg, train_cfg = _settings(ckpt, path)
-        _check_config_file(run_dir / CONFIG, ckpt)
+        agent_cfg, train_cfg = settings_of(ckpt, path)
+        check_config_file(run_dir / CONFIG, ckpt)
         if steps is not None:
             if steps < ckpt["step"]:
                 raise RunDirError(f"{run_dir} is at step {ckpt['step']} already; --steps is the total to reach, "
@@ -305,9 +292,9 @@ def resume(run_dir, steps: int | None = None, progress: bool = True, device: str
             train_cfg.steps = steps
         if device is not None:
             train_cfg.device = device
-        cut = _parse_metrics(run_dir / METRICS)[1]
+        cut = parse_metrics(run_dir / METRICS)[1]
         if cut is not None:
-            (warn or _warn)(f"the last line of {run_dir / METRICS} is cut off ({cut[:40]!r}), as a run killed while "
+            (warn or warn_line)(f"the last line of {run_dir / METRICS} is cut off ({cut[:40]!r}), as a run killed while "
                             f"writing it leaves it; dropping it")
         trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock)
         trainer.restore(ckpt)
@@ -325,113 +312,10 @@ def load_agent(run_dir, device="auto") -> tuple:
         raise RunDirError(f"{run_dir} has no {CHECKPOINT}; is it a ramac run directory?")
     device = resolve_device(device)
     ckpt = read_checkpoint(path)
-    agent_cfg, train_cfg = _settings(ckpt, path)
+    agent_cfg, train_cfg = settings_of(ckpt, path)
     agent = make_agent(train_cfg.algo, *ckpt["dims"], agent_cfg).to(device)
-    _load_agent_state(agent, ckpt, path)
+    load_agent_state(agent, ckpt, path)
     return agent, train_cfg, int(ckpt["step"])
-
-
-# ---- checks on a run directory ---------------------------------------------------------
-def open_run_dir(run_dir: Path):
-    """Create run_dir and lock it for this run (RUN_DIR/.lock, held until the returned file is
-    closed); a directory in use or one that cannot be written is refused here."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is a file, not a run directory; choose another --run-dir")
-    try:
-        lock = lock_dir(run_dir, LOCK)
-    except BlockingIOError:
-        raise RunDirError(f"{run_dir} is in use by another ramac run (it holds the lock {run_dir / LOCK}); wait "
-                          f"for that run to end or choose another --run-dir") from None
-    except OSError as e:
-        where = f" ({e.filename})" if e.filename and Path(e.filename) != run_dir else ""
-        raise RunDirError(f"cannot create the run directory {run_dir}: {e.strerror}{where}") from None
-    try:
-        tempfile.TemporaryFile(dir=run_dir).close()
-    except OSError as e:
-        lock.close()
-        raise RunDirError(f"cannot write into the run directory {run_dir}: {e.strerror}") from None
-    return lock
-
-
-def read_checkpoint(path) -> dict:
-    """A checkpoint's contents; RunDirError naming the file when it is truncated or corrupted."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch reports a damaged file with many exception types
-        raise RunDirError(f"{path} is truncated or corrupted ({_one_line(e)}); restore it from a copy or start a "
-                          f"new run in another --run-dir") from None
-    missing = [k for k in _CKPT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(_CKPT_KEYS)
-    if missing:
-        raise RunDirError(f"{path} is not a ramac checkpoint (it lacks {', '.join(missing)})")
-    return ckpt
-
-
-def _settings(ckpt: dict, path) -> tuple:
-    """(agent config, train config) saved in a checkpoint."""
-    try:
-        train_cfg = from_dict(TrainConfig, ckpt["train_cfg"])
-        return from_dict(config_class(train_cfg.algo), ckpt["agent_cfg"]), train_cfg
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunDirError(f"{path} holds settings this version cannot use ({_one_line(e)})") from None
-
-
-def _load_agent_state(agent, ckpt: dict, path) -> None:
-    try:
-        agent.load_full_state(ckpt["agent"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise RunDirError(f"{path} does not fit a {type(agent).__name__} with its saved settings "
-                          f"({_one_line(e)})") from None
-
-
-def _check_config_file(path: Path, ckpt: dict) -> None:
-    """config.json must hold the checkpoint's settings (but steps and device, which a resume changes)."""
-    if not path.exists():
-        return  # the checkpoint holds the settings; config.json is written again with the next checkpoint
-    try:
-        saved = json.loads(path.read_text())
-        written = {part: dict(saved[part]) for part in ("train", "agent")}
-    except (ValueError, KeyError, TypeError) as e:
-        raise RunDirError(f"{path} cannot be read ({type(e).__name__}: {_one_line(e)}); put it back as it was, or "
-                          f"delete it (the checkpoint holds the run's settings)") from None
-    held = json.loads(json.dumps({"train": ckpt["train_cfg"], "agent": ckpt["agent_cfg"]}, default=str))
-    diffs = []
-    for part in ("train", "agent"):
-        for key in sorted(set(written[part]) | set(held[part])):
-            edited, kept = written[part].get(key, "(absent)"), held[part].get(key, "(absent)")
-            if edited != kept and not (part == "train" and key in RESUMABLE):
-                diffs.append(f"{part}.{key} = {edited!r} in config.json but {kept!r} in the checkpoint")
-    if diffs:
-        raise RunDirError(f"{path} was changed after the run started: {'; '.join(diffs[:3])}"
-                          f"{f' (and {len(diffs) - 3} more)' if len(diffs) > 3 else ''}. A resumed run keeps its "
-                          f"settings: put config.json back as it was, or start a new run with --set")
-
-
-def read_metrics(run_dir) -> list[dict]:
-    """The rows of RUN_DIR/metrics.jsonl; a cut last line (a writer killed mid-line) is left out."""
-    return _parse_metrics(Path(run_dir) / METRICS)[0]
-
-
-def _parse_metrics(path: Path) -> tuple[list[dict], str | None]:
-    """(rows, the cut last line or None); RunDirError for a damaged line before the last."""
-    if not path.exists():
-        return [], None
-    lines = [(i, line) for i, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1)
-             if line.strip()]
-    rows = []
-    for i, line in lines:
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and "kind" in row and isinstance(row.get("step"), int)
-        except ValueError:
-            ok = False
-        if not ok:
-            if i == lines[-1][0]:
-                return rows, line
-            raise RunDirError(f"{path} line {i} is not a metrics row ({line[:40]!r}): the file was edited or damaged; "
-                              f"repair or delete that line")
-        rows.append(row)
-    return rows, None
 
 
 def first_non_finite(module: torch.nn.Module) -> str | None:
@@ -455,40 +339,3 @@ def env_dims(task: str) -> tuple[int, int, str]:
         return env.observation_space.shape[0], env.action_space.shape[0], f"{HAZARDS[task].base_env} ({task})"
     finally:
         env.close()
-
-
-def write_figures(task, metrics: dict, run_dir, title: str, suffix: str = "") -> list[str]:
-    """The task's figures in run_dir as NAME{suffix}.png, each replaced atomically (Task.report
-    draws into a folder under fixed names, so it draws into a temporary one); returns the names."""
-    names = []
-    with tempfile.TemporaryDirectory(prefix="ramac-figures-") as tmp:
-        task.report(metrics, tmp, title=title)
-        for figure in sorted(Path(tmp).iterdir()):
-            names.append(f"{figure.stem}{suffix}{figure.suffix}")
-            atomic_write_bytes(Path(run_dir) / names[-1], figure.read_bytes())
-    return names
-
-
-def _jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-def _write_csv(path: Path, rows: list[dict]):
-    if not rows:
-        path.unlink(missing_ok=True)
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)

@@ -26,7 +26,7 @@ import os
 
 import torch
 
-from ..data import Batch, OfflineDataset
+from ..data import OfflineDataset
 from ..cuda_graphs import on_side_stream
 from ..nvtx import nvtx_range
 

@@ -16,8 +16,8 @@ for algo in bc neutral radac; do
   warm=(); [ "$algo" != bc ] && warm=(--set eta_warmup_steps=$((STEPS / 2)))
   python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" --run-dir /tmp/w/new-$algo | tail -2
   python3 -m ramac.cli eval /tmp/w/new-$algo --episodes 50 --seed 12345 | tail -1
-  PYTHONPATH=/tmp/oldpkg python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" --run-dir /tmp/w/old-$algo | tail -2
-  PYTHONPATH=/tmp/oldpkg python3 -m ramac.cli eval /tmp/w/old-$algo --episodes 50 --seed 12345 | tail -1
+  PYTHONPATH=/tmp/oldpkg:$PYTHONPATH python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" --run-dir /tmp/w/old-$algo | tail -2
+  PYTHONPATH=/tmp/oldpkg:$PYTHONPATH python3 -m ramac.cli eval /tmp/w/old-$algo --episodes 50 --seed 12345 | tail -1
 done
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib

@@ -4,6 +4,7 @@
 # evaluation policy: bc and neutral then inherited the preset's top_k = 1, i.e. the best of 10
 # candidates by a CVaR_0.1 critic), each evaluated over 50 episodes with `ramac eval`.
 #   bash scripts/gpu_walker_eval.sh OUT_DIR [STEPS]      (.whl/old.tar: `git archive 69f0cf1`)
+# The old code runs from /tmp (run from the checkout, python would import the checkout's ramac).
 set -euo pipefail
 OUT=$1; STEPS=${2:-5000}
 export MINARI_DATASETS_PATH=/tmp/minari
@@ -16,9 +17,12 @@ for algo in bc neutral radac; do
   warm=(); [ "$algo" != bc ] && warm=(--set eta_warmup_steps=$((STEPS / 2)))
   python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" --run-dir /tmp/w/new-$algo | tail -2
   python3 -m ramac.cli eval /tmp/w/new-$algo --episodes 50 --seed 12345 | tail -1
-  PYTHONPATH=/tmp/oldpkg:$PYTHONPATH python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" --run-dir /tmp/w/old-$algo | tail -2
-  PYTHONPATH=/tmp/oldpkg:$PYTHONPATH python3 -m ramac.cli eval /tmp/w/old-$algo --episodes 50 --seed 12345 | tail -1
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg:${PYTHONPATH:-} python3 -m ramac.cli train "${COMMON[@]}" --algo $algo "${warm[@]}" \
+     --run-dir /tmp/w/old-$algo | tail -2)
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg:${PYTHONPATH:-} python3 -m ramac.cli eval /tmp/w/old-$algo --episodes 50 \
+     --seed 12345 | tail -1)
 done
+(cd /tmp && PYTHONPATH=/tmp/oldpkg:${PYTHONPATH:-} python3 -c "import ramac, sys; print('old code from', ramac.__file__)")
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 rows = []

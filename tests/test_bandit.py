@@ -76,6 +76,7 @@ def _eval(run_dir):
     return json.loads((run_dir / "eval.json").read_text())
 
 
+@pytest.mark.slow  # ~14 min on 2 cores: `pytest -m slow` (the CVaR actor's drift took 9k steps to show)
 def test_ramac_train_holds_the_safe_mode_in_a_long_run(tmp_path, capsys):
     """`ramac train` as a user runs it (CPU-sized bandit preset, RADAC with CVaR_0.1), for
     almost twice the preset's steps. The published form of the actor loss (plain BC,

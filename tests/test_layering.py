@@ -131,3 +131,13 @@ def test_each_rule_catches_a_break(tmp_path, module, line, rule):
     modules[module] = broken  # relative imports resolve against the module's name, as in the real file
     found = violations(import_graph(modules))
     assert any(rule in v for v in found), found
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages by name: one left out is missing from a non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ramac").rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert "ramac.kernels" in listed

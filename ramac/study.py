@@ -118,11 +118,8 @@ def _train_group(group, device, log, plots="final") -> None:
     runs = []
     for variant, seed, run_dir, (agent_cfg, train_cfg) in group:
         trainer = Trainer(agent_cfg, train_cfg, run_dir, progress=False, log=log, plots=plots)
-        if (run_dir / CHECKPOINT).exists():
+        if (run_dir / CHECKPOINT).exists():  # else Trainer.start() starts a run's leftover records over
             trainer.load_checkpoint()
-        elif run_dir.exists():  # a run that died before its first checkpoint starts over
-            for name in ("metrics.jsonl", "train.csv", "eval.csv"):
-                (run_dir / name).unlink(missing_ok=True)
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             trainer.start()

@@ -90,6 +90,17 @@ def test_run_directory_contents(tmp_path):
     assert {r["kind"] for r in rows} == {"train", "eval"}
     header = (result.run_dir / "train.csv").read_text().splitlines()[0]
     assert "critic/loss1" in header and "steps_per_s" in header
+    assert (result.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"  # the learning curves
+
+
+def test_curves_draw_what_the_rows_hold():
+    from ramac.train.curves import curves_png
+
+    assert curves_png([]) is None
+    rows = [{"kind": "train", "step": s, "critic/loss1": 1.0 / s, "actor/bc": 0.5} for s in (10, 20)]
+    rows.append({"kind": "eval", "step": 20, "reward/mean": 2.0, "reward/cvar_0.1": -1.0, "share/best_tail": 0.9})
+    png = curves_png(rows, title="t")
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000
 
 
 def test_atomic_write_gives_the_usual_mode_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -20,11 +20,12 @@ from ..agents import make_agent
 from ..config import TrainConfig, to_dict
 from ..envs import bandit
 from ..envs.bandit_family import FAMILY as BANDITS
-from ..utils import (atomic_torch_save, atomic_write_json, progress_bar, provenance, resolve_device, rng_state,
-                     seed_everything, set_rng_state)
+from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
+                     resolve_device, rng_state, seed_everything, set_rng_state)
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
                      jsonl, load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
+from .curves import curves_png
 from .tasks import make_task
 from .updaters import make_updater
 
@@ -142,8 +143,11 @@ class Trainer:
         metrics = self.task.evaluate(self.agent, seed=self.cfg.seed * 100_003 + self.step)
         self._record({"kind": "eval", "step": self.step, **{k: v for k, v in metrics.items() if k[0] != "_"}})
         if self.plots == "every" or (self.plots == "final" and self.step >= self.cfg.steps):
-            write_figures(self.task, metrics, self.run_dir,
-                          title=f"{self.cfg.task} / {self.cfg.algo}, step {self.step}")
+            title = f"{self.cfg.task} / {self.cfg.algo}, step {self.step}"
+            write_figures(self.task, metrics, self.run_dir, title=title)
+            png = curves_png(self.rows, title=f"{self.cfg.task} / {self.cfg.algo}, seed {self.cfg.seed}")
+            if png is not None:
+                atomic_write_bytes(self.run_dir / "curves.png", png)
         return metrics
 
     def make_updater(self):

@@ -25,15 +25,15 @@ def dataset(device="cpu"):
     return synthetic_dataset(S, A, N, device=device, terminal_rate=0.1)
 
 
-def build(algo, **extra):
+def build(algo, device="cpu", **extra):
     over = dict(TINY)
     if algo != "bc":
         over.update(TINY_CRITIC)
     over.update(extra)
     cfg, _ = build_configs("halfcheetah-medium-expert", algo, agent_overrides=over)
     torch.manual_seed(0)
-    agent = make_agent(algo, S, A, cfg)
-    agent.fit_data(dataset())
+    agent = make_agent(algo, S, A, cfg).to(device)
+    agent.fit_data(dataset(device))
     return agent
 
 
@@ -64,12 +64,13 @@ def test_every_agent_trains_through_the_updaters_alike(algo):
 
 @pytest.mark.parametrize("algo, extra", [("radac", {}), ("bc", {}), ("diffusion-ql", {}),
                                          ("radac", {"eval_select": "top_k", "top_k": 2})])
-def test_act_repeats_with_the_same_generator_seed(algo, extra):
-    agent = build(algo, **extra)
-    obs = torch.randn(32, S)
+def test_act_repeats_with_the_same_generator_seed(algo, extra, device):
+    """On the GPU too: the one-launch sampler takes the generator's noise."""
+    agent = build(algo, device, **extra)
+    obs = torch.randn(32, S, device=device)
 
     def act(seed):
-        return agent.act(obs, generator=torch.Generator().manual_seed(seed))
+        return agent.act(obs, generator=torch.Generator(device).manual_seed(seed))
 
     torch.manual_seed(5)
     first = act(3)

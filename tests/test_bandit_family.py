@@ -156,3 +156,33 @@ def test_bc_filter_keeps_the_data_actions_ranked_at_least_as_high(mode):
         kept_mask = weights > 0
         assert 0.0 < float(kept) < 1.0  # the untrained actor's mean x lies inside the data's range
         assert (kept_mask == (x >= x[kept_mask].min())).all() and float(kept) == kept_mask.float().mean()
+
+
+def test_soft_bc_filter_weights_favour_better_data_and_ignore_scale_and_shift():
+    import torch
+
+    from ramac.agents.radac import RADAC
+    from ramac.config import build_configs
+    from ramac.data import Batch
+
+    cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": "soft"})
+    torch.manual_seed(0)
+    agent = RADAC(1, 2, cfg)
+    agent.policy.sample_fast = lambda obs, seed=None, ema=False: torch.zeros(obs.shape[0], 2)  # threshold: value at 0
+    x = torch.linspace(-0.9, 0.9, 64)
+    b = Batch(torch.zeros(64, 1), torch.stack([x, torch.zeros(64)], 1), torch.zeros(64), torch.zeros(64, 1),
+              torch.ones(64))
+    out = []
+    for scale, shift in ((1.0, 0.0), (7.0, -3.0)):  # the critics' unit and zero do not matter
+
+        class Value:
+            def value(self, critic1, critic2, state, action, scale=scale, shift=shift):
+                return scale * action[:, 0] + shift
+
+        agent.select_risk = Value()
+        weights, share = agent._bc_filter_weights(b, torch.zeros(64))
+        out.append(weights)
+        assert float(weights.sum()) == pytest.approx(1.0)
+        assert (weights[1:] > weights[:-1]).all()  # a better data action weighs more
+        assert 0.2 < float(share) < 1.0  # BC rests on a good part of the batch, not on a few rows
+    torch.testing.assert_close(out[0], out[1])

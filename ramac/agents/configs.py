@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 RISK_NORMS = ("none", "abs")
 REWARD_NORMS = ("none", "std")
-BC_FILTERS = ("none", "better", "better_mean")
+BC_FILTERS = ("none", "better", "better_mean", "soft")
 EVAL_SELECT = ("none", "top_k", "softmax")
 SAMPLER_PRECISIONS = ("bf16", "tf32", "fp32")  # kernels.PRECISIONS, restated so that this module stays torch-free
 SCHEDULES = ("vp", "linear", "cosine")  # diffusion.SCHEDULES, likewise
@@ -87,8 +87,10 @@ class RADACConfig(DiffusionActorConfig):
     risk_norm: str = "none"  # none: published -eta * risk; abs: -eta * risk / detached mean |risk|
     bc_filter: str = "none"  # none: BC on every data action (published); better: only data actions ranked >= the
     # actor's own action for the state; better_mean: >= the mean value of bc_filter_samples actor actions
-    # (the binary advantage filter of CRR, Wang et al. 2020)
-    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold of bc_filter="better_mean"
+    # (the binary advantage filter of CRR, Wang et al. 2020); soft: weights softmax(A / std(A) / temperature) over
+    # the batch with A = data value - that mean (CRR's exponential filter made scale-free; BC never rests on a few rows)
+    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold of bc_filter="better_mean"/"soft"
+    bc_filter_temperature: float = 1.0  # bc_filter="soft": temperature of the standardised advantages
     # evaluation policy
     eval_select: str = "none"  # none: one sample per state; top_k: one of the best top_k of n_candidates by the
     # critics' risk value; softmax: one of n_candidates drawn with probabilities softmax(target-critic Q)
@@ -98,7 +100,8 @@ class RADACConfig(DiffusionActorConfig):
     def validate(self):
         super().validate()
         _check(self, positive=("lr_critic", "kappa", "critic_hidden", "n_quantiles", "embedding_dim",
-                               "n_risk_quantiles", "n_candidates", "bc_filter_samples", "top_k"),
+                               "n_risk_quantiles", "n_candidates", "bc_filter_samples", "top_k",
+                               "bc_filter_temperature"),
                non_negative=("lambda_bc", "eta", "eta_warmup_steps", "eta_ramp_steps", "n_cos", "q_clip"),
                unit=("gamma",),
                choices=(("reward_norm", REWARD_NORMS), ("bc_filter", BC_FILTERS), ("risk_norm", RISK_NORMS),

@@ -163,18 +163,26 @@ class RADAC(Agent):
         return loss, info
 
     def _bc_filter_weights(self, b: Batch, own_value: torch.Tensor):
-        """BC weights (B,) over the data actions that the critics rank at least as high as the
-        actor's action for the state ("better": its own sample; "better_mean": the mean of
-        bc_filter_samples fresh samples), and the kept share; all of them when none is kept."""
+        """BC weights (B,) summing to 1 over the data actions, and the share of the batch they rest on.
+
+        "better": the data actions the critics rank at least as high as the actor's own action for
+        the state; "better_mean": at least as high as the mean of bc_filter_samples fresh actor
+        actions for the state (all of them when none is); "soft": softmax over the batch of the
+        standardised advantage (data value - that mean) / temperature, the share being the
+        effective sample size 1 / (B * sum w^2)."""
         cfg = self.cfg
         data_value = self.select_risk.value(self.critic1, self.critic2, b.obs, b.action)  # (B,)
         threshold = own_value
-        if cfg.bc_filter == "better_mean":
+        if cfg.bc_filter in ("better_mean", "soft"):
             m = cfg.bc_filter_samples
             obs = b.obs.repeat_interleave(m, dim=0)
             actions = self.policy.sample_fast(obs, seed=self.sampler_seed)
             self.sampler_seed.add_(1)
             threshold = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m).mean(dim=1)
+        if cfg.bc_filter == "soft":
+            adv = data_value - threshold
+            weights = torch.softmax(adv / adv.std().clamp_min(1e-6) / cfg.bc_filter_temperature, dim=0)
+            return weights, 1.0 / (weights.square().sum() * weights.numel())
         keep = (data_value >= threshold).float()
         kept = keep.sum()
         weights = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / keep.numel()))

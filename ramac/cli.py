@@ -44,8 +44,8 @@ def _mujoco_presets():
     return [name for name in preset_names() if name != "bandit"]
 
 
-TRAIN_OPTIONS = ("steps", "batch_size", "seed", "device", "eval_every", "eval_samples", "eval_episodes", "log_every",
-                 "ckpt_every", "threads")
+TRAIN_OPTIONS = ("dataset", "env", "steps", "batch_size", "seed", "device", "eval_every", "eval_samples",
+                 "eval_episodes", "log_every", "ckpt_every", "threads")
 
 
 def _add_config_options(parser, cls, names) -> None:
@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "figures stay as they are).")
     e.add_argument("run_dir", type=Path, help="a directory written by `ramac train`")
     e.add_argument("--samples", type=int, default=10_000, help="bandit: policy actions to draw (default: 10000)")
-    e.add_argument("--episodes", type=int, default=100, help="MuJoCo: episodes run side by side (default: 100)")
+    e.add_argument("--episodes", type=int, default=100,
+                   help="MuJoCo or --env: episodes run side by side (default: 100)")
+    e.add_argument("--env", metavar="GYM_ID",
+                   help="evaluate in this Gymnasium env instead of the run's (its spaces must fit the policy)")
     e.add_argument("--full-horizon", action="store_true",
                    help="MuJoCo: run 1000-step episodes instead of the published horizon (HalfCheetah 200, others 500)")
     e.add_argument("--ood", action="store_true", help="MuJoCo: also report the OOD-action rate of each detector")
@@ -257,7 +260,14 @@ def cmd_train(args) -> int:
         result = resume(args.resume, steps=args.steps, progress=not args.no_progress, device=args.device,
                         warn=lambda message: print(f"ramac train: warning: {message}", file=sys.stderr))
     else:
-        task, algo = args.task or "bandit", args.algo or "radac"
+        from .config import preset_for_dataset
+
+        algo = args.algo or "radac"
+        task = args.task or (preset_for_dataset(args.dataset, args.env) if args.dataset else "bandit")
+        if args.dataset:
+            print(f"ramac train: data set {args.dataset}, evaluated in {args.env or 'the env it records, if any'}; "
+                  f"settings of the {task} preset{'' if args.task else ' (by the env name; --task NAME picks another)'}",
+                  flush=True)
         device = resolve_device(args.device or "auto")
         train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
         train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
@@ -288,6 +298,8 @@ def _summary(metrics: dict) -> str:
         q = [f"{metrics[f'quantile/{mode}/critic1/{t:g}']:.1f}" for t in bandit.READOUT_TAUS]
         return (bandit.summary_line(metrics) + f"\ncritic 1 quantiles at {mode} (tau "
                 + ", ".join(f"{t:g}" for t in bandit.READOUT_TAUS) + "): " + ", ".join(q))
+    if not metrics:
+        return "no evaluation (no env: give --env to evaluate)"
     line = summary_line(metrics)
     ood = {k: round(v, 4) for k, v in metrics.items() if k.startswith("ood/") and isinstance(v, float)}
     return line + (f"\nOOD rates: {ood}" if ood else "")
@@ -338,10 +350,21 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
     agent, train_cfg, step = load_agent(args.run_dir, device)
-    task = make_task(train_cfg.task, device, args.samples, args.episodes)
-    if task.name in BANDITS:
+    if args.env:  # any Gymnasium env whose spaces fit the policy
+        from .evaluation import summary_line
+        from .train.tasks import Task, env_evaluation
+
+        evaluate, report, dims = env_evaluation(args.env, device, args.episodes)
+        if (agent.state_dim, agent.action_dim) != dims[:2]:
+            raise ValueError(f"the policy of {args.run_dir} takes obs dim {agent.state_dim} and gives action dim "
+                             f"{agent.action_dim}, but {args.env} has obs dim {dims[0]} and action dim {dims[1]}")
+        task = Task(args.env, None, evaluate, report, summary_line, dims)
+        metrics = task.evaluate(agent, seed=args.seed)
+    elif train_cfg.dataset or train_cfg.task in BANDITS:
+        task = make_task(train_cfg.task, device, args.samples, args.episodes, train_cfg.dataset, train_cfg.env)
         metrics = task.evaluate(agent, seed=args.seed)
     else:
+        task = make_task(train_cfg.task, device, args.samples, args.episodes)
         from .evaluation import evaluate_preset
 
         metrics = evaluate_preset(agent, task.name, args.episodes, args.full_horizon, args.seed, device,

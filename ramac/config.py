@@ -17,7 +17,9 @@ __all__ = ["ALGOS", "BCConfig", "DiffusionQLConfig", "NeutralConfig", "PRESETS",
 class TrainConfig:
     """One training run."""
 
-    task: str = "bandit"  # bandit or a MuJoCo preset name
+    task: str = "bandit"  # a bandit or MuJoCo preset name (with --dataset: the preset whose settings apply)
+    dataset: str = ""  # train on this data set instead of the task's: FILE.npz | FILE.h5 | minari:ID
+    env: str = ""  # with --dataset: the Gymnasium env that evaluates (default: the one a Minari set records)
     algo: str = "radac"  # agent: radac | bc | neutral | diffusion-ql (ramac.agents.registry)
     steps: int = 14_000  # gradient updates
     batch_size: int = 256  # transitions per update
@@ -124,6 +126,16 @@ def task_names() -> list[str]:
     """Every task `ramac train --task` accepts: the presets and the bandit family (which share
     the bandit preset)."""
     return sorted(set(PRESETS) | set(BANDITS))
+
+
+def preset_for_dataset(source: str, env: str | None = None) -> str:
+    """The preset whose settings a user's data set trains with: the MuJoCo body named in the env id
+    or the data set's source (HalfCheetah -> halfcheetah-medium-expert, ...), else HalfCheetah's."""
+    text = f"{env or ''} {source}".lower().replace("_", "").replace("-", "")
+    for body in ("halfcheetah", "hopper", "walker2d"):
+        if body in text:
+            return f"{body}-medium-expert"
+    return "halfcheetah-medium-expert"
 
 
 def preset_of(task: str) -> str:

@@ -18,8 +18,6 @@ import torch
 
 from ..agents import make_agent
 from ..config import TrainConfig, to_dict
-from ..envs import bandit
-from ..envs.bandit_family import FAMILY as BANDITS
 from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
                      resolve_device, rng_state, seed_everything, set_rng_state)
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
@@ -60,8 +58,10 @@ class Trainer:
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         seed_everything(train_cfg.seed)
-        self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes)
-        self.data = self.task.dataset.check_dims(*env_dims(train_cfg.task)).to(self.device)
+        self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes,
+                              dataset=train_cfg.dataset, env=train_cfg.env)
+        data = self.task.dataset
+        self.data = (data.check_dims(*self.task.env_dims) if self.task.env_dims else data).to(self.device)
         self.agent = make_agent(train_cfg.algo, self.data.state_dim, self.data.action_dim, agent_cfg).to(self.device)
         self.agent.fit_data(self.data)
         self.agent.seed_noise(train_cfg.seed)
@@ -330,16 +330,3 @@ def first_non_finite(module: torch.nn.Module) -> str | None:
     finite = torch.stack([torch.isfinite(v).all() for _, v in named]).cpu()
     bad = (~finite).nonzero()
     return named[int(bad[0, 0])][0] if len(bad) else None
-
-
-def env_dims(task: str) -> tuple[int, int, str]:
-    """(obs dim, action dim, name) of the environment that evaluates a task's policy."""
-    if task in BANDITS:
-        return bandit.STATE_DIM, bandit.ACTION_DIM, f"the {task} bandit"
-    from ..envs.mujoco import HAZARDS, make_risky_env  # MuJoCo tasks only: a bandit run never imports gymnasium
-
-    env = make_risky_env(task)
-    try:
-        return env.observation_space.shape[0], env.action_space.shape[0], f"{HAZARDS[task].base_env} ({task})"
-    finally:
-        env.close()

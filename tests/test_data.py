@@ -79,3 +79,16 @@ def test_minari_round_trip(tmp_path, monkeypatch):
     assert d.terminal.sum() == 1 and d.timeout.sum() == 1
     ep0 = episodes[0]
     torch.testing.assert_close(d.next_obs[0], torch.from_numpy(ep0.observations[1]))
+
+
+def test_next_observations_are_derived_within_episodes_when_a_file_lacks_them(tmp_path):
+    # two episodes: rows 0-2 end by time-out (row 2), rows 3-4 end by termination (row 4)
+    obs = np.arange(10, dtype=np.float32).reshape(5, 2)
+    arrays = {"observations": obs, "actions": np.zeros((5, 1), np.float32), "rewards": np.arange(5.0),
+              "terminals": np.array([0, 0, 0, 0, 1]), "timeouts": np.array([0, 0, 1, 0, 0])}
+    np.savez(tmp_path / "d.npz", **arrays)
+    d = OfflineDataset.load(tmp_path / "d.npz")
+    assert d.size == 4  # the time-out step has no next observation: dropped
+    torch.testing.assert_close(d.reward, torch.tensor([0.0, 1.0, 3.0, 4.0]))
+    torch.testing.assert_close(d.next_obs[:3], torch.from_numpy(obs[[1, 2, 4]]))  # the next row, inside episodes
+    assert float(d.terminal[3]) == 1.0  # the terminal step stays (its next observation is never used)

@@ -57,6 +57,8 @@ class OfflineDataset:
             named[name] = value
         if "timeout" not in named and "terminal" in named:
             named["timeout"] = np.zeros(len(np.asarray(named["terminal"])), dtype=np.float32)
+        if "next_obs" not in named and all(k in named for k in ("obs", "terminal", "timeout")):
+            named = _derive_next_obs(named, source)
         missing = [k for k in KEYS if k not in named]
         if missing:
             raise DatasetError(f"{source}: missing key(s) {missing}; need {list(KEYS)} (or D4RL names)")
@@ -150,6 +152,28 @@ class OfflineDataset:
             arrays["risky"] = np.concatenate(risky)
         meta = {"source": source, "episodes": len(cols["obs"])}
         return cls.from_arrays(arrays, meta=meta, source=source)
+
+
+def _derive_next_obs(named: dict, source: str) -> dict:
+    """next_obs from consecutive rows of an episode (D4RL files without next_observations): a step's
+    next observation is the next row's, a terminal step's is never used (its own stands in), and the
+    steps that end an episode by time-out (and the file's last step, unless terminal) have none, so
+    they are dropped, as D4RL's qlearning_dataset does."""
+    obs = np.asarray(named["obs"])
+    terminal = np.asarray(named["terminal"]).astype(bool).reshape(-1)
+    timeout = np.asarray(named["timeout"]).astype(bool).reshape(-1)
+    n = len(obs)
+    if n == 0 or len(terminal) != n or len(timeout) != n:
+        return named  # the shape checks name the problem
+    nxt = np.concatenate([obs[1:], obs[-1:]])
+    nxt[terminal] = obs[terminal]
+    keep = ~(timeout & ~terminal)
+    keep[-1] &= bool(terminal[-1])
+    if not keep.any():
+        raise DatasetError(f"{source}: no next_observations and no step with a known next observation")
+    out = {k: np.asarray(v)[keep] if np.asarray(v).shape[:1] == (n,) else v for k, v in named.items()}
+    out["next_obs"] = nxt[keep]
+    return out
 
 
 def _validate_array(source: str, key: str, value) -> torch.Tensor:

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "smaller networks and fewer steps so it finishes in minutes)")
     t.add_argument("--no-graph", action="store_true",
                    help="on CUDA, run the update eagerly instead of replaying it as one CUDA graph")
+    t.add_argument("--obs-norm", action="store_true",
+                   help="normalise observations by the data set's mean and std (kept with the agent; act() takes "
+                        "raw observations)")
     t.add_argument("--bf16", action="store_true",
                    help="run the networks under bf16 autocast (fp32 master weights and quantile loss); "
                         "on CPU this checks bf16 numerics, it is not faster")
@@ -239,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # options that would change a run: --resume refuses them instead of ignoring them
-RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile") + tuple(
+RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile", "obs_norm") + tuple(
     name for name in TRAIN_OPTIONS if name not in ("steps", "device"))
 
 
@@ -271,7 +274,7 @@ def cmd_train(args) -> int:
         device = resolve_device(args.device or "auto")
         train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
         train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
-                          compile=False if args.no_compile else None)
+                          compile=False if args.no_compile else None, obs_norm=True if args.obs_norm else None)
         train_over = {k: v for k, v in train_over.items() if v is not None}
         cpu_sized = device.type == "cpu" and not args.full
         agent_cfg, train_cfg = build_configs(task, algo, cpu_sized, _parse_set(args.set), train_over)

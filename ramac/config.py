@@ -20,6 +20,7 @@ class TrainConfig:
     task: str = "bandit"  # a bandit or MuJoCo preset name (with --dataset: the preset whose settings apply)
     dataset: str = ""  # train on this data set instead of the task's: FILE.npz | FILE.h5 | minari:ID
     env: str = ""  # with --dataset: the Gymnasium env that evaluates (default: the one a Minari set records)
+    obs_norm: bool = False  # normalise observations by the data set's mean and std (kept with the agent, used in act)
     algo: str = "radac"  # agent: radac | bc | neutral | diffusion-ql (ramac.agents.registry)
     steps: int = 14_000  # gradient updates
     batch_size: int = 256  # transitions per update

@@ -90,3 +90,26 @@ def test_resume_keeps_the_runs_data_set(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "r"), "--dataset", str(data)]) == 2
     assert "--dataset would change them" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "14", "--no-progress"]) == 0
+
+
+def test_observation_normalisation_is_kept_with_the_agent_and_used_in_act(tmp_path):
+    import torch
+
+    from ramac.train import load_agent
+
+    rng = np.random.default_rng(1)
+    obs = (5.0 + 3.0 * rng.normal(size=(400, 2))).astype(np.float32)
+    np.savez(tmp_path / "d.npz", observations=obs, actions=np.tanh(rng.normal(size=(400, 1))).astype(np.float32),
+             rewards=rng.normal(size=400).astype(np.float32), terminals=np.zeros(400),
+             timeouts=np.arange(400) % 100 == 99)
+    assert main(["train", "--dataset", str(tmp_path / "d.npz"), "--obs-norm", *TINY,
+                 "--run-dir", str(tmp_path / "r")]) == 0
+    agent, cfg, _ = load_agent(tmp_path / "r", "cpu")
+    assert cfg.obs_norm
+    torch.testing.assert_close(agent.obs_mean, torch.tensor([5.0, 5.0]), atol=0.4, rtol=0)
+    torch.testing.assert_close(agent.obs_std, torch.tensor([3.0, 3.0]), atol=0.3, rtol=0)
+    raw = torch.from_numpy(obs[:16])
+    got = agent.act(raw, generator=torch.Generator().manual_seed(0))
+    want = agent.policy.act((raw - agent.obs_mean) / agent.obs_std, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(got, agent.policy.act(raw, torch.Generator().manual_seed(0)))

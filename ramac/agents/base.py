@@ -16,7 +16,8 @@ mirror, advanced by `advanced()` once per update that really ran (eager or repla
     agent.before_capture()          drop caches a capture must not read (weight packs)
     agent.sync()                    before evaluating or saving after replays
     agent.compile_update()          run the update's pieces through torch.compile
-    agent.act(obs, generator=None)  evaluation actions (its own evaluation policy)
+    agent.act(obs, generator=None)  evaluation actions (its own evaluation policy) from raw observations
+    agent.set_obs_norm(mean, std)   act() normalises observations as the training data were
     agent.full_state() / load_full_state(state)
 """
 
@@ -38,6 +39,17 @@ class Agent(nn.Module):
         self.state_dim, self.action_dim = state_dim, action_dim
         self.register_buffer("step_t", torch.zeros((), dtype=torch.long))
         self.steps = 0
+        # observation normalisation (identity unless the run asks for it): act() takes raw observations
+        self.register_buffer("obs_mean", torch.zeros(state_dim))
+        self.register_buffer("obs_std", torch.ones(state_dim))
+
+    def set_obs_norm(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """From now on act() normalises its observations (the data set's, normalised alike, train it)."""
+        self.obs_mean.copy_(mean)
+        self.obs_std.copy_(std)
+
+    def norm_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
 
     # ---- training -------------------------------------------------------------------
     def fit_data(self, data) -> None:
@@ -83,6 +95,8 @@ class Agent(nn.Module):
         model = dict(state["model"])
         steps = int(state.get("steps", state.get("steps_done", 0)))
         model.setdefault("step_t", torch.tensor(steps))  # checkpoints from before the contract
+        model.setdefault("obs_mean", torch.zeros(self.state_dim))  # ... and from before observation normalisation
+        model.setdefault("obs_std", torch.ones(self.state_dim))
         self.load_state_dict(model)
         opts = state.get("optimizers")
         if opts is None:  # checkpoints from before the contract named each optimiser

@@ -56,4 +56,4 @@ class BC(Agent):
         self._optimise = torch.compile(optimise, dynamic=False, options=options)
 
     def act(self, obs, generator=None):
-        return self.policy.act(obs, generator)
+        return self.policy.act(self.norm_obs(obs), generator)

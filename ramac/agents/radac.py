@@ -274,6 +274,7 @@ class RADAC(Agent):
         one of n_candidates picked by the critics (top_k: uniformly among the best top_k by
         the risk value; softmax: with probabilities softmax(Q of the target critics))."""
         cfg = self.cfg
+        obs = self.norm_obs(obs)
         if cfg.eval_select == "none":
             return self.policy.act(obs, generator)
         B, N = obs.shape[0], cfg.n_candidates

@@ -97,6 +97,17 @@ class OfflineDataset:
         """A uniform mini-batch; indices are drawn on the data set's device."""
         return self.gather(torch.randint(0, self.size, (batch_size,), device=self.obs.device, generator=generator))
 
+    def obs_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the observations; a constant dimension gets std 1."""
+        mean, std = self.obs.mean(dim=0), self.obs.std(dim=0)
+        return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+
+    def normalised(self, mean: torch.Tensor, std: torch.Tensor) -> "OfflineDataset":
+        """A copy with obs and next_obs as (x - mean) / std."""
+        norm = lambda x: (x - mean.to(x.device)) / std.to(x.device)  # noqa: E731
+        return OfflineDataset(norm(self.obs), self.action, self.reward, norm(self.next_obs), self.terminal,
+                              self.timeout, dict(self.extras), {**self.meta, "obs_normalised": True})
+
     def gather(self, idx: torch.Tensor) -> Batch:
         return Batch(self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.terminal[idx])
 

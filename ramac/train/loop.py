@@ -61,8 +61,13 @@ class Trainer:
         self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes,
                               dataset=train_cfg.dataset, env=train_cfg.env)
         data = self.task.dataset
-        self.data = (data.check_dims(*self.task.env_dims) if self.task.env_dims else data).to(self.device)
-        self.agent = make_agent(train_cfg.algo, self.data.state_dim, self.data.action_dim, agent_cfg).to(self.device)
+        data = data.check_dims(*self.task.env_dims) if self.task.env_dims else data
+        self.agent = make_agent(train_cfg.algo, data.state_dim, data.action_dim, agent_cfg)
+        if train_cfg.obs_norm:
+            mean, std = data.obs_stats()
+            self.agent.set_obs_norm(mean, std)
+            data = data.normalised(mean, std)
+        self.data, self.agent = data.to(self.device), self.agent.to(self.device)
         self.agent.fit_data(self.data)
         self.agent.seed_noise(train_cfg.seed)
         self.generator = torch.Generator(device=self.device)

@@ -298,7 +298,8 @@ class RADAC(Agent):
 
     @torch.no_grad()
     def critic_quantiles(self, obs: torch.Tensor, action: torch.Tensor, taus: torch.Tensor):
-        """Quantiles of both critics at fractions taus (K,), in reward units: (2, B, K)."""
+        """Quantiles of both critics at raw observations and fractions taus (K,), in reward units: (2, B, K)."""
+        obs = self.norm_obs(obs)
         return torch.stack([self.critic1(obs, action, taus), self.critic2(obs, action, taus)]) * self.reward_scale
 
     # ---- state ------------------------------------------------------------------

@@ -349,8 +349,7 @@ def cmd_eval(args) -> int:
     from .utils import atomic_write_json, resolve_device
 
     _check_counts(args, "samples", "episodes")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    _check_seed(args.seed)
     device = resolve_device(args.device)
     agent, train_cfg, step = load_agent(args.run_dir, device)
     if args.env:  # any Gymnasium env whose spaces fit the policy
@@ -392,6 +391,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+
+
 def _check_counts(args, *names) -> None:
     """Options that count something must be at least 1 (checked before anything runs)."""
     for name in names:
@@ -403,8 +407,7 @@ def _check_counts(args, *names) -> None:
 def cmd_data(args) -> int:
     if args.data_command == "make":  # before anything imports or builds
         _check_counts(args, "size", "num_envs")
-        if args.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        _check_seed(args.seed)
     from .data import stochastic_mujoco as datasets
 
     if args.data_command == "list":
@@ -493,8 +496,7 @@ def cmd_profile(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    _check_seed(args.seed)
     result = write_report(args.run_dirs, args.out, args.seed)
     print(result["markdown"])
     written = [str(args.out.with_suffix(s)) for s in (".md", ".json")] + ([result["figure"]] if result["figure"] else [])

@@ -15,17 +15,8 @@ import numpy as np
 import torch
 
 from .envs.mujoco import EVAL_HORIZON, HAZARDS, make_risky_env, normalized_score
-from .risk_measures import empirical_cvar
+from .risk_measures import bootstrap_ci, empirical_cvar
 from .utils import seeded
-
-
-def bootstrap_ci(x, stat, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of stat(x)."""
-    x = np.asarray(x, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    stats = np.array([stat(x[rng.integers(0, len(x), len(x))]) for _ in range(n_boot)])
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def episode_metrics(returns, lengths, risky_steps, base_env: str | None = None) -> dict:

@@ -54,13 +54,11 @@ def read_run(run_dir) -> dict:
 
 def bootstrap_mean_ci(values, n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over seeds; (nan, nan) for fewer than two."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
+    if len(values) < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    from .risk_measures import bootstrap_ci
+
+    return bootstrap_ci(values, np.mean, n_boot=n_boot, level=level, seed=seed)
 
 
 def aggregate(runs: list[dict], seed: int = 0) -> list[dict]:

@@ -38,6 +38,15 @@ class RiskMeasure:
         return kernels.tail_mean(critic1(state, action, taus), critic2(state, action, taus), weights)
 
 
+def bootstrap_ci(x, stat, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of stat(x)."""
+    x = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    stats = np.array([stat(x[rng.integers(0, len(x), len(x))]) for _ in range(n_boot)])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def empirical_cvar(x, alpha: float = 0.1) -> float:
     """CVaR_alpha of samples: the mean of the worst ceil(alpha * N) values."""
     x = np.sort(np.asarray(x, dtype=np.float64).ravel())

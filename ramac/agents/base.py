@@ -82,6 +82,22 @@ class Agent(nn.Module):
     def compile_update(self) -> None:
         """Compile what pays to compile (default: nothing)."""
 
+    def _compile_methods(self, *names: str) -> None:
+        """torch.compile these methods of the update, once per agent. Random draws keep PyTorch's
+        own streams (fallback_random), so a compiled update computes the eager one's numbers up to
+        float rounding; the optimisers take the multi-tensor path, which Inductor fuses itself."""
+        if self.__dict__.get("_compiled"):
+            return
+        self._compiled = True
+        limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per agent instance and phase
+        torch._dynamo.config.recompile_limit = limit
+        for opt in self.optimizers():
+            for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
+                group["fused"], group["foreach"] = False, True
+        options = {"fallback_random": True}
+        for name in names:
+            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
+
     # ---- acting -----------------------------------------------------------------------
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..diffusion import Diffusion
 from ..nets import Denoiser
+from .base import Agent
 from .configs import DiffusionActorConfig
 
 
@@ -76,3 +77,19 @@ class DiffusionPolicy(nn.Module):
 
     def forget_packs(self) -> None:
         self.diffusion.forget_packs()
+
+
+class DiffusionAgent(Agent):
+    """An agent that trains a DiffusionPolicy (self.policy): the parts of the contract that
+    depend only on it."""
+
+    def __init__(self, state_dim: int, action_dim: int, cfg: DiffusionActorConfig):
+        super().__init__(state_dim, action_dim, cfg)
+        self.policy = DiffusionPolicy(state_dim, action_dim, cfg)
+        self._optimise = optimise  # replaced by its compiled form in compile_update
+
+    def before_capture(self) -> None:
+        self.policy.forget_packs()  # the weight packing must be recorded, not read from a cache
+
+    def sync(self) -> None:
+        self.policy.forget_packs()  # graph replays do not bump the parameters' version counters

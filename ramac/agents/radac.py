@@ -20,21 +20,19 @@ from ..data import Batch
 from ..nets import IQNCritic
 from ..nvtx import nvtx_range
 from ..risk_measures import RiskMeasure
-from .base import Agent
 from .configs import RADACConfig
-from .policy import DiffusionPolicy, optimise, set_grads
+from .policy import DiffusionAgent, set_grads
 
 # parameter names of checkpoints from before the agent contract (the policy's parts sat on the agent)
 _OLD_POLICY_KEYS = ("actor.", "actor_ema.", "diffusion.")
 
 
-class RADAC(Agent):
+class RADAC(DiffusionAgent):
     name = "radac"
     Config = RADACConfig
 
     def __init__(self, state_dim: int, action_dim: int, cfg: RADACConfig):
         super().__init__(state_dim, action_dim, cfg)
-        self.policy = DiffusionPolicy(state_dim, action_dim, cfg)
         n_cos = cfg.n_cos or cfg.n_quantiles
 
         def critic():
@@ -47,6 +45,7 @@ class RADAC(Agent):
         self.critic2_opt = torch.optim.Adam(self.critic2.parameters(), lr=cfg.lr_critic)
         self.risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, cfg.risk_quadrature)
         self.select_risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, quadrature=True)
+        self.q_measure = RiskMeasure("neutral", 0.0, cfg.n_risk_quantiles, quadrature=True)  # Q for softmax selection
         # Philox seed of the one-launch sampler; advanced on the device so that CUDA-graph
         # replays draw fresh next actions (set from the run's seed by seed_noise)
         self.register_buffer("sampler_seed", torch.zeros(1, dtype=torch.int64))
@@ -56,7 +55,6 @@ class RADAC(Agent):
         # False when every transition is terminal (one-step tasks such as the bandit):
         # the TD target is then the reward itself (K' = 1) and the next-action chain is skipped.
         self.bootstrap = True
-        self._optimise = optimise
 
     # the policy's parts under their published names
     @property
@@ -199,17 +197,7 @@ class RADAC(Agent):
         PyTorch's own streams (fallback_random), so a compiled update computes the
         same numbers as the eager one up to float rounding.
         """
-        if self.__dict__.get("_compiled"):
-            return
-        self._compiled = True
-        limit = max(torch._dynamo.config.recompile_limit, 64)  # one compile per agent instance and phase
-        torch._dynamo.config.recompile_limit = limit
-        options = {"fallback_random": True}
-        for opt in self.optimizers():
-            for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
-                group["fused"], group["foreach"] = False, True
-        for name in ("critic_loss", "actor_loss", "_optimise", "_average"):
-            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
+        self._compile_methods("critic_loss", "actor_loss", "_optimise", "_average")
 
     # ---- update -------------------------------------------------------------
     def eta_at(self, step: torch.Tensor) -> torch.Tensor:
@@ -261,12 +249,6 @@ class RADAC(Agent):
     def optimizers(self):
         return [self.policy.opt, self.critic1_opt, self.critic2_opt]
 
-    def before_capture(self):
-        self.policy.forget_packs()  # the weight packing must be recorded, not read from a cache
-
-    def sync(self):
-        self.policy.forget_packs()  # graph replays do not bump the parameters' version counters
-
     # ---- acting ---------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -293,8 +275,7 @@ class RADAC(Agent):
     @torch.no_grad()
     def target_q(self, obs, action) -> torch.Tensor:
         """Q = mean of the target critics' quantiles on the quadrature grid, min of the two (B,)."""
-        neutral = RiskMeasure("neutral", 0.0, self.cfg.n_risk_quantiles, quadrature=True)
-        return neutral.value(self.critic1_target, self.critic2_target, obs, action)
+        return self.q_measure.value(self.critic1_target, self.critic2_target, obs, action)
 
     @torch.no_grad()
     def critic_quantiles(self, obs: torch.Tensor, action: torch.Tensor, taus: torch.Tensor):

@@ -21,7 +21,7 @@ from ..config import TrainConfig, to_dict
 from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
                      resolve_device, rng_state, seed_everything, set_rng_state)
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
-                     jsonl, load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
+                     load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
 from .curves import curves_png
 from .tasks import make_task
@@ -112,12 +112,8 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.step = self.last_checkpoint = self._finite_at = int(ckpt["step"])
-        rows = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
-        with self._writing():
-            if (self.run_dir / METRICS).exists() and (self.run_dir / METRICS).read_bytes() != jsonl(rows):
-                self.log_file.reset(rows)
-            else:
-                self.log_file.load(rows)
+        with self._writing():  # the records as of the checkpoint (the CSVs rebuilt with them)
+            self.log_file.reset([r for r in read_metrics(self.run_dir) if r["step"] <= self.step])
 
     @property
     def rows(self) -> list[dict]:
@@ -207,7 +203,7 @@ class Trainer:
             return
         means, first_bad = self.updater.metrics.read()
         if first_bad >= 0:
-            raise NonFiniteLossError(f"non-finite loss at step {first_bad + 1}; training stopped; {self._kept()}")
+            raise NonFiniteLossError(f"non-finite loss at step {first_bad}; training stopped; {self._kept()}")
         self.updater.sync()
         bad = first_non_finite(self.agent)  # EMA actor and targets: no loss sees them
         if bad is not None:

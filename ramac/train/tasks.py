@@ -57,12 +57,16 @@ def make_task(name: str, device: torch.device, eval_samples: int = 2_000, eval_e
         def evaluate(agent, seed):
             return evaluation.evaluate_preset(agent, name, episodes=eval_episodes, seed=seed, device=device)
 
-        def report(metrics, run_dir, title=""):
-            evaluation.plot_risk_profile({"policy": metrics["_returns"]}, Path(run_dir) / "risk_profile.png", title)
-
-        return Task(name, data, evaluate, report, evaluation.summary_line,
+        return Task(name, data, evaluate, _risk_profile_report, evaluation.summary_line,
                     _dims_of(lambda: make_risky_env(name), f"{HAZARDS[name].base_env} ({name})"))
     raise ValueError(f"unknown task {name!r}; available: {', '.join(BANDITS)}, {', '.join(HAZARDS)}")
+
+
+def _risk_profile_report(metrics, run_dir, title=""):
+    """An episodic task's figure: the risk profile of the evaluation's returns."""
+    from ..evaluation import plot_risk_profile
+
+    plot_risk_profile({"policy": metrics["_returns"]}, Path(run_dir) / "risk_profile.png", title)
 
 
 def _dims_of(make_env, name: str) -> tuple:
@@ -112,10 +116,7 @@ def env_evaluation(env: str | None, device, episodes: int, spec=None):
         out["_returns"] = roll["returns"]
         return out
 
-    def report(metrics, run_dir, title=""):
-        evaluation.plot_risk_profile({"policy": metrics["_returns"]}, Path(run_dir) / "risk_profile.png", title)
-
-    return evaluate, report, dims
+    return evaluate, _risk_profile_report, dims
 
 
 def _dataset_task(source: str, env: str, device, episodes: int) -> Task:

@@ -34,7 +34,8 @@ LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
 
 
 class DeviceMetrics:
-    """Metric sums and the first non-finite step, kept on the device with in-place ops only."""
+    """Metric sums and the first step (counting from 1) with a non-finite loss, kept on the device
+    with in-place ops only."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
@@ -42,6 +43,7 @@ class DeviceMetrics:
         self.count = 0
 
     def add(self, info: dict, step) -> None:
+        """info: one update's metrics; step: the number of updates made so far, that one included."""
         for k, v in info.items():
             v = v.detach().float()
             if k not in self.sums:
@@ -74,12 +76,11 @@ class EagerUpdater:
         self.metrics = DeviceMetrics()
 
     def step(self) -> None:
-        step = self.agent.steps
         with nvtx_range("data"):
             batch = self.data.sample(self.batch_size, self.generator)
         info = self.agent.update(batch)
         self.agent.advanced()
-        self.metrics.add(info, step)
+        self.metrics.add(info, self.agent.steps)
         self.metrics.count += 1
 
     def sync(self) -> None:
@@ -134,10 +135,9 @@ class FastUpdater:
         # cache_enabled=False: autocast's weight-cast cache does not survive graph replays
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
                     else contextlib.nullcontext())
-        step = self.agent.step_t.clone()
         with autocast:
             info = self.agent.update(b)
-        self.metrics.add(info, step)
+        self.metrics.add(info, self.agent.step_t)  # the device step, advanced by the update
 
     def step(self, indices: torch.Tensor | None = None) -> None:
         """One update on the current stream: eager (CPU, warm-up) or a graph replay."""

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--obs-norm", action="store_true",
                    help="normalise observations by the data set's mean and std (kept with the agent; act() takes "
                         "raw observations)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write the metrics as TensorBoard events into RUN_DIR/tensorboard (needs the "
+                        "tensorboard package: pip install \"ramac[tensorboard]\")")
     t.add_argument("--bf16", action="store_true",
                    help="run the networks under bf16 autocast (fp32 master weights and quantile loss); "
                         "on CPU this checks bf16 numerics, it is not faster")
@@ -242,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # options that would change a run: --resume refuses them instead of ignoring them
-RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile", "obs_norm") + tuple(
+RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile", "obs_norm",
+               "tensorboard") + tuple(
     name for name in TRAIN_OPTIONS if name not in ("steps", "device"))
 
 
@@ -274,7 +278,8 @@ def cmd_train(args) -> int:
         device = resolve_device(args.device or "auto")
         train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
         train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
-                          compile=False if args.no_compile else None, obs_norm=True if args.obs_norm else None)
+                          compile=False if args.no_compile else None, obs_norm=True if args.obs_norm else None,
+                          tensorboard=True if args.tensorboard else None)
         train_over = {k: v for k, v in train_over.items() if v is not None}
         cpu_sized = device.type == "cpu" and not args.full
         agent_cfg, train_cfg = build_configs(task, algo, cpu_sized, _parse_set(args.set), train_over)
@@ -284,8 +289,8 @@ def cmd_train(args) -> int:
         result = train(agent_cfg, train_cfg, args.run_dir, progress=not args.no_progress)
     print(f"done: {result.steps} steps in {result.wall_time_s:.0f} s")
     print(_summary(result.final_eval))
-    print(f"run directory: {result.run_dir}  (config.json, metrics.jsonl, train.csv, eval.csv, "
-          f"eval.json, checkpoint.pt{', bandit.png' if (result.run_dir / 'bandit.png').exists() else ''})")
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in result.run_dir.iterdir() if p.name != ".lock")
+    print(f"run directory: {result.run_dir}  ({', '.join(held)})")
     return 0
 
 

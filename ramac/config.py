@@ -35,6 +35,7 @@ class TrainConfig:
     graph: bool = True  # on CUDA: replay the whole update as one CUDA graph
     bf16: bool = False  # bf16 autocast for the networks (fp32 master weights, fp32 quantile loss)
     compile: bool = True  # on CUDA: torch.compile the update's pieces (fused kernels in the graph; ~1 min to compile)
+    tensorboard: bool = False  # also write the metrics as TensorBoard events into RUN_DIR/tensorboard
 
     def validate(self) -> "TrainConfig":
         if self.algo not in ALGOS:

@@ -158,6 +158,63 @@ def test_bc_filter_keeps_the_data_actions_ranked_at_least_as_high(mode):
         assert (kept_mask == (x >= x[kept_mask].min())).all() and float(kept) == kept_mask.float().mean()
 
 
+def test_median_bc_filter_is_not_opened_by_one_stray_actor_action():
+    """One of the actor's four actions for a state far off the data (valued -50) pulls their mean
+    below every data action, so better_mean keeps the whole batch, the low modes too; the median
+    of the four stays at the other three and keeps only the data actions at least that good."""
+    import torch
+
+    from ramac.agents.radac import RADAC
+    from ramac.config import build_configs
+    from ramac.data import Batch
+
+    x = torch.tensor([-0.9, -0.2, 0.4, 0.8, 0.95])
+    b = Batch(torch.zeros(5, 1), torch.stack([x, torch.zeros(5)], 1), torch.zeros(5), torch.zeros(5, 1),
+              torch.ones(5))
+    own = torch.tensor([0.5, 0.7, -50.0, 0.6])  # the actor's four actions' values per state, one stray
+
+    def sample_fast(obs, seed=None, ema=False):
+        return torch.stack([own.repeat(obs.shape[0] // 4), torch.zeros(obs.shape[0])], 1)
+
+    kept = {}
+    for mode in ("better_mean", "better_median"):
+        cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": mode})
+        torch.manual_seed(0)
+        agent = RADAC(1, 2, cfg)
+        agent.select_risk, agent.policy.sample_fast = _XValue(), sample_fast
+        weights, kept[mode] = agent._bc_filter_weights(b, torch.zeros(5))
+        assert float(weights.sum()) == pytest.approx(1.0)
+    assert float(kept["better_mean"]) == 1.0  # mean -12.05: every data action passes
+    assert float(kept["better_median"]) == pytest.approx(0.4)  # median 0.55: only x = 0.8, 0.95
+
+
+def test_top_bc_filter_keeps_a_fixed_share_by_advantage_wherever_the_actor_is():
+    """bc_filter="top" imitates the bc_filter_top share of the batch with the largest advantage;
+    the actor's values falling by a common amount (it slid into a low mode) change nothing,
+    where better_mean would open BC to more of the batch."""
+    import torch
+
+    from ramac.agents.radac import RADAC
+    from ramac.config import build_configs
+    from ramac.data import Batch
+
+    x = torch.linspace(-0.9, 0.9, 20)[torch.randperm(20, generator=torch.Generator().manual_seed(0))]
+    b = Batch(torch.zeros(20, 1), torch.stack([x, torch.zeros(20)], 1), torch.zeros(20), torch.zeros(20, 1),
+              torch.ones(20))
+    cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": "top", "bc_filter_top": 0.2})
+    torch.manual_seed(0)
+    agent = RADAC(1, 2, cfg)
+    agent.select_risk = _XValue()
+    out = []
+    for level in (0.8, -0.5):  # the actor's four actions per state, all at value `level`
+        agent.policy.sample_fast = lambda obs, seed=None, ema=False, v=level: torch.full((obs.shape[0], 2), v)
+        weights, share = agent._bc_filter_weights(b, torch.zeros(20))
+        out.append(weights)
+        assert float(weights.sum()) == pytest.approx(1.0) and float(share) == pytest.approx(0.2)
+        assert set(torch.nonzero(weights).flatten().tolist()) == set(x.topk(4).indices.tolist())
+    torch.testing.assert_close(out[0], out[1])
+
+
 def test_soft_bc_filter_weights_favour_better_data_and_ignore_scale_and_shift():
     import torch
 

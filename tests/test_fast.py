@@ -25,10 +25,14 @@ def agent(device):
     return RADAC(S, A, cfg).to(device)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["plain", "compiled"])
-def test_fast_update_matches_eager(device, compiled):
+@pytest.mark.parametrize("compiled,graph", [(False, None), (True, False), (True, True)],
+                         ids=["plain", "compiled", "compiled-graph"])
+def test_fast_update_matches_eager(device, compiled, graph):
     """Same seed and batches: the fast update (graphed on CUDA; losses through torch.compile when
     compiled) leaves the same parameters as the eager update after 10 steps of both phases."""
+    if graph and device.type != "cuda":
+        pytest.skip("CUDA graphs need a GPU")
+    graph = device.type == "cuda" if graph is None else graph  # plain: graphed wherever it can be
     data = dataset(device)
     eager, fast_agent = agent(device), agent(device)
     init = {k: v.clone() for k, v in eager.state_dict().items()}
@@ -41,7 +45,6 @@ def test_fast_update_matches_eager(device, compiled):
         eager.advanced()
         eager_metrics.add(info, eager.steps)
         eager_metrics.count += 1
-    graph = device.type == "cuda"
     fast = FastUpdater(fast_agent, data, B, graph=graph, indices="given", warmup=2, compile=compiled)
     counters["stats"].clear()
     torch.manual_seed(1)
@@ -54,26 +57,27 @@ def test_fast_update_matches_eager(device, compiled):
     assert int(fast_agent.step_t) == int(eager.step_t) == 10
     if graph:
         assert set(fast.graphs) == {False, True}  # both phases were replayed from graphs
-    want, got = eager.state_dict(), fast_agent.state_dict()
-    if compiled and graph:
-        # Inductor reorders float sums, and Adam turns rounding-level differences of near-zero gradients
-        # into steps of +-lr (the time-embedding layer differed by up to 1.5e-3 after 10 steps on an H200,
-        # before the agent contract too): compare what each network learned, as a whole
-        for net in ("policy.actor.", "policy.actor_ema.", "critic1.", "critic2.", "critic1_target.", "critic2_target."):
-            keys = [k for k in want if k.startswith(net)]
-            moved = torch.cat([(want[k] - init[k]).flatten() for k in keys])
-            gap = torch.cat([(got[k] - want[k]).flatten() for k in keys])
-            assert gap.norm() <= 0.02 * moved.norm(), (net, float(gap.norm() / moved.norm()))
-    else:
-        tol = 2e-4 if graph or compiled else 1e-5
-        for k, v in got.items():
-            torch.testing.assert_close(v, want[k], atol=tol, rtol=tol, msg=lambda m, k=k: f"{k}: {m}")
-    # metric means read on the host agree too (the read is ordered after the replays)
+    # metric means read on the host agree (the read is ordered after the replays): the losses of
+    # all ten steps, so a missing or wrong term shows here whatever the parameters do
     means, first_bad = fast.metrics.read()
     want_means, _ = eager_metrics.read()
     assert first_bad == -1 and means["actor/eta"] > 0 and means.keys() == want_means.keys()
-    for k, v in want_means.items():
-        assert means[k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+    off = {k: (means[k], v) for k, v in want_means.items() if means[k] != pytest.approx(v, rel=1e-3, abs=1e-4)}
+    assert not off, off
+    want, got = eager.state_dict(), fast_agent.state_dict()
+    tol = 2e-4 if graph or compiled else 1e-5
+    off = {k: float((v - want[k]).abs().max()) for k, v in got.items()
+           if not torch.allclose(v.float(), want[k].float(), atol=tol, rtol=tol)}
+    if off and compiled and device.type == "cuda":
+        # Inductor's CUDA kernels sum in other orders, and Adam turns rounding-level differences of
+        # near-zero gradients into steps of +-lr: compare what each network learned, as a whole
+        for net in ("policy.actor.", "policy.actor_ema.", "critic1.", "critic2.", "critic1_target.", "critic2_target."):
+            keys = [k for k in want if k.startswith(net)]
+            moved = torch.cat([(want[k] - init[k]).flatten() for k in keys]).norm()
+            gap = torch.cat([(got[k] - want[k]).flatten() for k in keys]).norm()
+            print(f"{net} moved {float(moved):.4g}, gap {float(gap):.4g} ({float(gap / moved):.1%})")
+        print("elementwise over", tol, off)
+    assert not off, off
 
 
 def test_updater_argument_errors():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 RISK_NORMS = ("none", "abs")
 REWARD_NORMS = ("none", "std")
-BC_FILTERS = ("none", "better", "better_mean", "soft")
+BC_FILTERS = ("none", "better", "better_mean", "better_median", "top", "soft")
 EVAL_SELECT = ("none", "top_k", "softmax")
 SAMPLER_PRECISIONS = ("bf16", "tf32", "fp32")  # kernels.PRECISIONS, restated so that this module stays torch-free
 SCHEDULES = ("vp", "linear", "cosine")  # diffusion.SCHEDULES, likewise
@@ -87,9 +87,13 @@ class RADACConfig(DiffusionActorConfig):
     risk_norm: str = "none"  # none: published -eta * risk; abs: -eta * risk / detached mean |risk|
     bc_filter: str = "none"  # none: BC on every data action (published); better: only data actions ranked >= the
     # actor's own action for the state; better_mean: >= the mean value of bc_filter_samples actor actions
-    # (the binary advantage filter of CRR, Wang et al. 2020); soft: weights softmax(A / std(A) / temperature) over
+    # (the binary advantage filter of CRR, Wang et al. 2020); better_median: >= their median (one stray action
+    # of the actor, e.g. off the data, cannot open the filter to the low modes for its state); top: the
+    # bc_filter_top share of the batch with the largest advantage A = data value - that mean (a fixed share: the
+    # anchor neither vanishes as the actor improves nor opens to the low modes as it slips); soft: weights softmax(A / std(A) / temperature) over
     # the batch with A = data value - that mean (CRR's exponential filter made scale-free; BC never rests on a few rows)
-    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold of bc_filter="better_mean"/"soft"
+    bc_filter_samples: int = 4  # actor actions per state that estimate the threshold (better_mean, better_median, top, soft)
+    bc_filter_top: float = 0.1  # bc_filter="top": share of the batch imitated
     bc_filter_temperature: float = 1.0  # bc_filter="soft": temperature of the standardised advantages
     # evaluation policy
     eval_select: str = "none"  # none: one sample per state; top_k: one of the best top_k of n_candidates by the
@@ -108,6 +112,8 @@ class RADACConfig(DiffusionActorConfig):
                         ("eval_select", EVAL_SELECT)))
         if not 0.0 < self.polyak <= 1.0:
             raise ValueError(f"polyak must be in (0, 1], got {self.polyak}")
+        if not 0.0 < self.bc_filter_top <= 1.0:
+            raise ValueError(f"bc_filter_top must be in (0, 1], got {self.bc_filter_top}")
         if self.lambda_bc == 0 and self.eta == 0:
             raise ValueError("lambda_bc and eta are both 0: the actor would not learn")
         if self.top_k > self.n_candidates:

@@ -165,18 +165,32 @@ class RADAC(DiffusionAgent):
 
         "better": the data actions the critics rank at least as high as the actor's own action for
         the state; "better_mean": at least as high as the mean of bc_filter_samples fresh actor
-        actions for the state (all of them when none is); "soft": softmax over the batch of the
-        standardised advantage (data value - that mean) / temperature, the share being the
-        effective sample size 1 / (B * sum w^2)."""
+        actions for the state (all of them when none is); "better_median": as high as their
+        median (one stray action of four, off the data and valued far below the rest, drags the
+        mean below the low modes' values and so opens BC on them for that state; the median
+        holds); "top": the bc_filter_top share of the batch with the largest advantage (data value
+        - that mean; a fixed share, so the anchor cannot vanish as the actor improves, and a
+        ranking, so a common drop of the actor's values cannot open it to the low modes); "soft":
+        softmax over the batch of the standardised advantage (data value - that mean) /
+        temperature, the share being the effective sample size 1 / (B * sum w^2)."""
         cfg = self.cfg
         data_value = self.select_risk.value(self.critic1, self.critic2, b.obs, b.action)  # (B,)
         threshold = own_value
-        if cfg.bc_filter in ("better_mean", "soft"):
+        if cfg.bc_filter in ("better_mean", "better_median", "top", "soft"):
             m = cfg.bc_filter_samples
             obs = b.obs.repeat_interleave(m, dim=0)
             actions = self.policy.sample_fast(obs, seed=self.sampler_seed)
             self.sampler_seed.add_(1)
-            threshold = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m).mean(dim=1)
+            own = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m)
+            if cfg.bc_filter == "better_median":  # sort, not quantile(): no host check, capturable
+                own = own.sort(dim=1).values
+                threshold = 0.5 * (own[:, (m - 1) // 2] + own[:, m // 2])
+            else:
+                threshold = own.mean(dim=1)
+        if cfg.bc_filter == "top":
+            k = max(1, round(cfg.bc_filter_top * data_value.numel()))
+            keep = torch.zeros_like(data_value).scatter_(0, (data_value - threshold).topk(k).indices, 1.0)
+            return keep / k, keep.mean()
         if cfg.bc_filter == "soft":
             adv = data_value - threshold
             weights = torch.softmax(adv / adv.std().clamp_min(1e-6) / cfg.bc_filter_temperature, dim=0)

@@ -23,6 +23,7 @@ from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, p
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
                      load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
+from . import tensorboard
 from .curves import curves_png
 from .tasks import make_task
 from .updaters import make_updater
@@ -75,6 +76,9 @@ class Trainer:
         self.step = self._finite_at = 0
         self.last_checkpoint = None
         self.log_file = MetricsLog(self.run_dir)  # metrics written so far
+        self.tensorboard = None  # a TensorBoardLog while running, with --tensorboard
+        if train_cfg.tensorboard:
+            tensorboard.check_available()
         self._lock, self._config_written = lock, False
 
     # ---- files ------------------------------------------------------------------------
@@ -95,6 +99,8 @@ class Trainer:
             "agent_cfg": to_dict(self.agent_cfg), "train_cfg": to_dict(self.cfg),
         }, self.run_dir / CHECKPOINT)
         self.last_checkpoint = self.step
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
 
     def load_checkpoint(self):
         self.restore(read_checkpoint(self.run_dir / CHECKPOINT))
@@ -121,6 +127,8 @@ class Trainer:
 
     def _record(self, row: dict):
         self.log_file.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.add(row)
 
     @contextlib.contextmanager
     def _writing(self):
@@ -169,6 +177,8 @@ class Trainer:
             if self.last_checkpoint is None:
                 self._start_over()
                 self._write_config()
+            if self.cfg.tensorboard:
+                self.tensorboard = tensorboard.TensorBoardLog(self.run_dir, self.last_checkpoint)
             elif self._eval_due(self.step) and not self.done and not any(
                     r["kind"] == "eval" and r["step"] == self.step for r in self.rows):
                 self.last_eval = self.evaluate()  # the run stopped while evaluating at its checkpoint
@@ -179,6 +189,7 @@ class Trainer:
         for name in old:
             (self.run_dir / name).unlink()
         self.log_file.load([])
+        tensorboard.remove(self.run_dir)
         if old:
             self.log(f"{self.run_dir} held {', '.join(old)} but no checkpoint (a run that stopped before its first "
                      f"checkpoint): starting them over")
@@ -242,6 +253,9 @@ class Trainer:
         """Release the run directory (finish() does; run() does on failure too)."""
         if getattr(self, "bar", None) is not None:
             self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None

@@ -84,8 +84,10 @@ class Agent(nn.Module):
 
     def _compile_methods(self, *names: str) -> None:
         """torch.compile these methods of the update, once per agent. Random draws keep PyTorch's
-        own streams (fallback_random), so a compiled update computes the eager one's numbers up to
-        float rounding; the optimisers take the multi-tensor path, which Inductor fuses itself."""
+        own streams (fallback_random): on CPU a compiled update computes the eager one's numbers up
+        to float rounding; on CUDA the BC loss's draws differ from eager (same laws, other numbers;
+        open, see tests/test_fast.py). The optimisers take the multi-tensor path, which Inductor
+        fuses itself."""
         if self.__dict__.get("_compiled"):
             return
         self._compiled = True

@@ -207,9 +207,8 @@ class RADAC(DiffusionAgent):
         Inductor fuses the elementwise work of the networks, the differentiable
         chain and the quantile loss (traced from the reference ops) into far fewer
         kernels, and turns Adam, clipping and averaging into a few wide kernels;
-        the one-launch next-action sampler stays as it is. Random draws keep
-        PyTorch's own streams (fallback_random), so a compiled update computes the
-        same numbers as the eager one up to float rounding.
+        the one-launch next-action sampler stays as it is. Random draws: see
+        Agent._compile_methods.
         """
         self._compile_methods("critic_loss", "actor_loss", "_optimise", "_average")
 

@@ -1,4 +1,4 @@
-"""Networks: the diffusion denoiser MLP and the IQN critic (SPEC 2.1, 2.3)."""
+"""Networks: the diffusion denoiser MLP, the flow policy's MLPs and the IQN critic (SPEC 2.1, 2.3, 2.4)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ class Denoiser(nn.Module):
         # x (B, A), t (B,) integer steps, state (B, S) -> eps (B, A)
         h = torch.cat([x, self.time_mlp(t), state], dim=-1)
         return self.final(self.mid(h))
+
+
+class FlowMLP(nn.Module):
+    """An MLP on its concatenated inputs: the flow policy's velocity field v(s, x_t, t) and its
+    one-step student mu(s, z) (FQL's: `layers` hidden layers, GELU, no layer norm)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, layers: int = 4):
+        super().__init__()
+        dims, mods = [in_dim] + [hidden] * layers, []
+        for a, b in zip(dims[:-1], dims[1:]):
+            mods += [nn.Linear(a, b), nn.GELU()]
+        self.net = nn.Sequential(*mods, nn.Linear(dims[-1], out_dim))
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat(parts, dim=-1))
 
 
 class IQNCritic(nn.Module):

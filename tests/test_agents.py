@@ -4,19 +4,21 @@ generator, saves and restores its whole state; the updaters need nothing beyond 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
 from ramac.agents import ALGOS, make_agent
+from ramac.agents.registry import config_class
 from ramac.agents.base import Agent
 from ramac.config import build_configs
 from ramac.data.container import synthetic_dataset
 from ramac.train.updaters import EagerUpdater, FastUpdater, make_updater
 
 S, A, N, B = 5, 2, 256, 16
-TINY = dict(actor_hidden=16, n_timesteps=3, ema_start=2, ema_every=1)
+TINY = dict(actor_hidden=16, n_timesteps=3, ema_start=2, ema_every=1, actor_layers=2, flow_steps=3)
 TINY_CRITIC = dict(critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quantiles=4, eta_warmup_steps=3,
                    n_candidates=4)
 
@@ -30,7 +32,9 @@ def build(algo, device="cpu", **extra):
     if algo != "bc":
         over.update(TINY_CRITIC)
     over.update(extra)
-    cfg, _ = build_configs("halfcheetah-medium-expert", algo, agent_overrides=over)
+    known = {f.name for f in dataclasses.fields(config_class(algo))}  # TINY names the settings of every agent
+    cfg, _ = build_configs("halfcheetah-medium-expert", algo, agent_overrides={k: v for k, v in over.items()
+                                                                               if k in known})
     torch.manual_seed(0)
     agent = make_agent(algo, S, A, cfg).to(device)
     agent.fit_data(dataset(device))
@@ -62,7 +66,7 @@ def test_every_agent_trains_through_the_updaters_alike(algo):
     assert not torch.equal(flat(a), flat(build(algo)))  # it learned something
 
 
-@pytest.mark.parametrize("algo, extra", [("radac", {}), ("bc", {}), ("diffusion-ql", {}),
+@pytest.mark.parametrize("algo, extra", [("radac", {}), ("bc", {}), ("diffusion-ql", {}), ("rafmac", {}), ("fql", {}),
                                          ("radac", {"eval_select": "top_k", "top_k": 2})])
 def test_act_repeats_with_the_same_generator_seed(algo, extra, device):
     """On the GPU too: the one-launch sampler takes the generator's noise."""

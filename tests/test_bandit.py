@@ -119,8 +119,8 @@ def test_cvar_actor_holds_the_support_when_rewards_are_five_times_larger(tmp_pat
 
 
 def test_neutral_prefers_risky_mode(tmp_path):
-    agent, cfg = build_configs("bandit", "neutral", cpu_sized=True, agent_overrides={"eta_warmup_steps": 2000},
-                               train_overrides={"steps": 3500, "eval_every": 0, "device": "cpu"})
+    agent, cfg = build_configs("bandit", "neutral", cpu_sized=True, agent_overrides={"eta_warmup_steps": 1500},
+                               train_overrides={"steps": 2500, "eval_every": 0, "device": "cpu"})
     m = train(agent, cfg, tmp_path / "neutral", progress=False).final_eval
     assert m["share/R"] >= 0.80, bandit.summary_line(m)
 
@@ -132,3 +132,14 @@ def test_bc_covers_all_four_modes(tmp_path):
     for mode in bandit.MODES:
         assert m[f"share/{mode}"] >= 0.15, bandit.summary_line(m)
     assert m["share/outside"] <= 0.15
+
+
+@pytest.mark.parametrize("algo, mode", [("rafmac", "S"), ("fql", "R")])
+def test_flow_agents_pick_their_mode(algo, mode, tmp_path):
+    """SPEC 2.5: the one-step student of RAFMAC (CVaR_0.1) picks S, FQL's (Q) picks R, within the
+    support, 500 steps after a shortened BC-only warm-up."""
+    agent, cfg = build_configs("bandit", algo, cpu_sized=True, agent_overrides={"eta_warmup_steps": 1000},
+                               train_overrides={"steps": 1500, "eval_every": 0, "device": "cpu"})
+    m = train(agent, cfg, tmp_path / algo, progress=False).final_eval
+    assert m[f"share/{mode}"] >= 0.90 and m["share/outside"] <= 0.05, bandit.summary_line(m)
+

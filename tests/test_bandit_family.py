@@ -201,7 +201,8 @@ def test_top_bc_filter_keeps_a_fixed_share_by_advantage_wherever_the_actor_is():
     x = torch.linspace(-0.9, 0.9, 20)[torch.randperm(20, generator=torch.Generator().manual_seed(0))]
     b = Batch(torch.zeros(20, 1), torch.stack([x, torch.zeros(20)], 1), torch.zeros(20), torch.zeros(20, 1),
               torch.ones(20))
-    cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": "top", "bc_filter_top": 0.2})
+    cfg, _ = build_configs("bandit", "radac", cpu_sized=True,
+                           agent_overrides={"bc_filter": "top", "bc_filter_top": 0.2})
     torch.manual_seed(0)
     agent = RADAC(1, 2, cfg)
     agent.select_risk = _XValue()

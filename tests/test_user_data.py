@@ -113,3 +113,21 @@ def test_observation_normalisation_is_kept_with_the_agent_and_used_in_act(tmp_pa
     want = agent.policy.act((raw - agent.obs_mean) / agent.obs_std, torch.Generator().manual_seed(0))
     torch.testing.assert_close(got, want)
     assert not torch.equal(got, agent.policy.act(raw, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("algo", ["bc", "neutral", "diffusion-ql", "rafmac", "fql", "codac", "cql"])
+def test_every_agent_trains_on_a_data_set_and_is_evaluated_in_an_env(algo, tmp_path):
+    """Each registry agent (RADAC above) through the whole command: data set, preset by env name,
+    training, evaluation episodes in the env, run directory."""
+    sizes = {"actor_hidden": 16}
+    if algo != "bc":  # BC has no critic
+        sizes.update(critic_hidden=16, embedding_dim=8, n_quantiles=4, n_risk_quantiles=4)
+    if algo in ("rafmac", "fql"):
+        sizes["actor_layers"] = 2
+    sets = [arg for k, v in sizes.items() for arg in ("--set", f"{k}={v}")]
+    data = npz(tmp_path / "d.npz")
+    assert main(["train", "--dataset", str(data), "--env", ENV, "--algo", algo, *TINY[:9], *sets,
+                 "--run-dir", str(tmp_path / "r")]) == 0
+    final = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert final["episodes"] == 2 and np.isfinite(final["return/mean"])
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["algo"] == algo

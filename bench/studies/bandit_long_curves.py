@@ -3,6 +3,10 @@ signals (gradient norm before clipping, share of the batch BC keeps, risk value)
 
     python -m bench.studies.bandit_long_curves results/bandit-study/runs/long/* \
         --out results/bandit-study/bandit-long/over-steps.png
+    python -m bench.studies.bandit_long_curves --group better_mean=DIR --group top=DIR2 --out F.png
+
+With --group LABEL=DIR (repeated; DIR holds run directories) one row of panels per group,
+on shared axes, to compare settings.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ def read(run_dir: Path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", type=Path, nargs="+", help="run directories (metrics.jsonl)")
+    p.add_argument("runs", type=Path, nargs="*", help="run directories (metrics.jsonl)")
+    p.add_argument("--group", action="append", default=[], metavar="LABEL=DIR",
+                   help="a row of panels for the runs in DIR (repeatable)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     import matplotlib
@@ -28,8 +34,26 @@ def main(argv=None):
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401 - the step formatter
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    for run in args.runs:
+    groups = [("", list(args.runs))] if args.runs else []
+    for g in args.group:
+        label, _, folder = g.rpartition("=")
+        groups.append((label, sorted(d for d in Path(folder).iterdir() if (d / "metrics.jsonl").exists())))
+    if not groups or not all(runs for _, runs in groups):
+        p.error("give run directories, or --group LABEL=DIR with DIR holding run directories")
+    fig, grid = plt.subplots(len(groups), 4, figsize=(17, 3.6 * len(groups)), sharex=True, sharey="col", squeeze=False)
+    for (label, runs), axes in zip(groups, grid):
+        draw(axes, runs, label)
+    for ax in grid[-1]:
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def draw(axes, runs, title=""):
+    for run in runs:
         train, evals = read(run)
         label = run.name
         steps = [e["step"] for e in evals]
@@ -46,14 +70,9 @@ def main(argv=None):
     axes[0].axhline(90, color="0.6", ls=":")
     axes[0].axhline(5, color="0.6", ls=":")
     axes[1].axhline(5, color="0.6", ls=":")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    if title:
+        axes[0].set_title(title, loc="left", fontsize=10)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from ..nvtx import nvtx_range
 from .configs import BCConfig
-from .policy import DiffusionAgent, set_grads
+from .policy import PolicyAgent, set_grads
 
 
-class BC(DiffusionAgent):
+class BC(PolicyAgent):
     name = "bc"
     Config = BCConfig
 

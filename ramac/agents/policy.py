@@ -1,5 +1,6 @@
 """The diffusion policy every diffusion agent trains: the denoiser, its EMA copy, the DDPM
-chain (differentiable, and the one-launch sampler), the BC loss and the optimiser steps."""
+chain (differentiable, and the one-launch sampler), the BC loss and the optimiser steps; and
+PolicyAgent, the base of the agents that train a generative policy."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class DiffusionPolicy(nn.Module):
     def bc_loss(self, obs, action, weights=None):
         return self.diffusion.bc_loss(self.actor, action, obs, weights)
 
+    def bc_terms(self, obs, action, weights=None):
+        """The policy's own loss (here the BC loss) and its parts for the metrics (none)."""
+        return self.bc_loss(obs, action, weights), {}
+
     def sample(self, obs):
         """Actions of the trained actor through the whole chain, differentiable."""
         return self.diffusion.sample(self.actor, obs)
@@ -79,13 +84,16 @@ class DiffusionPolicy(nn.Module):
         self.diffusion.forget_packs()
 
 
-class DiffusionAgent(Agent):
-    """An agent that trains a DiffusionPolicy (self.policy): the parts of the contract that
+class PolicyAgent(Agent):
+    """An agent that trains a generative policy (self.policy, of the class Policy: the diffusion
+    policy here, ramac.flow.FlowPolicy for the flow agents): the parts of the contract that
     depend only on it."""
+
+    Policy: type = DiffusionPolicy
 
     def __init__(self, state_dim: int, action_dim: int, cfg: DiffusionActorConfig):
         super().__init__(state_dim, action_dim, cfg)
-        self.policy = DiffusionPolicy(state_dim, action_dim, cfg)
+        self.policy = self.Policy(state_dim, action_dim, cfg)
         self._optimise = optimise  # replaced by its compiled form in compile_update
 
     def before_capture(self) -> None:

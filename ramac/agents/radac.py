@@ -21,13 +21,13 @@ from ..nets import IQNCritic
 from ..nvtx import nvtx_range
 from ..risk_measures import RiskMeasure
 from .configs import RADACConfig
-from .policy import DiffusionAgent, set_grads
+from .policy import PolicyAgent, set_grads
 
 # parameter names of checkpoints from before the agent contract (the policy's parts sat on the agent)
 _OLD_POLICY_KEYS = ("actor.", "actor_ema.", "diffusion.")
 
 
-class RADAC(DiffusionAgent):
+class RADAC(PolicyAgent):
     name = "radac"
     Config = RADACConfig
 
@@ -102,13 +102,7 @@ class RADAC(DiffusionAgent):
         B, K = b.obs.shape[0], cfg.n_quantiles
         with torch.no_grad():
             if self.bootstrap:
-                next_action = self.policy.sample_fast(b.next_obs, seed=self.sampler_seed, ema=True)
-                self.sampler_seed.add_(1)
-                next_taus = torch.rand(B, K, device=b.obs.device)
-                z_next = torch.minimum(
-                    self.critic1_target(b.next_obs, next_action, next_taus),
-                    self.critic2_target(b.next_obs, next_action, next_taus),
-                )  # (B, K')
+                z_next = self.next_quantiles(b.next_obs, torch.rand(B, K, device=b.obs.device))  # (B, K')
                 not_done = 1.0 - b.terminal[:, None]
                 target = b.reward[:, None] / self.reward_scale + cfg.gamma * not_done * z_next
             else:  # one-step task: the target law is the reward itself, one sample per transition
@@ -124,6 +118,14 @@ class RADAC(DiffusionAgent):
                 "critic/z_mean": z1.detach().mean() * self.reward_scale,
                 "critic/target_mean": target.mean() * self.reward_scale}
         return loss1, loss2, info
+
+    def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+        """The TD target's next-state quantiles: min of the target critics at the policy's next
+        action (the EMA actor's, one launch), (B, K')."""
+        next_action = self.policy.sample_fast(next_obs, seed=self.sampler_seed, ema=True)
+        self.sampler_seed.add_(1)
+        return torch.minimum(self.critic1_target(next_obs, next_action, taus),
+                             self.critic2_target(next_obs, next_action, taus))
 
     def actor_loss(self, b: Batch, eta, with_risk: bool = True):
         """lambda_bc * BC + eta * (-risk of the sampled action), risk through the whole chain.
@@ -145,9 +147,10 @@ class RADAC(DiffusionAgent):
         if with_risk and cfg.bc_filter != "none":
             with torch.no_grad():
                 weights, info["actor/bc_kept"] = self._bc_filter_weights(b, value.detach())
-        bc = self.policy.bc_loss(b.obs, b.action, weights)
+        bc, bc_info = self.policy.bc_terms(b.obs, b.action, weights)
         loss = cfg.lambda_bc * bc
         info["actor/bc"] = bc.detach()
+        info.update(bc_info)
         if with_risk:
             risk = value.mean()
             if cfg.risk_norm == "abs":  # Diffusion-QL's Q normalisation, applied to the risk value
@@ -229,26 +232,31 @@ class RADAC(DiffusionAgent):
         step = self.step_t
         with nvtx_range("critic/loss"):
             loss1, loss2, info = self.critic_loss(b)
+        self._step_critics(loss1, loss2, info)
+        eta = self.eta_at(step)
+        with nvtx_range("actor/loss"):
+            actor_loss, actor_info = self.actor_loss(b, eta, with_risk=self.phase())
+        info.update(actor_info)
+        self._step_actor_and_average(actor_loss, info)
+        info["actor/eta"] = eta.detach().float() if torch.is_tensor(eta) else torch.tensor(eta)
+        return info
+
+    def _step_critics(self, loss1, loss2, info: dict) -> None:
         with nvtx_range("critic/step"):  # one backward: loss1 only reaches critic 1, loss2 critic 2
             groups = ((self.critic1_opt, self.critic1, "critic/grad_norm1"),
                       (self.critic2_opt, self.critic2, "critic/grad_norm2"))
             set_grads(loss1 + loss2, groups)
             info.update(self._optimise(groups, self.cfg.grad_norm))
 
-        eta = self.eta_at(step)
-        with nvtx_range("actor/loss"):
-            actor_loss, actor_info = self.actor_loss(b, eta, with_risk=self.phase())
-        info.update(actor_info)
+    def _step_actor_and_average(self, actor_loss, info: dict) -> None:
+        """The actor's optimiser step, then the EMA / target averaging, then the device step + 1."""
         with nvtx_range("actor/step"):
             groups = ((self.policy.opt, self.policy.actor, "actor/grad_norm"),)
             set_grads(actor_loss, groups)
             info.update(self._optimise(groups, self.cfg.grad_norm))
-
         with nvtx_range("ema_targets"):
-            self._average(step)
-        step.add_(1)
-        info["actor/eta"] = eta.detach().float() if torch.is_tensor(eta) else torch.tensor(eta)
-        return info
+            self._average(self.step_t)
+        self.step_t.add_(1)
 
     def _average(self, step) -> None:
         self.policy.update_ema(step)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-from .configs import BCConfig, DiffusionQLConfig, NeutralConfig, RADACConfig
+from .configs import (BCConfig, CODACConfig, CQLConfig, DiffusionQLConfig, FQLConfig, NeutralConfig, RADACConfig,
+                      RAFMACConfig)
 
 # name: (module under ramac.agents, class name, config class, one line for --help)
 AGENTS = {
@@ -14,6 +15,12 @@ AGENTS = {
     "neutral": ("radac", "RADAC", NeutralConfig, "RADAC with the risk-neutral distortion (ablation)"),
     "diffusion-ql": ("diffusion_ql", "DiffusionQL", DiffusionQLConfig,
                      "Diffusion-QL: BC + eta * (-Q / mean |Q|), softmax selection by Q at evaluation"),
+    "rafmac": ("rafmac", "RAFMAC", RAFMACConfig,
+               "flow BC + one-step student, distillation + eta * (-CVaR) against two IQN critics (SPEC 2.4)"),
+    "fql": ("rafmac", "FQL", FQLConfig, "FQL: flow BC + one-step student, alpha * distillation - Q (risk-neutral)"),
+    "codac": ("codac", "CODAC", CODACConfig,
+              "CODAC: tanh-Gaussian actor, CVaR + entropy, against IQN critics with the CQL penalty"),
+    "cql": ("codac", "CQL", CQLConfig, "CQL: CODAC's risk-neutral form (Q + entropy, conservative critics)"),
 }
 ALGOS = tuple(AGENTS)
 

@@ -23,9 +23,9 @@ from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, p
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
                      load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
-from . import tensorboard
 from .curves import curves_png
 from .tasks import make_task
+from .tensorboard import TensorBoardLog, check_available as check_tensorboard, remove as remove_tensorboard
 from .updaters import make_updater
 
 class NonFiniteLossError(RuntimeError):
@@ -78,7 +78,7 @@ class Trainer:
         self.log_file = MetricsLog(self.run_dir)  # metrics written so far
         self.tensorboard = None  # a TensorBoardLog while running, with --tensorboard
         if train_cfg.tensorboard:
-            tensorboard.check_available()
+            check_tensorboard()
         self._lock, self._config_written = lock, False
 
     # ---- files ------------------------------------------------------------------------
@@ -177,9 +177,9 @@ class Trainer:
             if self.last_checkpoint is None:
                 self._start_over()
                 self._write_config()
-            if self.cfg.tensorboard:
-                self.tensorboard = tensorboard.TensorBoardLog(self.run_dir, self.last_checkpoint)
-            elif self._eval_due(self.step) and not self.done and not any(
+            if self.cfg.tensorboard:  # before any record: a resumed run re-evaluating below writes one
+                self.tensorboard = TensorBoardLog(self.run_dir, self.last_checkpoint)
+            if self.last_checkpoint is not None and self._eval_due(self.step) and not self.done and not any(
                     r["kind"] == "eval" and r["step"] == self.step for r in self.rows):
                 self.last_eval = self.evaluate()  # the run stopped while evaluating at its checkpoint
 
@@ -189,7 +189,7 @@ class Trainer:
         for name in old:
             (self.run_dir / name).unlink()
         self.log_file.load([])
-        tensorboard.remove(self.run_dir)
+        remove_tensorboard(self.run_dir)
         if old:
             self.log(f"{self.run_dir} held {', '.join(old)} but no checkpoint (a run that stopped before its first "
                      f"checkpoint): starting them over")

@@ -10,7 +10,8 @@ from .agents.registry import ALGOS, config_class
 from .envs.bandit_family import FAMILY as BANDITS  # numpy only: building the CLI never imports torch
 
 __all__ = ["ALGOS", "BCConfig", "DiffusionQLConfig", "NeutralConfig", "PRESETS", "Preset", "RADACConfig",
-           "TrainConfig", "build_configs", "from_dict", "preset_names", "preset_of", "task_names", "to_dict"]
+           "TrainConfig", "build_configs", "from_dict", "preset_names", "preset_of", "risk_from_step_one",
+           "task_names", "to_dict"]
 
 
 @dataclass
@@ -215,6 +216,12 @@ def build_configs(task: str = "bandit", algo: str = "radac", cpu_sized: bool = F
     _apply(agent, agent_overrides or {}, "agent")
     _apply(train, train_overrides or {}, "train")
     return agent.validate(), train.validate()
+
+
+def risk_from_step_one(algo: str) -> dict:
+    """Agent overrides that time or profile the whole update from the first step: no BC-only
+    warm-up, for the agents that have one."""
+    return {"eta_warmup_steps": 0} if "eta_warmup_steps" in {f.name for f in fields(config_class(algo))} else {}
 
 
 def to_dict(cfg) -> dict:

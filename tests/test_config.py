@@ -2,7 +2,7 @@
 
 import pytest
 
-from ramac.config import PRESETS, BCConfig, DiffusionQLConfig, RADACConfig, build_configs, from_dict, to_dict
+from ramac.config import ALGOS, PRESETS, BCConfig, DiffusionQLConfig, RADACConfig, build_configs, from_dict, to_dict
 
 
 def test_published_presets():
@@ -84,3 +84,13 @@ def test_config_files_from_before_eval_select_load():
     for top_k, want in ((1, ("top_k", 1)), (0, ("none", 1)), (3, ("top_k", 3))):
         cfg = from_dict(RADACConfig, {**old, "top_k": top_k})
         assert (cfg.eval_select, cfg.top_k) == want
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_bench_and_profile_overrides_fit_every_agent(algo):
+    """`ramac bench train --algo` and `ramac profile --algo` time the update from step one: the
+    override exists only for the agents with a warm-up, and every agent's config accepts it."""
+    from ramac.config import risk_from_step_one
+
+    cfg, _ = build_configs("halfcheetah-medium-expert", algo, agent_overrides=risk_from_step_one(algo))
+    assert getattr(cfg, "eta_warmup_steps", 0) == 0

@@ -217,7 +217,7 @@ class CODACConfig(CriticConfig, GaussianActorConfig):
     """CODAC (Ma et al. 2021): the IQN critics with a conservative (CQL) penalty per quantile level,
     and a tanh-Gaussian actor maximising the distorted expectation minus entropy_alpha * log pi."""
 
-    lr_critic: float = 3e-4  # Adam learning rate of each critic (CODAC: 3e-4)
+    lr_critic: float = 3e-4  # CODAC: 3e-4
     cql_weight: float = 10.0  # weight of the penalty log-sum-exp_a Z_tau(s, a) - Z_tau(s, a_data) (min_z_weight)
     cql_actions: int = 10  # actions per state of each kind in the log-sum-exp: uniform, pi(s), pi(s')
     lagrange: bool = True  # tune the penalty's weight alpha' so that the penalty stays near lagrange_threshold

@@ -283,12 +283,11 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
     bound the update; top_kernels > 0 lists the kernels that take the most time.
     """
     from ..agents import make_agent
-    from ..config import build_configs
+    from ..config import build_configs, risk_from_step_one
     from ..data.container import synthetic_dataset
     from ..train.updaters import make_updater
 
-    overrides = {"eta_warmup_steps": 0} if algo != "bc" else {}
-    agent_cfg, _ = build_configs(preset, algo, agent_overrides=overrides)
+    agent_cfg, _ = build_configs(preset, algo, agent_overrides=risk_from_step_one(algo))
     rows = []
     data = synthetic_dataset(device=device)
     for B in batches:

@@ -20,13 +20,13 @@ def run_profile(preset: str = "halfcheetah-medium-expert", batch: int = 256, war
     import time
 
     from ..agents import make_agent
-    from ..config import build_configs
+    from ..config import build_configs, risk_from_step_one
     from ..data.container import synthetic_dataset
     from ..train.updaters import make_updater
 
     enable(True)
     device = torch.device(device)
-    agent_cfg, _ = build_configs(preset, algo, agent_overrides={"eta_warmup_steps": 0} if algo != "bc" else {})
+    agent_cfg, _ = build_configs(preset, algo, agent_overrides=risk_from_step_one(algo))
     data = synthetic_dataset(device=device)
     torch.manual_seed(0)
     agent = make_agent(algo, data.state_dim, data.action_dim, agent_cfg).to(device)

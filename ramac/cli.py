@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the on/off flags of `ramac train`: the TrainConfig setting each gives and its value when given
+TRAIN_FLAGS = {"no_graph": ("graph", False), "bf16": ("bf16", True), "no_compile": ("compile", False),
+               "obs_norm": ("obs_norm", True), "tensorboard": ("tensorboard", True)}
 # options that would change a run: --resume refuses them instead of ignoring them
-RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", "no_graph", "bf16", "no_compile", "obs_norm",
-               "tensorboard") + tuple(
+RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", *TRAIN_FLAGS) + tuple(
     name for name in TRAIN_OPTIONS if name not in ("steps", "device"))
 
 
@@ -279,11 +281,8 @@ def cmd_train(args) -> int:
                   f"settings of the {task} preset{'' if args.task else ' (by the env name; --task NAME picks another)'}",
                   flush=True)
         device = resolve_device(args.device or "auto")
-        train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS}
-        train_over.update(graph=False if args.no_graph else None, bf16=True if args.bf16 else None,
-                          compile=False if args.no_compile else None, obs_norm=True if args.obs_norm else None,
-                          tensorboard=True if args.tensorboard else None)
-        train_over = {k: v for k, v in train_over.items() if v is not None}
+        train_over = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+        train_over.update(value for flag, value in TRAIN_FLAGS.items() if getattr(args, flag))
         cpu_sized = device.type == "cpu" and not args.full
         agent_cfg, train_cfg = build_configs(task, algo, cpu_sized, _parse_set(args.set), train_over)
         print(f"ramac train: {train_cfg.task} / {train_cfg.algo} on {device}"
@@ -406,7 +405,7 @@ def _check_seed(seed: int) -> None:
 
 
 THREADS_HELP = ("torch CPU threads (default: 1: the policy runs on small batches between env steps, where more "
-                "threads only wait on each other; on a busy 2-core machine one thread was 4-10x faster)")
+                "threads mostly wait on each other, and on a busy machine on the other processes)")
 
 
 def _use_threads(threads, default=None) -> None:

@@ -44,7 +44,7 @@ class GaussianPolicy(nn.Module):
 
     def rsample(self, obs: torch.Tensor, net: nn.Module | None = None, generator=None):
         """Reparameterised actions and their log-densities (B,)."""
-        mean, log_std = (net or self.actor)(obs)
+        mean, log_std = (self.actor if net is None else net)(obs)
         eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         u = mean + log_std.exp() * eps
         y = torch.tanh(u)

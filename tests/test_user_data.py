@@ -9,9 +9,9 @@ import pytest
 from ramac.cli import main
 from ramac.config import preset_for_dataset
 
-TINY = ["--device", "cpu", "--no-progress", "--steps", "12", "--eval-every", "0", "--eval-episodes", "2",
-        "--set", "actor_hidden=16", "--set", "critic_hidden=16", "--set", "embedding_dim=8",
-        "--set", "n_quantiles=4", "--set", "n_risk_quantiles=4"]
+SHORT = ["--device", "cpu", "--no-progress", "--steps", "12", "--eval-every", "0", "--eval-episodes", "2"]
+TINY = SHORT + ["--set", "actor_hidden=16", "--set", "critic_hidden=16", "--set", "embedding_dim=8",
+                "--set", "n_quantiles=4", "--set", "n_risk_quantiles=4"]
 ENV = "MountainCarContinuous-v0"  # obs dim 2, action dim 1 in [-1, 1]
 
 
@@ -126,7 +126,7 @@ def test_every_agent_trains_on_a_data_set_and_is_evaluated_in_an_env(algo, tmp_p
         sizes["actor_layers"] = 2
     sets = [arg for k, v in sizes.items() for arg in ("--set", f"{k}={v}")]
     data = npz(tmp_path / "d.npz")
-    assert main(["train", "--dataset", str(data), "--env", ENV, "--algo", algo, *TINY[:9], *sets,
+    assert main(["train", "--dataset", str(data), "--env", ENV, "--algo", algo, *SHORT, *sets,
                  "--run-dir", str(tmp_path / "r")]) == 0
     final = json.loads((tmp_path / "r" / "eval.json").read_text())
     assert final["episodes"] == 2 and np.isfinite(final["return/mean"])

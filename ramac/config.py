@@ -61,6 +61,7 @@ class Preset:
 
 
 _CODAC = dict(lr_critic=3e-4, n_quantiles=32, grad_norm=0.0)
+_ORAAC = dict(lr_critic=1e-3, n_quantiles=32, grad_norm=0.0)
 
 
 def _mujoco(diffusion_ql_grad_norm: float, **agent) -> Preset:
@@ -77,7 +78,10 @@ def _mujoco(diffusion_ql_grad_norm: float, **agent) -> Preset:
               "fql": dict(lr_critic=3e-4, eta=1.0, eta_warmup_steps=0, lambda_bc=1.0, grad_norm=0.0),
               # CODAC's published settings (critic lr 3e-4, 32 quantiles, no clip; its own defaults for
               # the actor, the penalty and the Lagrange threshold), CQL the same with the mean
-              "codac": _CODAC, "cql": _CODAC},
+              "codac": _CODAC, "cql": _CODAC,
+              # ORAAC's published settings (critic lr 1e-3, 32 quantiles, no clip; its own defaults for the
+              # actor, the VAE and the perturbation)
+              "oraac": _ORAAC},
     )
 
 
@@ -126,8 +130,8 @@ PRESETS: dict[str, Preset] = {
               "fql": dict(_BANDIT_RADAC, eta=1.0)},  # FQL: its weight of -Q, RADAC's anchor and units
         # CPU-sized: narrower networks, fewer fractions and faster learning rates so
         # that both networks leave their initial plateau within a few thousand steps.
-        cpu=dict(agent=dict(actor_hidden=128, critic_hidden=128, embedding_dim=64, n_quantiles=16,
-                            n_risk_quantiles=16, lr_actor=1e-3, lr_critic=1e-3, eta_warmup_steps=2_500,
+        cpu=dict(agent=dict(actor_hidden=128, actor_hidden2=128, vae_hidden=128, critic_hidden=128, embedding_dim=64,
+                            n_quantiles=16, n_risk_quantiles=16, lr_actor=1e-3, lr_critic=1e-3, eta_warmup_steps=2_500,
                             ema_start=500, ema_every=1),
                  train=dict(steps=5_000, eval_every=1_000, ckpt_every=1_000)),
     ),

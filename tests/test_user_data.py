@@ -115,7 +115,7 @@ def test_observation_normalisation_is_kept_with_the_agent_and_used_in_act(tmp_pa
     assert not torch.equal(got, agent.policy.act(raw, torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.parametrize("algo", ["bc", "neutral", "diffusion-ql", "rafmac", "fql", "codac", "cql"])
+@pytest.mark.parametrize("algo", ["bc", "neutral", "diffusion-ql", "rafmac", "fql", "codac", "cql", "oraac"])
 def test_every_agent_trains_on_a_data_set_and_is_evaluated_in_an_env(algo, tmp_path):
     """Each registry agent (RADAC above) through the whole command: data set, preset by env name,
     training, evaluation episodes in the env, run directory."""

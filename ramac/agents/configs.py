@@ -11,6 +11,7 @@ importing torch). Field comments are the CLI's help; defaults are the published 
     GaussianActorConfig    a tanh-Gaussian policy (SAC's) with a target copy
     CODACConfig            + two IQN critics with the CQL penalty; actor: distorted expectation + entropy
     CQLConfig              CQL (Kumar et al. 2020): CODAC's risk-neutral form
+    ORAACConfig            ORAAC (Urpi et al. 2021): VAE behaviour model + bounded perturbation actor for CVaR
 """
 
 from __future__ import annotations
@@ -79,10 +80,11 @@ class FlowActorConfig:
     lambda_distill: float = 10.0  # weight of ||mu(s, z) - flow(s, z)||^2 (FQL's alpha)
     max_action: float = 1.0  # the student's and the flow's actions are clipped to [-max_action, max_action]
     grad_norm: float = 0.0  # gradient-norm clip of every network (0 = off, as FQL)
+    sampler_precision: str = "bf16"  # tensor-core inputs of the one-launch student sampler on CUDA: bf16 | tf32 | fp32
 
     def validate(self):
         _check(self, positive=("lr_actor", "max_action", "actor_hidden", "actor_layers", "flow_steps"),
-               non_negative=("lambda_distill", "grad_norm"))
+               non_negative=("lambda_distill", "grad_norm"), choices=(("sampler_precision", SAMPLER_PRECISIONS),))
         return self
 
 
@@ -276,6 +278,41 @@ class DiffusionQLConfig(RADACConfig):
         if self.risk != "neutral":
             raise ValueError(f"Diffusion-QL is risk-neutral, got risk={self.risk!r} (use --algo radac)")
         return super().validate()
+
+
+@dataclass
+class ORAACConfig(CriticConfig):
+    """ORAAC (Urpi et al. 2021): a conditional VAE of the data's actions and a perturbation actor that
+    moves the VAE's action by at most perturbation * max_action towards a higher risk value (the
+    distortion of the critics: CVaR_alpha, sampled fractions), against the two IQN critics. Published
+    settings (its D4RL configs): critic lr 1e-3, actor lr 1e-4, VAE lr 1e-3 (Adam's default), 8
+    fractions in the actor's risk term, the actor and the targets updated every 2nd step, lamda 0.5,
+    i.e. a perturbation of up to 0.5 * max_action."""
+
+    lr_critic: float = 1e-3  # ORAAC: 1e-3
+    n_risk_quantiles: int = 8  # ORAAC: 8 fractions tau ~ U(0, alpha) per state in the actor's risk term
+    grad_norm: float = 0.0  # gradient-norm clip of every network (0 = off, as ORAAC)
+    # -- the policy
+    lr_actor: float = 1e-4  # Adam learning rate of the perturbation actor
+    actor_hidden: int = 400  # width of the perturbation actor's first hidden layer
+    actor_hidden2: int = 300  # ... and of its second
+    perturbation: float = 0.5  # the largest perturbation per action dimension, in units of max_action (1 - lamda)
+    actor_every: int = 2  # the actor and the target networks are updated every this many steps
+    max_action: float = 1.0  # actions are clipped to [-max_action, max_action]
+    # -- the behaviour model (VAE)
+    lr_vae: float = 1e-3  # Adam learning rate of the VAE
+    vae_hidden: int = 750  # width of the encoder's and the decoder's 2 hidden layers
+    latent_dim: int = 0  # latent dimension; 0 = 2 * action_dim (ORAAC's)
+    kl_weight: float = 0.5  # weight of the KL term of the VAE loss
+
+    def validate(self):
+        self.validate_critic()
+        _check(self, positive=("lr_actor", "actor_hidden", "actor_hidden2", "actor_every", "max_action", "lr_vae",
+                               "vae_hidden"),
+               non_negative=("latent_dim", "kl_weight", "grad_norm"))
+        if not 0.0 < self.perturbation <= 2.0:
+            raise ValueError(f"perturbation must be in (0, 2] (units of max_action), got {self.perturbation}")
+        return self
 
 
 def fields_of(cls) -> dict[str, dataclasses.Field]:

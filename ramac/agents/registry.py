@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 
-from .configs import (BCConfig, CODACConfig, CQLConfig, DiffusionQLConfig, FQLConfig, NeutralConfig, RADACConfig,
-                      RAFMACConfig)
+from .configs import (BCConfig, CODACConfig, CQLConfig, DiffusionQLConfig, FQLConfig, NeutralConfig, ORAACConfig,
+                      RADACConfig, RAFMACConfig)
 
 # name: (module under ramac.agents, class name, config class, one line for --help)
 AGENTS = {
@@ -21,6 +21,8 @@ AGENTS = {
     "codac": ("codac", "CODAC", CODACConfig,
               "CODAC: tanh-Gaussian actor, CVaR + entropy, against IQN critics with the CQL penalty"),
     "cql": ("codac", "CQL", CQLConfig, "CQL: CODAC's risk-neutral form (Q + entropy, conservative critics)"),
+    "oraac": ("oraac", "ORAAC", ORAACConfig,
+              "ORAAC: VAE behaviour model + perturbation actor (at most 0.5 * max_action) for CVaR"),
 }
 ALGOS = tuple(AGENTS)
 

@@ -143,3 +143,15 @@ def test_flow_agents_pick_their_mode(algo, mode, tmp_path):
     m = train(agent, cfg, tmp_path / algo, progress=False).final_eval
     assert m[f"share/{mode}"] >= 0.90 and m["share/outside"] <= 0.05, bandit.summary_line(m)
 
+
+
+def test_oraac_moves_the_vae_action_to_the_safe_mode(tmp_path):
+    """ORAAC's CVaR perturbation actor (no BC-only warm-up) moves the VAE's action (latent 0) into S
+    within 2,000 CPU steps (seeds 0, 1, 2 at step 2,000; at 1,000 they sat in R, L1, L1). Later it
+    can leave the support, as SPEC 2.5 expects of a perturbation actor: seed 2 was outside at 3,000
+    and 4,000 steps. Its evaluation is deterministic and the bandit has one state: every action of an
+    evaluation lies in one region."""
+    agent, cfg = build_configs("bandit", "oraac", cpu_sized=True,
+                               train_overrides={"steps": 2000, "eval_every": 0, "device": "cpu"})
+    m = train(agent, cfg, tmp_path / "oraac", progress=False).final_eval
+    assert m["share/S"] >= 0.90 and m["share/outside"] <= 0.05, bandit.summary_line(m)

@@ -20,6 +20,7 @@ from .risk import (
     tail_mean_ref,
 )
 from .sampler import PRECISIONS, PackedDenoiser, pack_denoiser, sample_chain, sample_chain_ref
+from .student import PackedStudent, pack_student, student_forward_ref, student_sample
 
 __all__ = [
     "BACKENDS", "HAS_TRITON", "get_backend", "set_backend", "use", "use_triton",
@@ -28,4 +29,5 @@ __all__ = [
     "DEFAULT_PARAMS", "DISTORTIONS", "check_distortion", "distort", "distort_ref",
     "quadrature_fractions", "tail_mean", "tail_mean_ref",
     "PRECISIONS", "PackedDenoiser", "pack_denoiser", "sample_chain", "sample_chain_ref",
+    "PackedStudent", "pack_student", "student_forward_ref", "student_sample",
 ]

@@ -14,6 +14,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac train --algo bc        behaviour cloning; neutral: the risk-neutral ablation; diffusion-ql
   ramac eval RUN_DIR           evaluate a run's checkpoint again
   ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
+  ramac study agents           every agent of the registry on the bandit (seeds), one table and one figure
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
   ramac profile                short run with NVTX ranges for Nsight (GPU)
   ramac report RUN_DIR...      per-seed evaluations of many runs, bootstrap CIs over seeds, per method
@@ -173,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="JSON file to write (default: bench-WHAT-DEVICE.json)")
     b.add_argument("--batch-size", type=int, nargs="+",
                    help="batch sizes (default: sampler 1 256 4096 65536; train 256 1024 4096 16384)")
-    b.add_argument("--algo", default="radac", choices=ALGOS, help="train: the agent whose update is timed")
+    b.add_argument("--algo", default="radac", choices=ALGOS,
+                   help="train: the agent whose update is timed; sampler: rafmac or fql time the flow student's "
+                        "one-step sampler (FQL's 4 x 512 and a 3 x 256 one) beside RADAC's chain, others the chain")
     b.add_argument("--preset", default="halfcheetah-medium-expert",
                    help="train: the preset whose networks are timed, on synthetic data of HalfCheetah's shape")
     b.add_argument("--paths", nargs="+", help="train: which paths to time (default: all)")
@@ -200,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bf16", action="store_true", help="bf16 autocast")
     f.add_argument("--compile", action="store_true", help="torch.compile the update's pieces (as training does)")
 
-    st = sub.add_parser("study", help="studies over a family of tasks; `ramac study bandit` (see its --help)")
+    st = sub.add_parser("study", help="studies over a family of tasks; `ramac study bandit` and `ramac study agents` "
+                                      "(see their --help)")
     stsub = st.add_subparsers(dest="study_command", metavar="STUDY")
     stsub.required = True
     sb = stsub.add_parser("bandit", help="train an agent on bandit variants for several seeds and lengths",
@@ -227,6 +231,36 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--compile", action="store_true",
                     help="GPU: torch.compile each run's update too (~30 s per run to compile)")
     sb.add_argument("--threads", type=int, help="torch CPU threads")
+    sa = stsub.add_parser("agents", help="train every agent on a bandit for several seeds and compare them",
+                          description="Train each --algos agent with its own preset settings on each --variants "
+                                      "bandit for each seed, and write OUT/agents.{md,csv,json} (reward mean and "
+                                      "CVaR_0.1, share of actions in each mode and outside: mean and 95 %% "
+                                      "t-interval over seeds; the mode with most actions per seed; the behaviour "
+                                      "SPEC 2.5 expects of the agent's risk setting and whether it came out) and "
+                                      "OUT/agents.png (one panel per agent, and the shares as bars; with several "
+                                      "variants OUT/agents-VARIANT.png each). Resumable: rerun the same command to "
+                                      "finish an interrupted study.")
+    sa.add_argument("--algos", nargs="+", default=["all"],
+                    help=f"agents, or 'all' (default: every agent of the registry: {', '.join(ALGOS)})")
+    sa.add_argument("--variants", nargs="+", default=["bandit"],
+                    help="bandit family members, or 'all' (default: bandit); `ramac study bandit --list` names them")
+    sa.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    sa.add_argument("--steps", type=int,
+                    help="training steps of every run (default: the preset's: 14000, on a CPU 5000 unless --full)")
+    sa.add_argument("--eval-every", type=int,
+                    help="steps between evaluations and checkpoints (default: 2000, 1000 or 500, whichever divides "
+                         "--steps, else only at the end)")
+    sa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="agent setting override, applied to the chosen agents that have the setting")
+    sa.add_argument("--out", type=Path, default=Path("results/bandit-agents"), help="output folder")
+    sa.add_argument("--runs", type=Path, help="where the run directories go (default: OUT/runs)")
+    sa.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    sa.add_argument("--full", action="store_true", help="full-size presets on a CPU too")
+    sa.add_argument("--concurrent", type=int, default=8,
+                    help="GPU: runs advanced side by side, one CUDA stream each (default: 8)")
+    sa.add_argument("--compile", action="store_true",
+                    help="GPU: torch.compile each run's update too (~30 s per run to compile)")
+    sa.add_argument("--threads", type=int, help="torch CPU threads")
 
     r = sub.add_parser("report", help="aggregate runs: one value per training seed, bootstrap CIs over seeds",
                        description="Group run directories by task and method (--algo), take each run's last "
@@ -318,6 +352,18 @@ def _summary(metrics: dict) -> str:
 def cmd_study(args) -> int:
     from .envs.bandit_family import FAMILY
 
+    if args.study_command == "agents":
+        _check_counts(args, "steps", "eval_every", "concurrent", "threads")
+        from .study_agents import markdown as agents_markdown, run_agents_study
+
+        _use_threads(args.threads)
+        report = run_agents_study(args.algos, args.variants, args.seeds, args.steps, args.eval_every,
+                                  _parse_set(args.set), args.out, args.runs, args.device, args.full,
+                                  args.concurrent, args.compile)
+        print(agents_markdown(report))
+        print(f"wrote {args.out}/agents.md, agents.csv, agents.json and "
+              f"{'agents.png' if len(report['variants']) == 1 else 'agents-VARIANT.png per variant'}")
+        return 0
     if args.list:
         for spec in FAMILY.values():
             modes = "; ".join(f"{m.name} {m.centre} r={m.radius:g} {m.law}" for m in spec.modes)
@@ -490,9 +536,18 @@ def cmd_bench(args) -> int:
                     "risk_term": "on" if args.algo != "bc" else "none"}
     else:
         batches = tuple(args.batch_size or (1, 256, 4096, 65_536))
-        rows = bench.bench_sampler(device, batches=batches, steps=tuple(args.steps), compile_ref=not args.no_compile)
-        cols = ["T", "batch", "launch", "provider", "median_us", "actions_per_s", "speedup_vs_reference"]
-        settings = {"batches": batches, "steps": args.steps, "state_dim": 17, "action_dim": 6, "hidden": 256}
+        if args.algo in ("rafmac", "fql"):
+            rows = bench.bench_student(device, batches=batches, radac_steps=args.steps[0],
+                                       compile_ref=not args.no_compile)
+            cols = ["op", "hidden", "layers", "T", "batch", "launch", "provider", "median_us", "actions_per_s",
+                    "tflop_per_s", "speedup_vs_reference", "ratio_vs_radac_sampler"]
+            settings = {"batches": batches, "algo": args.algo, "state_dim": 17, "action_dim": 6,
+                        "student_shapes": bench.STUDENT_SHAPES, "radac_steps": args.steps[0], "radac_hidden": 256}
+        else:
+            rows = bench.bench_sampler(device, batches=batches, steps=tuple(args.steps),
+                                       compile_ref=not args.no_compile)
+            cols = ["T", "batch", "launch", "provider", "median_us", "actions_per_s", "speedup_vs_reference"]
+            settings = {"batches": batches, "steps": args.steps, "state_dim": 17, "action_dim": 6, "hidden": 256}
     out = args.out or Path(f"bench-{args.what}-{name.replace(' ', '_')}.json")
     bench.write_results(out, args.what, rows, device, settings)
     table = bench.markdown_table(rows, cols + (["error"] if any("error" in r for r in rows) else []))

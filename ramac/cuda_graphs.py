@@ -66,3 +66,37 @@ class GraphedSampler:
         self.state.copy_(state, non_blocking=True)
         self.graph.replay()
         return self.out
+
+
+class GraphedStudent:
+    """The flow policy's one-step student (`policy.sample_fast`) behind a CUDA graph, for a fixed
+    batch size, as GraphedSampler: a call copies the states into a static buffer, replays (fresh
+    torch noise each replay) and returns the static output buffer, overwritten by the next call.
+
+    The weight check compares the parameters' versions recorded at capture (a few microseconds;
+    walking `parameters()` for `policy.pack()` costs more than the graph replay at batch 1).
+    """
+
+    def __init__(self, policy, batch: int, device=None):
+        device = device or next(policy.parameters()).device
+        self.params = list(policy.actor.student.parameters())
+        self.state = torch.zeros(batch, policy.actor.state_dim, device=device)
+        self.packed = policy.pack()  # packed (and cast in warm-up) before capture: the graph reads it
+        self.out = None
+
+        def step():
+            self.out = policy.sample_fast(self.state)
+
+        self.graph = capture(step)
+        self.key = self._key()
+
+    def _key(self):
+        return [(p.data_ptr(), p._version) for p in self.params]
+
+    @torch.no_grad()
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        if self._key() != self.key:
+            raise RuntimeError("the student's weights changed since capture; build a new GraphedStudent")
+        self.state.copy_(state, non_blocking=True)
+        self.graph.replay()
+        return self.out

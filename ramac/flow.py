@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import kernels
 from .nets import FlowMLP
 
 
@@ -35,6 +36,7 @@ class FlowPolicy(nn.Module):
         self.cfg = cfg
         self.actor = FlowActor(state_dim, action_dim, cfg.actor_hidden, cfg.actor_layers)
         self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
+        self._pack_cache = None
 
     @property
     def actor_ema(self) -> nn.Module:
@@ -74,27 +76,46 @@ class FlowPolicy(nn.Module):
                                                              "actor/distill": distill.detach()}
 
     # ---- actions ----------------------------------------------------------------------
+    def _noise(self, obs, generator=None):
+        return torch.randn(obs.shape[0], self.actor.action_dim, device=obs.device, dtype=obs.dtype,
+                           generator=generator)
+
     def _student(self, obs, generator=None):
-        z = torch.randn(obs.shape[0], self.actor.action_dim, device=obs.device, dtype=obs.dtype,
-                        generator=generator)
-        return self._clip(self.actor.student(obs, z))
+        return self._clip(self.actor.student(obs, self._noise(obs, generator)))
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """The student's actions, differentiable (the risk term's)."""
+        """The student's actions, differentiable (the risk term's): the nn.Module."""
         return self._student(obs)
 
+    @torch.compiler.disable  # already one launch on CUDA: kept out of compiled graphs
     @torch.no_grad()
     def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False) -> torch.Tensor:
-        """The student's actions without gradients (next actions, the BC filter's baseline); the
-        noise comes from torch's stream, so `seed` (the diffusion sampler's) is not used."""
-        return self._student(obs)
+        """The student's actions without gradients (next actions, the BC filter's baseline) through
+        `kernels.student_sample` (one launch on CUDA). The noise comes from torch's stream, so `seed`
+        (the diffusion sampler's) is not used."""
+        return kernels.student_sample(self.pack(), obs, self._noise(obs), self.cfg.sampler_precision)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._student(obs, generator)
+        return kernels.student_sample(self.pack(), obs, self._noise(obs, generator), self.cfg.sampler_precision)
+
+    def pack(self) -> kernels.PackedStudent:
+        """The student's weights packed for `kernels.student_sample`, cached until they change.
+
+        Parameter version counters detect eager in-place updates; CUDA-graph replays do not
+        bump them, so code that replays updates calls `forget_packs()` (and before capture, so
+        that the packing is recorded in the graph rather than read from a cache).
+        """
+        student = self.actor.student
+        key = tuple((p.data_ptr(), p._version) for p in student.parameters())
+        if self._pack_cache is not None and self._pack_cache[0] == key:
+            return self._pack_cache[1]
+        packed = kernels.pack_student(student, self.cfg.max_action)
+        self._pack_cache = (key, packed)
+        return packed
 
     def update_ema(self, step: torch.Tensor) -> None:
         """No EMA copy (FQL has none)."""
 
     def forget_packs(self) -> None:
-        """No cached weight packs."""
+        self._pack_cache = None

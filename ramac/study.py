@@ -72,7 +72,8 @@ def plan_runs(variants, algo="radac", seeds=(0, 1, 2), steps=14_000, eval_every=
     return runs
 
 
-def _finished(run_dir: Path, steps: int) -> bool:
+def is_finished(run_dir: Path, steps: int) -> bool:
+    """Whether the run in run_dir has written its final evaluation at `steps`."""
     path = run_dir / "eval.json"
     return path.exists() and json.loads(path.read_text()).get("step") == steps
 
@@ -80,7 +81,7 @@ def _finished(run_dir: Path, steps: int) -> bool:
 def train_runs(plan, device, concurrent: int = 8, log=print, plots: str = "final") -> None:
     """Train the unfinished runs of a plan, `concurrent` at a time on a GPU (one at a time on a CPU)."""
     device = resolve_device(str(device))
-    todo = [r for r in plan if not _finished(r[2], r[3][1].steps)]
+    todo = [r for r in plan if not is_finished(r[2], r[3][1].steps)]
     t0 = time.perf_counter()
     width = concurrent if device.type == "cuda" else 1
     for i in range(0, len(todo), width):
@@ -100,7 +101,7 @@ def run_study(variants, algo: str = "radac", seeds=(0, 1, 2), lengths=(14_000, 4
     out, device = Path(out), resolve_device(str(device))
     runs_dir = Path(runs_dir) if runs_dir else out / "runs"
     plan = plan_runs(variants, algo, seeds, lengths[-1], eval_every, overrides, runs_dir, device, full, compile)
-    done = sum(_finished(r[2], lengths[-1]) for r in plan)
+    done = sum(is_finished(r[2], lengths[-1]) for r in plan)
     log(f"bandit study: {len(plan)} runs ({len(variants)} variants x {len(seeds)} seeds, {algo}, "
         f"{lengths[-1]} steps), {done} already finished; {device}"
         f"{f', {concurrent} side by side' if device.type == 'cuda' else ''}")
@@ -140,7 +141,8 @@ def _train_group(group, device, log, plots="final") -> None:
                     np.save(r.run_dir / "actions.npy", r.trainer.last_eval["_actions"])
                 if r.trainer.done:
                     r.trainer.finish()
-                    log(f"  {r.variant} seed {r.seed}: {r.trainer.task.summary(r.trainer.last_eval)}")
+                    log(f"  {r.variant} {r.trainer.cfg.algo} seed {r.seed}: "
+                        f"{r.trainer.task.summary(r.trainer.last_eval)}")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -222,17 +224,12 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
     data = bandit.make_dataset(3000, spec=spec).action.numpy()
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(3.6 * (len(runs) + 1), 3.8), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        ax.imshow(cvar_map, extent=(-1, 1, -1, 1), origin="lower", cmap="RdYlGn",
-                  vmin=cvar_map.min(), vmax=cvar_map.max())
-        ax.scatter(data[:, 0], data[:, 1], s=1, c="0.35", alpha=0.3)
-        actions = _final_actions(Path(run["run_dir"]))
+        draw_map(ax, spec, cvar_map, data)
+        actions = final_actions(Path(run["run_dir"]))
         if actions is not None:
             ax.scatter(actions[:, 0], actions[:, 1], s=2, c="tab:blue", alpha=0.5)
         else:
             ax.text(0, 0, "no actions saved", ha="center", fontsize=9)
-        for m in spec.modes:
-            ax.text(m.centre[0], m.centre[1] + m.radius + 0.03, m.name, ha="center", fontsize=8, weight="bold")
-        ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"seed {run['seed']}", fontsize=9)
     ax = axes[0, -1]
     for seed, pts in report["curves"][variant].items():
@@ -249,7 +246,19 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
     plt.close(fig)
 
 
-def _final_actions(run_dir: Path):
+def draw_map(ax, spec, cvar_map, data) -> None:
+    """The CVaR_0.1 map of a bandit, its data actions (grey) and the mode names."""
+    ax.imshow(cvar_map, extent=(-1, 1, -1, 1), origin="lower", cmap="RdYlGn", vmin=cvar_map.min(),
+              vmax=cvar_map.max())
+    ax.scatter(data[:, 0], data[:, 1], s=1, c="0.35", alpha=0.3)
+    for m in spec.modes:  # above the disc, or below it where the box ends first
+        y = m.centre[1] + m.radius + 0.03 if m.centre[1] + m.radius < 0.88 else m.centre[1] - m.radius - 0.12
+        ax.text(m.centre[0], y, m.name, ha="center", fontsize=8, weight="bold")
+    ax.set_xlim(-1, 1), ax.set_ylim(-1, 1)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def final_actions(run_dir: Path):
     """The latest evaluation's actions, saved by the study in the run directory."""
     path = run_dir / "actions.npy"
     return np.load(path) if path.exists() else None

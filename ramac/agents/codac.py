@@ -86,24 +86,30 @@ class CODAC(RADAC):
             gaps.append(torch.logsumexp(scores, dim=1).mean() - critic(b.obs, b.action, tau).mean())
         return gaps
 
+    def _alpha_prime(self) -> torch.Tensor:
+        return self.log_alpha_prime.value.exp().clamp(0.0, 1e6)
+
     def critic_losses(self, b: Batch):
-        """(loss1, loss2, the Lagrange loss of log alpha' or None, metrics)."""
+        """(loss1, loss2, the mean penalty (detached; the Lagrange loss's input), metrics)."""
         cfg = self.cfg
         loss1, loss2, info = self.critic_loss(b)
         gap1, gap2 = self.conservative_penalty(b)
         pen1, pen2 = cfg.cql_weight * gap1, cfg.cql_weight * gap2
         info["critic/cql_gap1"], info["critic/cql_gap2"] = gap1.detach(), gap2.detach()
-        lagrange_loss = None
         if cfg.lagrange:
-            alpha_prime = self.log_alpha_prime.value.exp().clamp(0.0, 1e6)
-            weight = alpha_prime.detach()
+            weight = self._alpha_prime().detach()
             loss1 = loss1 + weight * (pen1 - cfg.lagrange_threshold)
             loss2 = loss2 + weight * (pen2 - cfg.lagrange_threshold)
-            lagrange_loss = -alpha_prime * (0.5 * (pen1 + pen2).detach() - cfg.lagrange_threshold)
             info["critic/alpha_prime"] = weight
         else:
             loss1, loss2 = loss1 + pen1, loss2 + pen2
-        return loss1, loss2, lagrange_loss, info
+        return loss1, loss2, 0.5 * (pen1 + pen2).detach(), info
+
+    def lagrange_loss(self, penalty: torch.Tensor) -> torch.Tensor:
+        """-alpha' * (penalty - threshold): alpha' grows while the penalty is above the threshold.
+        Its own small graph, outside the compiled critic losses (whose saved tensors the critics'
+        backward frees)."""
+        return -self._alpha_prime() * (penalty - self.cfg.lagrange_threshold)
 
     def actor_loss(self, b: Batch, eta=None, with_risk: bool = True):
         """alpha * log pi - risk value of the reparameterised action (the min of the two critics)."""
@@ -116,11 +122,11 @@ class CODAC(RADAC):
     # ---- update ---------------------------------------------------------------------
     def update(self, b: Batch) -> dict:
         with nvtx_range("critic/loss"):
-            loss1, loss2, lagrange_loss, info = self.critic_losses(b)
+            loss1, loss2, penalty, info = self.critic_losses(b)
         self._step_critics(loss1, loss2, info)
-        if lagrange_loss is not None:
+        if self.cfg.lagrange:
             groups = ((self.lagrange_opt, self.log_alpha_prime, "critic/alpha_prime_grad"),)
-            set_grads(lagrange_loss, groups)
+            set_grads(self.lagrange_loss(penalty), groups)
             optimise(groups, 0.0)
         with nvtx_range("actor/loss"):
             actor_loss, actor_info = self.actor_loss(b)

@@ -17,11 +17,12 @@ import torch
 
 from .. import kernels
 from ..diffusion import Diffusion
-from ..cuda_graphs import GraphedSampler, capture
+from ..cuda_graphs import GraphedSampler, GraphedStudent, capture
 from ..kernels.denoise import posterior_step_ref, posterior_step_triton
 from ..kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
 from ..kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
 from ..kernels.sampler import sample_chain_ref, sample_chain_triton
+from ..kernels.student import student_forward_ref, student_forward_triton
 from ..nets import Denoiser
 from ..utils import atomic_write_json, provenance
 
@@ -180,6 +181,105 @@ def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=
                                        op="sampler", T=T, batch=B, provider=provider)
                         rows.append(_with_rate(row, B))
     return _with_speedups(rows, ("op", "T", "batch", "launch"))
+
+
+# FQL's published student (4 x 512) and a smaller one: 500M actions/s at 4 x 512 would take ~0.8
+# PFLOP/s of bf16 (student_flops), ~80 % of an H200's dense peak, so the goal is also timed there
+STUDENT_SHAPES = ((512, 4), (256, 3))
+
+
+def student_flops(state_dim: int, action_dim: int, hidden: int, layers: int) -> int:
+    """FLOPs of one student pass (2 per multiply-add; biases, GELU and the clip left out)."""
+    return 2 * hidden * (state_dim + action_dim + (layers - 1) * hidden + action_dim)
+
+
+def bench_student(device, batches=(1, 256, 4096, 65_536), shapes=STUDENT_SHAPES, state_dim=17, action_dim=6,
+                  precisions=("bf16", "tf32"), compile_ref=False, radac_steps=5, radac_hidden=256,
+                  blocks=None) -> list[dict]:
+    """The flow student's one-step sampler (RAFMAC / FQL) per provider and batch, and RADAC's
+    chain sampler (T = radac_steps) at the same batches in the same run.
+
+    Each provider draws its noise inside the timed call (triton-bf16-philox draws it in the
+    kernel). ratio_vs_radac_sampler: RADAC's graphed end-to-end sampler time over the row's
+    (above 1: the student is that many times faster; on CPU the eager chain is the baseline).
+    """
+    from ..agents.configs import FlowActorConfig
+    from ..flow import FlowPolicy
+
+    cuda = device.type == "cuda"
+    launches = (False, True) if cuda else (False,)
+    rows = []
+    torch.manual_seed(0)
+    denoiser = Denoiser(state_dim, action_dim, radac_hidden).to(device)
+    diffusion = Diffusion(radac_steps, "vp").to(device)
+    for B in batches:
+        state = torch.randn(B, state_dim, device=device)
+        seed = torch.tensor([1], dtype=torch.int64, device=device)
+        fields = dict(op="radac-sampler", hidden=radac_hidden, layers=3, T=radac_steps, batch=B)
+        nb = blocks or (20 if B > 4096 else 30)
+        with torch.no_grad():
+            if cuda:  # end to end from Python, as the student's graphed-student row
+                graphed = GraphedSampler(diffusion, denoiser, B)
+                rows.append(_with_rate(_measure(lambda: graphed(state), device, False, blocks=nb,
+                                                provider="graphed-sampler", **fields), B))
+            for graph in launches:
+                rows.append(_with_rate(_measure(lambda: diffusion.sample_fast(denoiser, state, seed=seed), device,
+                                                graph, blocks=nb, provider="sample-chain", **fields), B))
+
+    for hidden, layers in shapes:
+        torch.manual_seed(0)
+        policy = FlowPolicy(state_dim, action_dim, FlowActorConfig(actor_hidden=hidden, actor_layers=layers))
+        policy = policy.to(device)
+        packed = policy.pack()
+        flops = student_flops(state_dim, action_dim, hidden, layers)
+        for B in batches:
+            state = torch.randn(B, state_dim, device=device)
+            seed = torch.tensor([1], dtype=torch.int64, device=device)
+
+            def noise(B=B):
+                return torch.randn(B, action_dim, device=device)
+
+            def reference(state=state, noise=noise):
+                return student_forward_ref(packed, state, noise())
+
+            providers = {"reference": reference, "module": lambda state=state: policy.sample(state)}
+            if compile_ref:
+                providers["compile"] = torch.compile(reference, dynamic=False)
+            for prec in precisions:
+                providers[f"triton-{prec}"] = (lambda prec=prec, state=state, noise=noise:
+                                               student_forward_triton(packed, state, noise(), precision=prec))
+            providers["triton-bf16-philox"] = (lambda state=state, seed=seed:
+                                               student_forward_triton(packed, state, seed=seed, precision="bf16"))
+            fields = dict(op="student", hidden=hidden, layers=layers, T=1, batch=B)
+            nb = blocks or (20 if B > 4096 else 30)
+            batch_rows = []
+            with torch.no_grad():
+                if cuda:  # end to end from Python: copy states in, replay, return the buffer
+                    graphed = GraphedStudent(policy, B)
+                    batch_rows.append(_measure(lambda: graphed(state), device, False, blocks=nb,
+                                               provider="graphed-student", **fields))
+                for provider, fn in providers.items():
+                    for graph in launches:
+                        batch_rows.append(_measure(fn, device, graph, blocks=nb, provider=provider, **fields))
+            for r in batch_rows:
+                if "median_us" in r:
+                    _with_rate(r, B)
+                    r["tflop_per_s"] = r["actions_per_s"] * flops / 1e12
+            rows += batch_rows
+    return _with_radac_ratio(_with_speedups(rows, ("op", "hidden", "layers", "batch", "launch")))
+
+
+def _with_radac_ratio(rows):
+    """ratio_vs_radac_sampler on the student's rows: RADAC's graphed-sampler (else eager
+    sample-chain) time at the same batch over the row's time."""
+    base = {}
+    for provider, launch in (("sample-chain", "eager"), ("graphed-sampler", "eager")):  # the latter wins
+        base.update({r["batch"]: r["median_us"] for r in rows if r["op"] == "radac-sampler"
+                     and r["provider"] == provider and r["launch"] == launch and "median_us" in r})
+    for r in rows:
+        if r["op"] == "student" and "median_us" in r and r["batch"] in base:
+            r["ratio_vs_radac_sampler"] = base[r["batch"]] / r["median_us"]
+    return rows
 
 
 def _with_rate(row, batch):

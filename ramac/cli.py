@@ -69,6 +69,19 @@ def _algo_help() -> str:
     return "; ".join(f"{name}: {entry[3]}" for name, entry in AGENTS.items()) + ". Default: radac"
 
 
+def _study_run_options(parser, out: Path) -> None:
+    """Where a study writes and how its runs train (shared by the study commands)."""
+    parser.add_argument("--out", type=Path, default=out, help="output folder")
+    parser.add_argument("--runs", type=Path, help="where the run directories go (default: OUT/runs)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--full", action="store_true", help="full-size presets on a CPU too")
+    parser.add_argument("--concurrent", type=int, default=8,
+                        help="GPU: runs advanced side by side, one CUDA stream each (default: 8)")
+    parser.add_argument("--compile", action="store_true",
+                        help="GPU: torch.compile each run's update too (~30 s per run to compile)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import ALGOS, TrainConfig, task_names
 
@@ -222,15 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lengths at which to report (default: 14000 42000 on a GPU, 5000 on a CPU)")
     sb.add_argument("--eval-every", type=int, help="steps between evaluations (default: gcd of --steps)")
     sb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent setting override")
-    sb.add_argument("--out", type=Path, default=Path("results/bandit-study"), help="output folder")
-    sb.add_argument("--runs", type=Path, help="where the run directories go (default: OUT/runs)")
-    sb.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    sb.add_argument("--full", action="store_true", help="full-size preset on a CPU too")
-    sb.add_argument("--concurrent", type=int, default=8,
-                    help="GPU: runs advanced side by side, one CUDA stream each (default: 8)")
-    sb.add_argument("--compile", action="store_true",
-                    help="GPU: torch.compile each run's update too (~30 s per run to compile)")
-    sb.add_argument("--threads", type=int, help="torch CPU threads")
+    _study_run_options(sb, Path("results/bandit-study"))
     sa = stsub.add_parser("agents", help="train every agent on a bandit for several seeds and compare them",
                           description="Train each --algos agent with its own preset settings on each --variants "
                                       "bandit for each seed, and write OUT/agents.{md,csv,json} (reward mean and "
@@ -252,15 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--steps, else only at the end)")
     sa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="agent setting override, applied to the chosen agents that have the setting")
-    sa.add_argument("--out", type=Path, default=Path("results/bandit-agents"), help="output folder")
-    sa.add_argument("--runs", type=Path, help="where the run directories go (default: OUT/runs)")
-    sa.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    sa.add_argument("--full", action="store_true", help="full-size presets on a CPU too")
-    sa.add_argument("--concurrent", type=int, default=8,
-                    help="GPU: runs advanced side by side, one CUDA stream each (default: 8)")
-    sa.add_argument("--compile", action="store_true",
-                    help="GPU: torch.compile each run's update too (~30 s per run to compile)")
-    sa.add_argument("--threads", type=int, help="torch CPU threads")
+    _study_run_options(sa, Path("results/bandit-agents"))
 
     r = sub.add_parser("report", help="aggregate runs: one value per training seed, bootstrap CIs over seeds",
                        description="Group run directories by task and method (--algo), take each run's last "

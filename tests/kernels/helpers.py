@@ -21,3 +21,32 @@ def assert_same(kernel_fn, ref_fn, inputs, grad_out, dtype=torch.float32):
     torch.testing.assert_close(out_k.float(), out_r.float(), atol=atol, rtol=rtol)
     for a, b in zip(g_k, g_r):
         torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+
+
+# Samplers with tensor-core inputs (chain and student): in the interpreter (CPU) tf32 dots run in
+# fp32; on the GPU the floor of the rule below (tf32 keeps 10 mantissa bits, bf16 7: ~1e-3 and ~4e-3
+# relative per product, up to ~1e-2 / 2e-2 on actions in [-1, 1] through several layers)
+SAMPLER_TOL = {"fp32": 1e-5, "tf32": 1e-5, "bf16": 3e-2}
+GPU_FLOOR = {"tf32": 1e-2, "bf16": 2e-2}
+
+
+def precision_atol(ref, precision: str, device: torch.device, want: torch.Tensor, cpu_lowp: bool = False) -> float:
+    """Absolute tolerance of a kernel that computes ref() with `precision` tensor-core inputs.
+
+    GPU: twice the error torch itself makes running ref() at that precision (tf32 matmuls, bf16
+    autocast; flash-attention's rule), at least GPU_FLOOR. CPU (interpreter): SAMPLER_TOL, or with
+    cpu_lowp and bf16 twice torch's own bf16 error where that is larger."""
+    if precision == "fp32" or (device.type != "cuda" and not (cpu_lowp and precision == "bf16")):
+        return SAMPLER_TOL[precision]
+    if precision == "tf32":
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            lowp = ref()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    else:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            lowp = ref().float()
+    floor = GPU_FLOOR[precision] if device.type == "cuda" else SAMPLER_TOL[precision]
+    return max(2 * (lowp - want).abs().max().item(), floor)

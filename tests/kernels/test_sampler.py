@@ -12,31 +12,16 @@ from ramac.envs import bandit
 from ramac.kernels.sampler import sample_chain_ref, sample_chain_triton
 from ramac.nets import Denoiser
 
+from .helpers import precision_atol
+
 # (state_dim, action_dim, T): the bandit, Hopper, HalfCheetah / Walker2d
 TASKS = [(1, 2, 20), (11, 3, 5), (17, 6, 5), (17, 6, 1)]
-TOL = {"fp32": 1e-5, "tf32": 1e-5, "bf16": 3e-2}  # interpreter (CPU): tf32 dots run in fp32
-# GPU floor: tf32 keeps 10 mantissa bits (bf16: 7), ~1e-3 (~4e-3) relative per product; through
-# four layers and T steps that is up to ~1e-2 (2e-2) on actions in [-1, 1]. Measured on an H200:
-# the kernel's worst tf32 error was 5.1e-3, about twice cuBLAS's own tf32 error on that case.
-GPU_FLOOR = {"tf32": 1e-2, "bf16": 2e-2}
+# Measured on an H200: the kernel's worst tf32 error was 5.1e-3, about twice cuBLAS's own tf32 error
+# on that case (helpers.precision_atol).
 
 
 def tolerance(p, state, noise, precision, want):
-    """On the GPU: twice the error torch itself makes at that precision (flash-attention's
-    rule), and at least the floor above."""
-    if state.device.type != "cuda" or precision == "fp32":
-        return TOL[precision]
-    if precision == "tf32":
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            lowp = sample_chain_ref(p, state, noise)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
-    else:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            lowp = sample_chain_ref(p, state, noise).float()
-    return max(2 * (lowp - want).abs().max().item(), GPU_FLOOR[precision])
+    return precision_atol(lambda: sample_chain_ref(p, state, noise), precision, state.device, want)
 
 
 def packed(S, A, T, hidden=32, seed=0, device="cpu"):

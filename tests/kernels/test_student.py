@@ -12,17 +12,16 @@ from ramac.flow import FlowPolicy
 from ramac.kernels.student import pack_student, student_forward_ref, student_forward_triton
 from ramac.nets import FlowMLP
 
+from .helpers import precision_atol
+
 # (state_dim, action_dim, hidden, layers): the bandit with one layer; a hidden width that is not a
 # power of two (padded to 64); Hopper with 3 layers (input layer paired); HalfCheetah with 4 (alone);
 # one action dim and 5 layers (a pair of hidden layers between the first and the last pair)
 SHAPES = [(1, 2, 32, 1), (3, 2, 48, 2), (11, 3, 64, 3), (17, 6, 64, 4), (5, 1, 16, 5)]
-TOL = {"fp32": 1e-5, "tf32": 1e-5, "bf16": 3e-2}  # interpreter (CPU): tf32 dots run in fp32
 # bf16: the kernel rounds [s, z] and each activation to bf16 (7 mantissa bits); through up to six
 # matrices that is ~1e-2 on actions of unit scale (worst seen in the interpreter: 3.1e-2 at
 # 4 x 512, where torch's own bf16 autocast error was 2.1e-2; the interpreter rounds bf16
-# differently from the GPU). tf32 keeps 10 mantissa bits. Rule (flash-attention's): at most twice
-# torch's error at the same precision, and at least the floor (GPU) or TOL (CPU).
-GPU_FLOOR = {"tf32": 1e-2, "bf16": 2e-2}
+# differently from the GPU): helpers.precision_atol with cpu_lowp.
 
 
 def student(S, A, H, L, device, seed=0):
@@ -44,20 +43,7 @@ def inputs(S, A, B, device, seed=1):
 
 
 def tolerance(p, state, z, precision, want):
-    if precision == "fp32" or (precision == "tf32" and state.device.type != "cuda"):
-        return TOL[precision]
-    if precision == "tf32":
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            lowp = student_forward_ref(p, state, z)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
-    else:
-        with torch.autocast(state.device.type, dtype=torch.bfloat16):
-            lowp = student_forward_ref(p, state, z).float()
-    floor = GPU_FLOOR[precision] if state.device.type == "cuda" else TOL[precision]
-    return max(2 * (lowp - want).abs().max().item(), floor)
+    return precision_atol(lambda: student_forward_ref(p, state, z), precision, state.device, want, cpu_lowp=True)
 
 
 @pytest.mark.parametrize("S,A,H,L", SHAPES)

@@ -135,3 +135,33 @@ def test_shape_errors(device):
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="checks the interpreter fallback only")
 def test_interpreter_is_active_on_cpu():
     assert not torch.cuda.is_available()
+
+
+if kernels.HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from ramac.kernels.sampler import _round_tf32
+
+    @triton.jit
+    def _round_kernel(x_ptr, out_ptr, N: tl.constexpr):
+        i = tl.arange(0, N)
+        tl.store(out_ptr + i, _round_tf32(tl.load(x_ptr + i)))
+
+
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="needs Triton")
+def test_tf32_rounding_is_to_nearest():
+    """The samplers' tf32 operands are rounded to the nearest tf32 (as cuBLAS), not truncated as
+    tl.dot's tf32 inputs are: on random values and on ties."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.cat([torch.randn(1000) * 10.0 ** torch.randint(-3, 4, (1000,)),
+                   torch.tensor([1 + 2.0**-11, -(1 + 2.0**-11), 1 + 2.0**-11 - 2.0**-23, 0.0, -0.0, 1.0])])
+    x = torch.cat([x, torch.zeros(1024 - x.numel())]).to(dev)
+    out = torch.empty_like(x)
+    _round_kernel[(1,)](x, out, N=1024)
+    x64, out64 = x.double().cpu(), out.double().cpu()
+    ulp = 2.0 ** (torch.floor(torch.log2(x64.abs().clamp_min(1e-30))) - 10)  # tf32's spacing at x
+    assert ((out64 - x64).abs() <= ulp / 2 + 1e-30).all()  # nearest: within half a tf32 spacing
+    assert (out.view(torch.int32) & 8191 == 0).all()  # tf32 values: the low 13 bits are zero
+    assert out[1000].item() == 1 + 2.0**-10 and out[1001].item() == -(1 + 2.0**-10)  # ties away from zero
+    assert out[1002].item() == 1.0

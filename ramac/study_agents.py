@@ -74,8 +74,9 @@ def expectation(cfg, spec) -> dict:
         modes = spec.best_modes("cvar", cfg.risk_param if cfg.risk == "cvar" else 0.1)
         out = {"kind": "risk-averse", "modes": modes, "text": f"best-tail mode {'+'.join(modes)}"}
     out["more_outside_than"] = "radac" if getattr(cfg, "perturbation", 0) > 0 and "risk" in names else None
-    if out["more_outside_than"]:
-        out["text"] += ", more outside than radac"
+    if out["more_outside_than"]:  # SPEC 2.5: a prior-anchored perturbation actor drifts off the support
+        out["modes"] = out["modes"] + ["outside"]
+        out["text"] = f"off the support more than radac, else {out['text']}"
     return out
 
 

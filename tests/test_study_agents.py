@@ -108,7 +108,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
 
 
 # SPEC 2.5's expectation by agent, which the study derives from each agent's settings
-SPEC_2_5 = {"radac": ["S"], "rafmac": ["S"], "codac": ["S"], "oraac": ["S"], "diffusion-ql": ["R"], "fql": ["R"],
+SPEC_2_5 = {"radac": ["S"], "rafmac": ["S"], "codac": ["S"], "oraac": ["S", "outside"], "diffusion-ql": ["R"], "fql": ["R"],
             "cql": ["R"], "neutral": ["R"], "bc": ["R", "S", "L1", "L2"]}
 
 
@@ -135,6 +135,20 @@ def test_matched_and_the_outside_comparison(tmp_path):
     assert radac["matched"] == "yes" and radac["reward_mean"] == pytest.approx(1.5)
     assert oraac["comparison"] == {"more_outside_than": "radac", "held": False}
     assert oraac["matched"] == "partly (2/2 seeds; outside not above radac)"
+
+
+def test_a_perturbation_actor_off_the_support_matches(tmp_path):
+    """SPEC 2.5: ORAAC drifts off the support. Seeds mostly outside (more than radac) match; a seed
+    in a low mode does not."""
+    plan = [r for algo in ("radac", "oraac") for r in plan_runs(["bandit"], algo, (0, 1, 2), 10, 10, {}, tmp_path)]
+    for _, seed, run_dir, (_, train) in plan:
+        run_dir.mkdir(parents=True)
+        top = "S" if train.algo == "radac" else ("outside", "L1", "outside")[seed]
+        row = {"kind": "eval", "step": 10, "reward/mean": 0.0, "reward/cvar_0.1": 0.0,
+               **{f"share/{k}": float(k == top) for k in ("R", "S", "L1", "L2", "outside")}}
+        (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    _, oraac = collect(plan, 10)
+    assert oraac["comparison"]["held"] is True and oraac["matched"] == "partly (2/3 seeds)"
 
 
 def test_help_names_every_registry_agent(capsys):

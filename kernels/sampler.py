@@ -183,7 +183,9 @@ if HAS_TRITON:
         # multiply the (bf16-rounded) operands in fp32 instead
         if UPCAST:
             return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-        if PRECISION == "tf32":  # fp32 operands: rounded to nearest, as cuBLAS does
+        if PRECISION == "tf32" and a.dtype == tl.float32:  # fp32 operands (tf32 dots): rounded to
+            # nearest, as cuBLAS does; bf16 operands pass as they are (the bf16 path's PRECISION is
+            # "tf32" too, which tl.dot ignores for 16-bit inputs)
             return tl.dot(_round_tf32(a), _round_tf32(b), acc, input_precision=PRECISION)
         return tl.dot(a, b, acc, input_precision=PRECISION)
 

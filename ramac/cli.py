@@ -1,4 +1,4 @@
-"""Command line: `ramac train | eval | study | data | behaviour | bench | profile | presets`."""
+"""Command line: `ramac train | eval | study | sweep | report | data | behaviour | bench | profile | presets`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
   ramac profile                short run with NVTX ranges for Nsight (GPU)
   ramac report RUN_DIR...      per-seed evaluations of many runs, bootstrap CIs over seeds, per method
+  ramac sweep CONFIG.toml      tasks x agents x seeds, resumable, across GPUs with torchrun; a table per task
   ramac presets [NAME]         list the task presets or show one
 """
 
@@ -268,6 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories (one per seed)")
     r.add_argument("--out", type=Path, default=Path("report"), help="output path without suffix (default: report)")
     r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default: 0)")
+
+    sw = sub.add_parser("sweep", help="tasks x agents x seeds from a TOML file, resumable, sharded over torchrun "
+                                      "processes; a table per task",
+                        description="Train every (task, agent, seed) cell of CONFIG (TOML: name, tasks, agents, "
+                                    "seeds, [train] run settings, [set] agent settings, [set.AGENT] per agent; "
+                                    "see ramac/sweep.py) into OUT/runs/TASK-AGENT-seedN, skipping finished cells "
+                                    "and resuming interrupted ones, then write OUT/TASK.md|csv|json (mean and 95 %% "
+                                    "bootstrap CI over seeds per agent), OUT/TASK-risk.png, OUT/TASK-curves.png and "
+                                    "OUT/sweep.json. Across processes: `torchrun --nproc_per_node N -m ramac sweep "
+                                    "CONFIG` (one GPU per process, cells dealt round-robin; gloo on CPUs).")
+    sw.add_argument("config", type=Path, help="the sweep's TOML file")
+    sw.add_argument("--out", type=Path, help="output folder (default: results/NAME)")
+    sw.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    sw.add_argument("--full", action="store_true", help="full-size presets on a CPU too (default: CPU-sized)")
+    sw.add_argument("--concurrent", type=int, default=8,
+                    help="GPU: runs of a process advanced side by side, one CUDA stream each (default: 8)")
+    sw.add_argument("--dry-run", action="store_true", help="list the cells and which are finished; train nothing")
 
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
@@ -579,6 +597,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import load_spec, plan, run_sweep
+
+    spec = load_spec(args.config)
+    out = args.out or Path("results") / spec.name
+    if args.concurrent < 1:
+        raise ValueError(f"--concurrent must be >= 1, got {args.concurrent}")
+    if args.dry_run:
+        from .study import is_finished
+
+        cells = plan(spec, out / "runs", args.device if args.device != "auto" else "cpu", full=args.full)
+        for c in cells:
+            state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
+            print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
+        return 0
+    report = run_sweep(spec, out, args.device, args.concurrent, full=args.full)
+    if report is not None:
+        print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
+              f"({len(report['tasks'])} tasks)")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import build_configs, preset_names, to_dict
 
@@ -607,7 +647,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
                 "data": cmd_data, "behaviour": cmd_behaviour,
-                "presets": cmd_presets, "study": cmd_study, "report": cmd_report}
+                "presets": cmd_presets, "study": cmd_study, "report": cmd_report, "sweep": cmd_sweep}
     from .train import NonFiniteLossError, RunDirError
 
     try:

@@ -42,7 +42,11 @@ def bootstrap_ci(x, stat, n_boot: int = 1000, level: float = 0.95, seed: int = 0
     """Percentile bootstrap confidence interval of stat(x)."""
     x = np.asarray(x, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    stats = np.array([stat(x[rng.integers(0, len(x), len(x))]) for _ in range(n_boot)])
+    samples = x[rng.integers(0, len(x), (n_boot, len(x)))]  # one resample per row
+    try:  # numpy reductions take axis: all resamples in one call
+        stats = np.asarray(stat(samples, axis=1), dtype=np.float64)
+    except TypeError:
+        stats = np.array([stat(s) for s in samples])
     lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 

@@ -134,3 +134,17 @@ def test_make_updater_picks_the_plain_loop_unless_a_fast_feature_applies():
     assert isinstance(plain, EagerUpdater)
     fast = make_updater(agent("cpu"), data, B, bf16=True)
     assert isinstance(fast, FastUpdater) and fast.bf16 and not fast.graph
+
+
+def test_metrics_average_over_the_updates_that_report_them():
+    """ORAAC reports its actor's metrics every 2nd update: their mean is over those updates, not
+    over all; a metric no update reported since the last read is left out."""
+    m = DeviceMetrics()
+    for info in ({"critic/loss1": 1.0, "actor/loss": 4.0}, {"critic/loss1": 3.0}, {"critic/loss1": 5.0, "actor/loss": 6.0}):
+        m.add({k: torch.tensor(v) for k, v in info.items()}, 1)
+        m.count += 1
+    means, first_bad = m.read()
+    assert means == {"critic/loss1": 3.0, "actor/loss": 5.0} and first_bad == -1
+    m.add({"critic/loss1": torch.tensor(2.0)}, 4)
+    m.count += 1
+    assert m.read()[0] == {"critic/loss1": 2.0}

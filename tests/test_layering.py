@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"ramac.cli", "ramac.perf", "ramac.perf.bench", "ramac.perf.profile", "ramac.study",
-            "ramac.study_agents"}
+            "ramac.study_agents", "ramac.sweep", "ramac.__main__"}
 DATAGEN_PACKAGE = "ramac.datagen"  # SAC and the behaviour policies: data-set building only
 
 

@@ -39,6 +39,7 @@ class DeviceMetrics:
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, torch.Tensor] = {}  # updates that reported each metric (ORAAC's actor: every 2nd)
         self.first_bad = None
         self.count = 0
 
@@ -48,7 +49,9 @@ class DeviceMetrics:
             v = v.detach().float()
             if k not in self.sums:
                 self.sums[k] = torch.zeros((), device=v.device)
+                self.counts[k] = torch.zeros((), device=v.device)
             self.sums[k].add_(v)
+            self.counts[k].add_(1)
         loss = sum(info[k].float() for k in LOSS_KEYS if k in info)
         if self.first_bad is None:
             self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
@@ -56,12 +59,16 @@ class DeviceMetrics:
         self.first_bad.copy_(torch.where(bad, step, self.first_bad))
 
     def read(self) -> tuple[dict, int]:
-        """(means since the last read, first step with a non-finite loss or -1); one sync."""
+        """(each metric's mean over the updates since the last read that reported it, first step
+        with a non-finite loss or -1); one sync. A metric no update reported since is left out."""
         if not self.count:
             return {}, -1
-        means = {k: float(v) / self.count for k, v in self.sums.items()}
+        keys = list(self.sums)
+        sums, counts = torch.stack([self.sums[k] for k in keys]), torch.stack([self.counts[k] for k in keys])
+        sums, counts = sums.tolist(), counts.tolist()
+        means = {k: s / c for k, s, c in zip(keys, sums, counts) if c > 0}
         first_bad = int(self.first_bad)
-        for v in self.sums.values():
+        for v in (*self.sums.values(), *self.counts.values()):
             v.zero_()
         self.first_bad.fill_(-1)
         self.count = 0

@@ -1,0 +1,274 @@
+"""`ramac sweep CONFIG.toml`: tasks x agents x seeds (with settings per agent), one run directory
+per cell, sharded over the processes of a torchrun launch, resumable, and a table per task.
+
+    name = "mujoco-small"                 # results/NAME/ unless --out
+    tasks = ["halfcheetah-medium-replay", "hopper-medium-replay"]
+    agents = ["radac", "bc"]
+    seeds = [0, 1, 2, 3, 4]
+    [train]                               # run settings (TrainConfig) of every cell
+    steps = 30000
+    eval_every = 10000
+    [set]                                 # agent settings for every agent that has them
+    grad_norm = 5.0
+    [set.radac]                           # ... and for one agent (after the common ones)
+    eta = 0.05
+
+Cells are ordered task, agent, seed; process `rank` of `world` trains cells rank, rank + world, ...
+(one process per GPU under torchrun, gloo on CPUs, NCCL on GPUs), each with its own device. A
+finished cell (its final evaluation written) is skipped; an interrupted one continues from its
+checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
+time. When every process is done, process 0 writes OUT/TASK.md / .csv / .json (mean and 95 %
+bootstrap interval over seeds per agent: `ramac report`'s aggregation), OUT/TASK-risk.png (risk
+profile per agent) and OUT/TASK-curves.png (evaluation curves, mean over seeds), plus
+OUT/sweep.json (the resolved cells, versions, the config file's text).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tomllib
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from .agents.registry import ALGOS, config_class
+from .config import TrainConfig, build_configs, task_names
+from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
+
+
+class SweepError(ValueError):
+    """A sweep configuration that cannot run (one line, before anything trains)."""
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    tasks: list[str]
+    agents: list[str]
+    seeds: list[int]
+    train: dict = field(default_factory=dict)
+    common: dict = field(default_factory=dict)  # [set] keys that are not agent names
+    per_agent: dict = field(default_factory=dict)  # [set.AGENT]
+    text: str = ""  # the file's text, kept with the results
+
+
+def load_spec(path) -> SweepSpec:
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"sweep config {path} does not exist")
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"{path} is not valid TOML: {e}") from None
+    return parse_spec(raw, text, default_name=path.stem)
+
+
+def parse_spec(raw: dict, text: str = "", default_name: str = "sweep") -> SweepSpec:
+    known = {"name", "tasks", "agents", "seeds", "train", "set"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SweepError(f"unknown sweep key(s) {unknown}; known: {sorted(known)}")
+    for key in ("tasks", "agents", "seeds"):
+        if not isinstance(raw.get(key), list) or not raw[key]:
+            raise SweepError(f"sweep needs a non-empty list '{key}'")
+    bad_tasks = [t for t in raw["tasks"] if t not in task_names()]
+    if bad_tasks:
+        raise SweepError(f"unknown task(s) {bad_tasks}; known: {', '.join(task_names())}")
+    bad_agents = [a for a in raw["agents"] if a not in ALGOS]
+    if bad_agents:
+        raise SweepError(f"unknown agent(s) {bad_agents}; known: {', '.join(ALGOS)}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw["seeds"]):
+        raise SweepError(f"seeds must be integers >= 0, got {raw['seeds']}")
+    if len(set(raw["seeds"])) != len(raw["seeds"]):
+        raise SweepError(f"seeds must differ, got {raw['seeds']}")
+    train = dict(raw.get("train", {}))
+    fixed = {"task", "algo", "seed", "dataset", "env"} & set(train)
+    if fixed:
+        raise SweepError(f"[train] cannot set {sorted(fixed)}: the sweep sets them per cell")
+    train_fields = {f.name for f in fields(TrainConfig)}
+    if set(train) - train_fields:
+        raise SweepError(f"unknown [train] setting(s) {sorted(set(train) - train_fields)}")
+    sets = dict(raw.get("set", {}))
+    per_agent = {k: sets.pop(k) for k in list(sets) if k in ALGOS}
+    for agent, values in per_agent.items():
+        if not isinstance(values, dict):
+            raise SweepError(f"[set.{agent}] must be a table of settings")
+        if agent not in raw["agents"]:
+            raise SweepError(f"[set.{agent}] names an agent the sweep does not train")
+    nested = [k for k, v in sets.items() if isinstance(v, dict)]
+    if nested:
+        raise SweepError(f"[set.{nested[0]}]: {nested[0]!r} is not an agent; known: {', '.join(ALGOS)}")
+    orphans = [k for k in sets if not any(k in _fields_of(a) for a in raw["agents"])]
+    if orphans:
+        raise SweepError(f"[set] setting(s) {orphans} belong to none of the agents {raw['agents']}")
+    spec = SweepSpec(str(raw.get("name", default_name)), list(raw["tasks"]), list(raw["agents"]),
+                     [int(s) for s in raw["seeds"]], train, sets, per_agent, text)
+    plan(spec, Path("."), "cpu", full=True)  # every cell's settings resolve (and validate) before anything runs
+    return spec
+
+
+def _fields_of(agent: str) -> set[str]:
+    return {f.name for f in fields(config_class(agent))}
+
+
+@dataclass
+class Cell:
+    task: str
+    agent: str
+    seed: int
+    run_dir: Path
+    agent_cfg: object
+    train_cfg: TrainConfig
+
+
+def plan(spec: SweepSpec, runs_dir: Path, device: str, full: bool = False) -> list[Cell]:
+    """Every (task, agent, seed) with its resolved settings, in sweep order (CPU-sized presets on
+    a CPU unless full, as `ramac train`)."""
+    cpu_sized = resolve_device(str(device)).type == "cpu" and not full
+    cells = []
+    for task in spec.tasks:
+        for agent in spec.agents:
+            own = _fields_of(agent)
+            overrides = {k: v for k, v in spec.common.items() if k in own} | spec.per_agent.get(agent, {})
+            for seed in spec.seeds:
+                try:
+                    agent_cfg, train_cfg = build_configs(
+                        task, agent, cpu_sized=cpu_sized, agent_overrides=overrides,
+                        train_overrides={**spec.train, "seed": seed, "device": str(device)})
+                except ValueError as e:
+                    raise SweepError(f"{task} / {agent}: {e}") from None
+                cells.append(Cell(task, agent, seed, runs_dir / f"{task}-{agent}-seed{seed}", agent_cfg, train_cfg))
+    return cells
+
+
+def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
+    return cells[rank::world]
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+# --------------------------------------------------------------------------------------------
+def dist_context():
+    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, full: bool = False,
+              log=print, plots: str = "final") -> dict | None:
+    """Train this process's cells, wait for the others, and (process 0) write the tables.
+    Returns the report on process 0, None elsewhere. plots: each run's own figures ("final",
+    "every" evaluation or "none")."""
+    import torch
+
+    from .study import is_finished, train_runs
+
+    rank, world, local_rank = dist_context()
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    group = None
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        group = dist
+    try:
+        out = Path(out)
+        cells = plan(spec, out / "runs", str(dev), full)
+        mine = shard(cells, rank, world)
+        done = sum(is_finished(c.run_dir, c.train_cfg.steps) for c in mine)
+        log(f"[rank {rank}/{world}] sweep {spec.name}: {len(cells)} cells, {len(mine)} here "
+            f"({done} finished already), on {dev}")
+        rank_log = (lambda msg: log(f"[rank {rank}] {msg}")) if world > 1 else log
+        train_runs([(c.task, c.seed, c.run_dir, (c.agent_cfg, c.train_cfg)) for c in mine], dev, concurrent,
+                   rank_log, plots)
+        finished = [str(c.run_dir) for c in mine if is_finished(c.run_dir, c.train_cfg.steps)]
+        if group is not None:  # every process's finished cells reach process 0
+            gathered = [None] * world
+            group.all_gather_object(gathered, finished)
+            finished = [d for part in gathered for d in part]
+        if rank != 0:
+            return None
+        missing = [str(c.run_dir) for c in cells if str(c.run_dir) not in set(finished)]
+        if missing:
+            raise SweepError(f"{len(missing)} cell(s) did not finish (first: {missing[0]}); rerun the sweep")
+        return write_tables(spec, cells, out, world, log)
+    finally:
+        if group is not None:
+            group.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------
+# tables and figures
+# --------------------------------------------------------------------------------------------
+def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, log=print) -> dict:
+    from .report import aggregate, markdown, read_run
+
+    report = {"name": spec.name, "tasks": {}, "config": spec.text, "world_size": world,
+              "provenance": provenance(resolve_device(cells[0].train_cfg.device if cells else "cpu")),
+              "cells": [{"task": c.task, "agent": c.agent, "seed": c.seed, "run_dir": str(c.run_dir)} for c in cells]}
+    for task in spec.tasks:
+        runs = [read_run(c.run_dir) for c in cells if c.task == task]
+        rows = aggregate(runs)
+        text = markdown(rows) + f"\n\nSweep `{spec.name}`, {len(spec.seeds)} seeds per agent; config in sweep.json.\n"
+        atomic_write_bytes(out / f"{task}.md", text.encode())
+        atomic_write_json(out / f"{task}.json", rows)
+        atomic_write_bytes(out / f"{task}.csv", _csv(rows).encode())
+        _plot_task(task, runs, [c for c in cells if c.task == task], out)
+        report["tasks"][task] = rows
+        log(f"wrote {out / task}.md, .csv, .json, -risk.png, -curves.png")
+    atomic_write_json(out / "sweep.json", report)
+    return report
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = sorted({k for r in rows for k in r["metrics"]})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["task", "method", "seeds"] + [f"{k}{s}" for k in keys for s in ("", "_lo", "_hi")])
+    for r in rows:
+        vals = []
+        for k in keys:
+            stat = r["metrics"].get(k)
+            vals += [stat["mean"], *stat["ci95"]] if stat else ["", "", ""]
+        w.writerow([r["task"], r["method"], " ".join(map(str, r["seeds"]))] + vals)
+    return buf.getvalue()
+
+
+def _plot_task(task: str, runs: list[dict], cells: list[Cell], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import plot
+    from .train import read_metrics
+
+    plot(runs, out / f"{task}-risk.png")
+    key = "reward/mean" if task.startswith("bandit") else "return/mean"
+    curves = defaultdict(dict)
+    for c in cells:
+        for row in read_metrics(c.run_dir):
+            if row.get("kind") == "eval" and key in row:
+                curves[c.agent].setdefault(row["step"], []).append(row[key])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for agent, points in curves.items():
+        steps = sorted(points)
+        mean = np.array([np.mean(points[s]) for s in steps])
+        lo = np.array([np.min(points[s]) for s in steps])
+        hi = np.array([np.max(points[s]) for s in steps])
+        line, = ax.plot(steps, mean, label=agent)
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step"), ax.set_ylabel(f"{key} (mean over seeds; band: min..max)"), ax.set_title(task)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{task}-curves.png", dpi=100)
+    plt.close(fig)

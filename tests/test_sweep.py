@@ -1,0 +1,136 @@
+"""`ramac sweep`: cells from a TOML file, one line per bad file, tables equal to the runs'
+evaluations, resume (finished cells skipped, shorter runs continued), and a 2-process torchrun
+launch on CPUs (gloo) that deals the cells out and reports once."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ramac.cli import main
+from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep
+
+TINY = """
+name = "tiny"
+tasks = ["bandit"]
+agents = ["bc", "radac"]
+seeds = [0, 1]
+[train]
+steps = STEPS
+eval_every = 20
+eval_samples = 200
+log_every = 20
+ckpt_every = 20
+threads = 1
+[set]
+actor_hidden = 16
+n_timesteps = 3
+[set.radac]
+critic_hidden = 16
+embedding_dim = 8
+n_quantiles = 4
+n_risk_quantiles = 4
+eta_warmup_steps = 10
+"""
+
+
+def write(tmp_path, steps=40, text=TINY, name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(text.replace("STEPS", str(steps)))
+    return path
+
+
+def evals(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "eval"]
+
+
+def test_the_cells_and_their_settings(tmp_path):
+    spec = load_spec(write(tmp_path))
+    cells = plan(spec, tmp_path / "runs", "cpu")
+    assert [(c.task, c.agent, c.seed) for c in cells] == [("bandit", a, s) for a in ("bc", "radac") for s in (0, 1)]
+    bc, radac = cells[0], cells[2]
+    assert bc.agent_cfg.actor_hidden == radac.agent_cfg.actor_hidden == 16  # [set] reaches every agent
+    assert radac.agent_cfg.n_quantiles == 4 and not hasattr(bc.agent_cfg, "n_quantiles")  # [set.radac] only radac
+    assert bc.train_cfg.steps == 40 and cells[1].train_cfg.seed == 1
+    assert cells[3].run_dir == tmp_path / "runs" / "bandit-radac-seed1"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('tasks = ["bandit"]', 'tasks = ["bandit", "pong"]'), r"unknown task\(s\) \['pong'\]"),
+    (('agents = ["bc", "radac"]', 'agents = ["bc", "sac"]'), r"unknown agent\(s\) \['sac'\]"),
+    (("seeds = [0, 1]", "seeds = []"), "non-empty list 'seeds'"),
+    (("seeds = [0, 1]", "seeds = [1, 1]"), "seeds must differ"),
+    (("steps = STEPS", "seed = 3"), r"cannot set \['seed'\]"),
+    (("n_timesteps = 3", "n_timestep = 3"), r"\['n_timestep'\] belong to none of the agents"),
+    (("[set.radac]", "[set.fql]"), "names an agent the sweep does not train"),
+    (("eta_warmup_steps = 10", "eta_warmup_steps = -1"), "bandit / radac: eta_warmup_steps must be >= 0"),
+    (("[train]", "[trian]"), r"unknown sweep key\(s\) \['trian'\]"),
+])
+def test_a_bad_file_is_one_line_and_nothing_is_written(tmp_path, capsys, edit, message):
+    import re
+
+    path = write(tmp_path, text=TINY.replace(*edit).replace("STEPS", "40"))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not out.exists()
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(SweepError, match="not valid TOML"):
+        load_spec(write(tmp_path, text="tasks = [bandit"))
+    with pytest.raises(SweepError, match="does not exist"):
+        load_spec(tmp_path / "nope.toml")
+    with pytest.raises(SweepError, match="non-empty list 'tasks'"):
+        parse_spec({"agents": ["bc"], "seeds": [0]})
+
+
+def test_sweep_tables_hold_the_runs_evaluations_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "out"
+    # a shorter sweep first: the longer one continues its runs from their checkpoints
+    run_sweep(load_spec(write(tmp_path, steps=20)), out, "cpu", log=lambda *a: None, plots="none")
+    first = {d.name: evals(d) for d in (out / "runs").iterdir()}
+    report = run_sweep(load_spec(write(tmp_path, steps=40)), out, "cpu", log=lambda *a: None, plots="none")
+    rows = {r["method"]: r for r in report["tasks"]["bandit"]}
+    for agent in ("bc", "radac"):
+        finals = []
+        for seed in (0, 1):
+            run = out / "runs" / f"bandit-{agent}-seed{seed}"
+            ev = evals(run)
+            assert [e["step"] for e in ev] == [20, 40]
+            assert ev[0] == first[run.name][0]  # the step-20 evaluation was kept, not trained again
+            finals.append(ev[-1]["reward/mean"])
+        stat = rows[agent]["metrics"]["reward/mean"]
+        assert stat["per_seed"] == finals and stat["mean"] == pytest.approx(sum(finals) / 2)
+    for name in ("bandit.md", "bandit.csv", "bandit.json", "bandit-risk.png", "bandit-curves.png", "sweep.json"):
+        assert (out / name).exists(), name
+    assert "radac" in (out / "bandit.md").read_text()
+    # a rerun trains nothing: the finished runs are left as they are
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
+    run_sweep(load_spec(write(tmp_path, steps=40)), out, "cpu", log=lambda *a: None, plots="none")
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_two_processes_share_the_cells_and_report_once(tmp_path):
+    path, out = write(tmp_path), tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "ramac", "sweep", str(path),
+                           "--out", str(out), "--device", "cpu"], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).parents[1])
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-3000:]
+    assert "[rank 0/2] sweep tiny: 4 cells, 2 here" in text and "[rank 1/2] sweep tiny: 4 cells, 2 here" in text
+    assert text.count("wrote ") >= 1 and text.count("bandit.md") == 1  # process 0 alone writes the tables
+    # round-robin: process 0 trained cells 0 and 2 (bc seed 0, radac seed 0), process 1 cells 1 and 3
+    trained = {(line.split("]")[0] + "]", " ".join(line.split("]")[1].split()[:4]).rstrip(":"))
+               for line in text.splitlines() if line.startswith("[rank ") and "] " in line and ": R " in line}
+    assert trained == {("[rank 0]", "bandit bc seed 0"), ("[rank 0]", "bandit radac seed 0"),
+                       ("[rank 1]", "bandit bc seed 1"), ("[rank 1]", "bandit radac seed 1")}, text[-3000:]
+    rows = json.loads((out / "bandit.json").read_text())
+    assert sorted(r["method"] for r in rows) == ["bc", "radac"] and all(r["seeds"] == [0, 1] for r in rows)

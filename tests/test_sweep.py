@@ -134,3 +134,10 @@ def test_two_processes_share_the_cells_and_report_once(tmp_path):
                        ("[rank 1]", "bandit bc seed 1"), ("[rank 1]", "bandit radac seed 1")}, text[-3000:]
     rows = json.loads((out / "bandit.json").read_text())
     assert sorted(r["method"] for r in rows) == ["bc", "radac"] and all(r["seeds"] == [0, 1] for r in rows)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_the_committed_sweeps_resolve(path):
+    spec = load_spec(path)
+    cells = plan(spec, Path("runs"), "cpu", full=True)
+    assert len(cells) == len(spec.tasks) * len(spec.agents) * len(spec.seeds)

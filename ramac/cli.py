@@ -286,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--concurrent", type=int, default=8,
                     help="GPU: runs of a process advanced side by side, one CUDA stream each (default: 8)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and which are finished; train nothing")
+    sw.add_argument("--make-data", action="store_true",
+                    help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
 
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
@@ -612,7 +614,7 @@ def cmd_sweep(args) -> int:
             state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
             print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
         return 0
-    report = run_sweep(spec, out, args.device, args.concurrent, full=args.full)
+    report = run_sweep(spec, out, args.device, args.concurrent, full=args.full, make_data=args.make_data)
     if report is not None:
         print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
               f"({len(report['tasks'])} tasks)")

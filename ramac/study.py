@@ -137,7 +137,8 @@ def _train_group(group, device, log, plots="final") -> None:
             with torch.cuda.stream(r.stream) if r.stream is not None else contextlib.nullcontext():
                 seen = r.trainer.last_eval
                 r.trainer.step_once()
-                if r.trainer.last_eval is not seen:  # the latest evaluation's actions, for the figures
+                if r.trainer.last_eval is not seen and "_actions" in r.trainer.last_eval:  # the bandit's latest
+                    # evaluation's actions, for the figures (a MuJoCo evaluation has none)
                     np.save(r.run_dir / "actions.npy", r.trainer.last_eval["_actions"])
                 if r.trainer.done:
                     r.trainer.finish()

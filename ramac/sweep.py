@@ -160,11 +160,20 @@ def dist_context():
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def missing_data(spec: SweepSpec) -> list[str]:
+    """The sweep's Stochastic MuJoCo tasks whose data set is not built here (`ramac data make`)."""
+    from .config import preset_of
+    from .data import stochastic_mujoco
+
+    return [t for t in spec.tasks if preset_of(t) != "bandit" and not stochastic_mujoco.exists(t)]
+
+
 def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, full: bool = False,
-              log=print, plots: str = "final") -> dict | None:
+              log=print, plots: str = "final", make_data: bool = False) -> dict | None:
     """Train this process's cells, wait for the others, and (process 0) write the tables.
     Returns the report on process 0, None elsewhere. plots: each run's own figures ("final",
-    "every" evaluation or "none")."""
+    "every" evaluation or "none"). make_data: build the missing MuJoCo data sets first (process
+    0; the others wait), else a missing one is an error before anything trains."""
     import torch
 
     from .study import is_finished, train_runs
@@ -181,6 +190,18 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         group = dist
     try:
+        missing = missing_data(spec)
+        if missing and not make_data:
+            raise SweepError(f"no data set for {', '.join(missing)}; build them with `ramac data make NAME` "
+                             f"or pass --make-data")
+        if missing and rank == 0:
+            from .data import stochastic_mujoco
+
+            for task in missing:
+                log(f"building the data set of {task} (ramac data make {task})")
+                stochastic_mujoco.make(task, progress=False)
+        if group is not None:
+            group.barrier()
         out = Path(out)
         cells = plan(spec, out / "runs", str(dev), full)
         mine = shard(cells, rank, world)

@@ -141,3 +141,35 @@ def test_the_committed_sweeps_resolve(path):
     spec = load_spec(path)
     cells = plan(spec, Path("runs"), "cpu", full=True)
     assert len(cells) == len(spec.tasks) * len(spec.agents) * len(spec.seeds)
+
+
+MUJOCO = """
+name = "mj"
+tasks = ["hopper-medium-replay"]
+agents = ["bc", "oraac"]
+seeds = [0]
+[train]
+steps = 20
+eval_every = 20
+eval_episodes = 2
+log_every = 10
+ckpt_every = 20
+threads = 1
+[set]
+actor_hidden = 16
+"""
+
+
+def test_a_mujoco_sweep_needs_its_data_and_then_reports_returns(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    path, out = write(tmp_path, text=MUJOCO), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no data set for hopper-medium-replay" in err and not out.exists()
+    from ramac.data import stochastic_mujoco
+
+    stochastic_mujoco.make("hopper-medium-replay", size=600, progress=False)
+    report = run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    rows = {r["method"]: r for r in report["tasks"]["hopper-medium-replay"]}
+    assert set(rows) == {"bc", "oraac"} and all("return/cvar_0.1" in r["metrics"] for r in rows.values())
+    assert "return/mean" in (out / "hopper-medium-replay.md").read_text()

@@ -410,52 +410,15 @@ def cmd_study(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
-    from .envs.bandit_family import FAMILY as BANDITS
-    from .train.tasks import make_task
-    from .train import load_agent
-    from .train.rundir import save_returns, write_figures
-    from .utils import atomic_write_json, resolve_device
+    from .train.reevaluate import reevaluate
+    from .utils import resolve_device
 
     _check_counts(args, "samples", "episodes", "threads")
     _check_seed(args.seed)
     _use_threads(args.threads, 1)
-    device = resolve_device(args.device)
-    agent, train_cfg, step = load_agent(args.run_dir, device)
-    if args.env:  # any Gymnasium env whose spaces fit the policy
-        from .evaluation import summary_line
-        from .train.tasks import Task, env_evaluation
-
-        evaluate, report, dims = env_evaluation(args.env, device, args.episodes)
-        if (agent.state_dim, agent.action_dim) != dims[:2]:
-            raise ValueError(f"the policy of {args.run_dir} takes obs dim {agent.state_dim} and gives action dim "
-                             f"{agent.action_dim}, but {args.env} has obs dim {dims[0]} and action dim {dims[1]}")
-        task = Task(args.env, None, evaluate, report, summary_line, dims)
-        metrics = task.evaluate(agent, seed=args.seed)
-    elif train_cfg.dataset or train_cfg.task in BANDITS:
-        task = make_task(train_cfg.task, device, args.samples, args.episodes, train_cfg.dataset, train_cfg.env)
-        metrics = task.evaluate(agent, seed=args.seed)
-    else:
-        task = make_task(train_cfg.task, device, args.samples, args.episodes)
-        from .evaluation import evaluate_preset
-
-        metrics = evaluate_preset(agent, task.name, args.episodes, args.full_horizon, args.seed, device,
-                                  record=args.ood)
-        if args.ood:
-            from .ood import build_detectors, detector_report
-
-            critics = agent if hasattr(agent, "critic_quantiles") else None  # BC has no critic ensemble
-            detectors = build_detectors(task.dataset.to(device), critics)
-            obs = torch.as_tensor(metrics["_obs"], dtype=torch.float32, device=device)
-            act = torch.as_tensor(metrics["_actions"], dtype=torch.float32, device=device)
-            metrics.update(detector_report(detectors, obs, act))
-            metrics["ood/thresholds"] = {d.name: d.threshold for d in detectors}
-    figures = write_figures(task, metrics, args.run_dir, suffix="-eval",  # beside the training run's figures
-                            title=f"{train_cfg.task} / {train_cfg.algo}, step {step} (re-evaluated)")
-    out = {"step": step, "seed": args.seed, **{k: v for k, v in metrics.items() if k[0] != "_"}}
-    atomic_write_json(Path(args.run_dir) / "eval-again.json", out)
-    save_returns(Path(args.run_dir) / "returns-again.npy", metrics)
+    step, metrics, figures = reevaluate(args.run_dir, resolve_device(args.device), episodes=args.episodes,
+                                        samples=args.samples, seed=args.seed, ood=args.ood,
+                                        full_horizon=args.full_horizon, env=args.env)
     print(f"{args.run_dir} (step {step}):")
     print(_summary(metrics))
     print(f"wrote eval-again.json{''.join(', ' + name for name in figures)}")

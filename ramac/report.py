@@ -94,6 +94,10 @@ def _cell(stat: dict | None, percent: bool) -> str:
     return f"{mean:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]"
 
 
+def _percent(key: str) -> bool:
+    return key.startswith(("share/", "ood/")) or key == "risky_rate"
+
+
 def markdown(rows: list[dict]) -> str:
     """A table per task: mean [95 % bootstrap CI over seeds] of the main metrics per method."""
     out = []
@@ -101,12 +105,14 @@ def markdown(rows: list[dict]) -> str:
         members = [r for r in rows if r["task"] == task]
         bandit = any("share/best_tail" in r["metrics"] for r in members)
         keys = BANDIT_KEYS if bandit else MUJOCO_KEYS
+        keys = keys + tuple(sorted({k for r in members for k in r["metrics"]  # `ramac eval --ood` rates, if any
+                                    if k.startswith("ood/") and k != "ood/thresholds"}))
         out.append(f"### {task}\n")
         out.append("| method | seeds | steps | " + " | ".join(
-            k + (" %" if k.startswith("share/") or k == "risky_rate" else "") for k in keys) + " |")
+            k + (" %" if _percent(k) else "") for k in keys) + " |")
         out.append("|---|---|---|" + "---|" * len(keys))
         for r in members:
-            cells = [_cell(r["metrics"].get(k), k.startswith("share/") or k == "risky_rate") for k in keys]
+            cells = [_cell(r["metrics"].get(k), _percent(k)) for k in keys]
             steps = ",".join(str(s) for s in r["steps"])
             out.append(f"| {r['method']} | {len(r['seeds'])} | {steps} | " + " | ".join(cells) + " |")
         out.append("")

@@ -12,12 +12,16 @@ per cell, sharded over the processes of a torchrun launch, resumable, and a tabl
     grad_norm = 5.0
     [set.radac]                           # ... and for one agent (after the common ones)
     eta = 0.05
+    [eval]                                # optional: evaluate each finished run again (`ramac eval`)
+    episodes = 100                        # MuJoCo episodes (bandit: samples = ...)
+    ood = true                            # MuJoCo: the OOD-action rate of each detector
 
 Cells are ordered task, agent, seed; process `rank` of `world` trains cells rank, rank + world, ...
 (one process per GPU under torchrun, gloo on CPUs, NCCL on GPUs), each with its own device. A
 finished cell (its final evaluation written) is skipped; an interrupted one continues from its
 checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
-time. When every process is done, process 0 writes OUT/TASK.md / .csv / .json (mean and 95 %
+time. With an [eval] table each process then evaluates its finished runs again (eval-again.json,
+skipped where it exists for the final step). When every process is done, process 0 writes OUT/TASK.md / .csv / .json (mean and 95 %
 bootstrap interval over seeds per agent: `ramac report`'s aggregation), OUT/TASK-risk.png (risk
 profile per agent) and OUT/TASK-curves.png (evaluation curves, mean over seeds), plus
 OUT/sweep.json (the resolved cells, versions, the config file's text).
@@ -54,6 +58,7 @@ class SweepSpec:
     train: dict = field(default_factory=dict)
     common: dict = field(default_factory=dict)  # [set] keys that are not agent names
     per_agent: dict = field(default_factory=dict)  # [set.AGENT]
+    eval: dict = field(default_factory=dict)  # [eval]: reevaluate()'s episodes, samples, seed, ood
     text: str = ""  # the file's text, kept with the results
 
 
@@ -70,7 +75,7 @@ def load_spec(path) -> SweepSpec:
 
 
 def parse_spec(raw: dict, text: str = "", default_name: str = "sweep") -> SweepSpec:
-    known = {"name", "tasks", "agents", "seeds", "train", "set"}
+    known = {"name", "tasks", "agents", "seeds", "train", "set", "eval"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SweepError(f"unknown sweep key(s) {unknown}; known: {sorted(known)}")
@@ -107,8 +112,16 @@ def parse_spec(raw: dict, text: str = "", default_name: str = "sweep") -> SweepS
     orphans = [k for k in sets if not any(k in _fields_of(a) for a in raw["agents"])]
     if orphans:
         raise SweepError(f"[set] setting(s) {orphans} belong to none of the agents {raw['agents']}")
+    evaluation = dict(raw.get("eval", {}))
+    kinds = {"episodes": int, "samples": int, "seed": int, "ood": bool}
+    for key, value in evaluation.items():
+        if key not in kinds:
+            raise SweepError(f"unknown [eval] setting {key!r}; known: {sorted(kinds)}")
+        if type(value) is not kinds[key] or (kinds[key] is int and value < (0 if key == "seed" else 1)):
+            raise SweepError(f"[eval] {key} must be {'true or false' if key == 'ood' else 'a positive integer'}, "
+                             f"got {value!r}")
     spec = SweepSpec(str(raw.get("name", default_name)), list(raw["tasks"]), list(raw["agents"]),
-                     [int(s) for s in raw["seeds"]], train, sets, per_agent, text)
+                     [int(s) for s in raw["seeds"]], train, sets, per_agent, evaluation, text)
     plan(spec, Path("."), "cpu", full=True)  # every cell's settings resolve (and validate) before anything runs
     return spec
 
@@ -212,6 +225,8 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
         train_runs([(c.task, c.seed, c.run_dir, (c.agent_cfg, c.train_cfg)) for c in mine], dev, concurrent,
                    rank_log, plots)
         finished = [str(c.run_dir) for c in mine if is_finished(c.run_dir, c.train_cfg.steps)]
+        if spec.eval:
+            reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log)
         if group is not None:  # every process's finished cells reach process 0
             gathered = [None] * world
             group.all_gather_object(gathered, finished)
@@ -225,6 +240,21 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
     finally:
         if group is not None:
             group.destroy_process_group()
+
+
+def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print) -> None:
+    """`ramac eval` on each finished cell (with [eval]'s settings) that has no eval-again.json for
+    its final step yet."""
+    from .train.reevaluate import reevaluate
+
+    for c in cells:
+        again = c.run_dir / "eval-again.json"
+        if again.exists() and json.loads(again.read_text()).get("step") == c.train_cfg.steps:
+            continue
+        step, metrics, _ = reevaluate(c.run_dir, device, **settings)
+        log(f"  evaluated again {c.task} {c.agent} seed {c.seed} (step {step}): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                        if isinstance(v, float) and (k.startswith(("return/", "reward/", "ood/")))))
 
 
 # --------------------------------------------------------------------------------------------

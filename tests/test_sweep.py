@@ -69,6 +69,8 @@ def test_the_cells_and_their_settings(tmp_path):
     (("[set.radac]", "[set.fql]"), "names an agent the sweep does not train"),
     (("eta_warmup_steps = 10", "eta_warmup_steps = -1"), "bandit / radac: eta_warmup_steps must be >= 0"),
     (("[train]", "[trian]"), r"unknown sweep key\(s\) \['trian'\]"),
+    (("[set]", "[eval]\nepisodes = 0\n[set]"), "episodes must be a positive integer"),
+    (("[set]", "[eval]\nood = 1\n[set]"), "ood must be true or false"),
 ])
 def test_a_bad_file_is_one_line_and_nothing_is_written(tmp_path, capsys, edit, message):
     import re
@@ -157,6 +159,9 @@ ckpt_every = 20
 threads = 1
 [set]
 actor_hidden = 16
+[eval]
+episodes = 3
+ood = false
 """
 
 
@@ -173,3 +178,7 @@ def test_a_mujoco_sweep_needs_its_data_and_then_reports_returns(tmp_path, monkey
     rows = {r["method"]: r for r in report["tasks"]["hopper-medium-replay"]}
     assert set(rows) == {"bc", "oraac"} and all("return/cvar_0.1" in r["metrics"] for r in rows.values())
     assert "return/mean" in (out / "hopper-medium-replay.md").read_text()
+    for agent in ("bc", "oraac"):  # the table reads the second evaluation ([eval]: 3 episodes)
+        again = json.loads((out / "runs" / f"hopper-medium-replay-{agent}-seed0" / "eval-again.json").read_text())
+        assert again["step"] == 20 and again["episodes"] == 3
+        assert rows[agent]["metrics"]["return/mean"]["per_seed"] == [again["return/mean"]]

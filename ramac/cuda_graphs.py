@@ -25,6 +25,13 @@ def on_side_stream(stream: torch.cuda.Stream | None):
     current.wait_stream(stream)
 
 
+def weights_version(params) -> tuple:
+    """A key that changes when any of these parameters is replaced or updated in place eagerly
+    (their storages and version counters). CUDA-graph replays do not bump version counters, so
+    code that replays updates drops what it keyed on this (the samplers' forget_packs)."""
+    return tuple((p.data_ptr(), p._version) for p in params)
+
+
 def capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
     """Warm fn() up on a side stream, then capture one call into a CUDA graph."""
     stream = torch.cuda.Stream()
@@ -88,14 +95,11 @@ class GraphedStudent:
             self.out = policy.sample_fast(self.state)
 
         self.graph = capture(step)
-        self.key = self._key()
-
-    def _key(self):
-        return [(p.data_ptr(), p._version) for p in self.params]
+        self.key = weights_version(self.params)
 
     @torch.no_grad()
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
-        if self._key() != self.key:
+        if weights_version(self.params) != self.key:
             raise RuntimeError("the student's weights changed since capture; build a new GraphedStudent")
         self.state.copy_(state, non_blocking=True)
         self.graph.replay()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .cuda_graphs import weights_version
 from .kernels import StepCoefs
 
 SCHEDULES = ("vp", "linear", "cosine")
@@ -125,7 +126,7 @@ class Diffusion(nn.Module):
         Parameter version counters detect eager in-place updates; CUDA-graph replays
         do not bump them, so code that replays updates calls `forget_packs()`.
         """
-        key = (id(model),) + tuple((p.data_ptr(), p._version) for p in model.parameters())
+        key = (id(model),) + weights_version(model.parameters())
         cached = getattr(self, "_pack_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]

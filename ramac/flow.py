@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .cuda_graphs import weights_version
 from .nets import FlowMLP
 
 
@@ -107,7 +108,7 @@ class FlowPolicy(nn.Module):
         that the packing is recorded in the graph rather than read from a cache).
         """
         student = self.actor.student
-        key = tuple((p.data_ptr(), p._version) for p in student.parameters())
+        key = weights_version(student.parameters())
         if self._pack_cache is not None and self._pack_cache[0] == key:
             return self._pack_cache[1]
         packed = kernels.pack_student(student, self.cfg.max_action)

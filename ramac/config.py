@@ -222,10 +222,23 @@ def build_configs(task: str = "bandit", algo: str = "radac", cpu_sized: bool = F
     return agent.validate(), train.validate()
 
 
+def agent_fields(algo: str) -> set[str]:
+    """The names of an agent's settings."""
+    return {f.name for f in fields(config_class(algo))}
+
+
+def agent_shares(overrides: dict, algos) -> tuple[dict[str, dict], list[str]]:
+    """Settings meant for several agents: each agent's share (the keys it has), and the keys none
+    of them has (a typo would otherwise apply to nobody; callers refuse them)."""
+    known = {a: agent_fields(a) for a in algos}
+    orphans = [k for k in overrides if not any(k in names for names in known.values())]
+    return {a: {k: v for k, v in overrides.items() if k in known[a]} for a in algos}, orphans
+
+
 def risk_from_step_one(algo: str) -> dict:
     """Agent overrides that time or profile the whole update from the first step: no BC-only
     warm-up, for the agents that have one."""
-    return {"eta_warmup_steps": 0} if "eta_warmup_steps" in {f.name for f in fields(config_class(algo))} else {}
+    return {"eta_warmup_steps": 0} if "eta_warmup_steps" in agent_fields(algo) else {}
 
 
 def to_dict(cfg) -> dict:

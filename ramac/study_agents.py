@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .agents.registry import ALGOS, config_class
-from .config import build_configs, to_dict
+from .agents.registry import ALGOS
+from .config import agent_shares, build_configs, to_dict
 from .envs import bandit
 from .envs.bandit_family import FAMILY
 from .study import draw_map, final_actions, is_finished, plan_runs, t_interval, train_runs
@@ -48,14 +48,12 @@ def resolve_variants(variants) -> list[str]:
 
 
 def split_overrides(overrides: dict, algos) -> dict[str, dict]:
-    """Each agent's share of the --set overrides: the keys its settings have. A key no chosen agent
-    has is an error (a typo would otherwise apply to nobody)."""
-    known = {a: {f.name for f in fields(config_class(a))} for a in algos}
-    orphans = [k for k in overrides if not any(k in names for names in known.values())]
+    """Each agent's share of the --set overrides; a key no chosen agent has is an error."""
+    shares, orphans = agent_shares(overrides, algos)
     if orphans:
         raise ValueError(f"--set {', '.join(orphans)}: no chosen agent has this setting "
                          f"(`ramac presets --settings --algo NAME` lists an agent's settings)")
-    return {a: {k: v for k, v in overrides.items() if k in known[a]} for a in algos}
+    return shares
 
 
 def default_eval_every(steps: int) -> int:

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .agents.registry import ALGOS, config_class
-from .config import TrainConfig, build_configs, task_names
+from .agents.registry import ALGOS
+from .config import TrainConfig, agent_shares, build_configs, task_names
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
 
 
@@ -109,7 +109,7 @@ def parse_spec(raw: dict, text: str = "", default_name: str = "sweep") -> SweepS
     nested = [k for k, v in sets.items() if isinstance(v, dict)]
     if nested:
         raise SweepError(f"[set.{nested[0]}]: {nested[0]!r} is not an agent; known: {', '.join(ALGOS)}")
-    orphans = [k for k in sets if not any(k in _fields_of(a) for a in raw["agents"])]
+    orphans = agent_shares(sets, raw["agents"])[1]
     if orphans:
         raise SweepError(f"[set] setting(s) {orphans} belong to none of the agents {raw['agents']}")
     evaluation = dict(raw.get("eval", {}))
@@ -126,10 +126,6 @@ def parse_spec(raw: dict, text: str = "", default_name: str = "sweep") -> SweepS
     return spec
 
 
-def _fields_of(agent: str) -> set[str]:
-    return {f.name for f in fields(config_class(agent))}
-
-
 @dataclass
 class Cell:
     task: str
@@ -144,11 +140,10 @@ def plan(spec: SweepSpec, runs_dir: Path, device: str, full: bool = False) -> li
     """Every (task, agent, seed) with its resolved settings, in sweep order (CPU-sized presets on
     a CPU unless full, as `ramac train`)."""
     cpu_sized = resolve_device(str(device)).type == "cpu" and not full
-    cells = []
+    cells, shares = [], agent_shares(spec.common, spec.agents)[0]
     for task in spec.tasks:
         for agent in spec.agents:
-            own = _fields_of(agent)
-            overrides = {k: v for k, v in spec.common.items() if k in own} | spec.per_agent.get(agent, {})
+            overrides = shares[agent] | spec.per_agent.get(agent, {})
             for seed in spec.seeds:
                 try:
                     agent_cfg, train_cfg = build_configs(

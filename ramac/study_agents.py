@@ -31,20 +31,21 @@ COVER_SHARE = 0.5  # "covers every mode": each mode holds at least this fraction
 SEED_COLOURS = ("tab:blue", "tab:purple", "black", "tab:cyan", "tab:pink", "tab:brown", "tab:olive", "navy")
 
 
+def _resolve(names, known, what: str) -> list[str]:
+    """The named ones (every known one for "all"), each once, in order; unknown or none is an error."""
+    names = list(dict.fromkeys(known if list(names) == ["all"] else names))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)} (or all)")
+    return names
+
+
 def resolve_algos(algos) -> list[str]:
-    algos = list(dict.fromkeys(ALGOS if list(algos) == ["all"] else algos))
-    unknown = [a for a in algos if a not in ALGOS]
-    if unknown or not algos:
-        raise ValueError(f"unknown agent(s) {unknown}; known: {', '.join(ALGOS)} (or all)")
-    return algos
+    return _resolve(algos, ALGOS, "agent")
 
 
 def resolve_variants(variants) -> list[str]:
-    variants = list(dict.fromkeys(FAMILY if list(variants) == ["all"] else variants))
-    unknown = [v for v in variants if v not in FAMILY]
-    if unknown or not variants:
-        raise ValueError(f"unknown bandit variant(s) {unknown}; known: {', '.join(FAMILY)} (or all)")
-    return variants
+    return _resolve(variants, list(FAMILY), "bandit variant")
 
 
 def split_overrides(overrides: dict, algos) -> dict[str, dict]:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .agents.registry import ALGOS
-from .config import TrainConfig, agent_shares, build_configs, task_names
+from .config import TrainConfig, agent_shares, build_configs, preset_of, task_names
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
 
 
@@ -170,7 +170,6 @@ def dist_context():
 
 def missing_data(spec: SweepSpec) -> list[str]:
     """The sweep's Stochastic MuJoCo tasks whose data set is not built here (`ramac data make`)."""
-    from .config import preset_of
     from .data import stochastic_mujoco
 
     return [t for t in spec.tasks if preset_of(t) != "bandit" and not stochastic_mujoco.exists(t)]
@@ -299,7 +298,7 @@ def _plot_task(task: str, runs: list[dict], cells: list[Cell], out: Path) -> Non
     from .train import read_metrics
 
     plot(runs, out / f"{task}-risk.png")
-    key = "reward/mean" if task.startswith("bandit") else "return/mean"
+    key = "reward/mean" if preset_of(task) == "bandit" else "return/mean"
     curves = defaultdict(dict)
     for c in cells:
         for row in read_metrics(c.run_dir):

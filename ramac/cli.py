@@ -572,7 +572,7 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         from .study import is_finished
 
-        cells = plan(spec, out / "runs", args.device if args.device != "auto" else "cpu", full=args.full)
+        cells = plan(spec, out / "runs", args.device, full=args.full)  # the presets the run would use
         for c in cells:
             state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
             print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")

@@ -21,10 +21,11 @@ Cells are ordered task, agent, seed; process `rank` of `world` trains cells rank
 finished cell (its final evaluation written) is skipped; an interrupted one continues from its
 checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
 time. With an [eval] table each process then evaluates its finished runs again (eval-again.json,
-skipped where it exists for the final step). When every process is done, process 0 writes OUT/TASK.md / .csv / .json (mean and 95 %
-bootstrap interval over seeds per agent: `ramac report`'s aggregation), OUT/TASK-risk.png (risk
-profile per agent) and OUT/TASK-curves.png (evaluation curves, mean over seeds), plus
-OUT/sweep.json (the resolved cells, versions, the config file's text).
+skipped where it exists for the final step). When every process is done, process 0 writes
+OUT/TASK.md / .csv / .json (mean and 95 % bootstrap interval over seeds per agent: `ramac
+report`'s aggregation), OUT/TASK-risk.png (risk profile per agent) and OUT/TASK-curves.png
+(evaluation curves, mean over seeds), plus OUT/sweep.json (the resolved cells, versions, the
+config file's text).
 """
 
 from __future__ import annotations
@@ -227,9 +228,9 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
             finished = [d for part in gathered for d in part]
         if rank != 0:
             return None
-        missing = [str(c.run_dir) for c in cells if str(c.run_dir) not in set(finished)]
-        if missing:
-            raise SweepError(f"{len(missing)} cell(s) did not finish (first: {missing[0]}); rerun the sweep")
+        unfinished = [str(c.run_dir) for c in cells if str(c.run_dir) not in set(finished)]
+        if unfinished:
+            raise SweepError(f"{len(unfinished)} cell(s) did not finish (first: {unfinished[0]}); rerun the sweep")
         return write_tables(spec, cells, out, world, log)
     finally:
         if group is not None:

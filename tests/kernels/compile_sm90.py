@@ -31,9 +31,12 @@ def _signature(names, dot, ints, floats, constexprs):
     return sig
 
 
+def dot_of(precision: str) -> str:
+    return "*bf16" if precision == "bf16" else "*fp32"
+
+
 def cases():
     for precision in ("bf16", "tf32", "fp32"):
-        dot = "*bf16" if precision == "bf16" else "*fp32"
         tl_precision = "ieee" if precision == "fp32" else "tf32"
         chain = dict(H=256, A_P=16, S_P=32, BM=16, BN=64 if precision == "bf16" else 32, HAS_NOISE=False,
                      DOT_PRECISION=tl_precision, UPCAST=False)
@@ -56,10 +59,6 @@ def main() -> int:
             bad += 1
             print(f"{name} {precision} FAILED: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
     return 1 if bad else 0
-
-
-def dot_of(precision: str) -> str:
-    return "*bf16" if precision == "bf16" else "*fp32"
 
 
 if __name__ == "__main__":

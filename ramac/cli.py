@@ -13,6 +13,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac train                  RADAC on the 2-D risky bandit (CPU-sized on a CPU, full preset on a GPU)
   ramac train --algo bc        behaviour cloning; neutral: the risk-neutral ablation; diffusion-ql
   ramac eval RUN_DIR           evaluate a run's checkpoint again
+  ramac export RUN_DIR --out DIR   the evaluated diffusion actor for the native sampler (native/, C API)
   ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
   ramac study agents           every agent of the registry on the bandit (seeds), one table and one figure
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
@@ -143,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=12345, help="evaluation seed (default: 12345)")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     e.add_argument("--threads", type=int, help=THREADS_HELP)
+
+    x = sub.add_parser("export", help="write a run's evaluated diffusion actor for the native sampler (native/)",
+                       description="Write RUN_DIR's EMA denoiser, packed as the chain sampler reads it, with its "
+                                   "schedule, shapes and observation normalisation: OUT/header.json + OUT/weights.bin "
+                                   "(native/FORMAT.md), which libramac_sampler (CMakeLists.txt) loads.")
+    x.add_argument("run_dir", type=Path, help="a directory written by `ramac train` (radac, neutral, bc, diffusion-ql)")
+    x.add_argument("--out", type=Path, required=True, help="the export directory to write (new or empty)")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
 
     d = sub.add_parser("data", help="build, list and inspect the Stochastic MuJoCo data sets (Minari format)",
                        description="Data sets are made locally from the behaviour policies shipped in the package.")
@@ -493,6 +502,15 @@ def cmd_behaviour(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    h = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}/header.json and weights.bin: {h['agent']} actor (step {h['source']['step']}), state "
+          f"{h['state_dim']}, action {h['action_dim']}, hidden {h['hidden']}, T = {h['n_steps']}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .perf import bench
     from .utils import device_name, resolve_device
@@ -611,7 +629,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "profile": cmd_profile,
-                "data": cmd_data, "behaviour": cmd_behaviour,
+                "data": cmd_data, "behaviour": cmd_behaviour, "export": cmd_export,
                 "presets": cmd_presets, "study": cmd_study, "report": cmd_report, "sweep": cmd_sweep}
     from .train import NonFiniteLossError, RunDirError
 

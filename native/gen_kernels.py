@@ -1,0 +1,228 @@
+"""Compile the package's whole-chain sampler (`_chain_kernel`, kernels/sampler.py) ahead of time
+and write a C source that embeds the cubins with a table of the variants (run by CMake).
+
+    python native/gen_kernels.py --out-dir build/generated --arch 90 --hidden 256 --state-pad 32 \
+        --action-pad 16 --precision bf16
+
+Variants: every launch configuration `_launch_config` picks for some batch size (bf16: the
+small-batch one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from
+a (T + 1, B, A) buffer) and false (Philox noise in the kernel from a device seed). T, B, S and A
+stay run-time arguments; H, A_P and S_P are compiled in.
+
+Why not Triton's own AOT tools (triton/tools/compile.py + link.py): compile.py executes the
+kernel's file as a script, which fails on kernels/sampler.py's package-relative imports; its C
+template calls exit() on errors, loads on device 0 behind the caller's back and refuses kernels
+whose ABI grows (global or profile scratch); and the template's arguments changed between Triton
+releases. triton.compile with an explicit GPUTarget is the API under both (3.6 and 3.9): it
+compiles on a machine without a GPU, and the library (native/src) owns loading, errors and
+launches through the CUDA driver API.
+
+The launch ABI is read from the compiled kernel, not assumed from the Triton version: the PTX
+entry's parameter list is the kernel's 19 run-time arguments followed by the trailing pointers a
+Triton release appends (global scratch since 3.3, profile scratch since 3.5); the library passes
+NULL for each, which is what Triton's launcher passes when their sizes are 0 (checked here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # the interpreter (set by the test suite) cannot compile
+
+# the kernel's run-time arguments in order with their Triton types ("dot": the weights' tensor-core dtype)
+RUNTIME_ARGS = (
+    ("state_ptr", "*fp32"), ("noise_ptr", "*fp32"), ("out_ptr", "*fp32"),
+    ("w_x_ptr", "dot"), ("w_s_ptr", "dot"), ("c_time_ptr", "*fp32"),
+    ("w2_ptr", "dot"), ("b2_ptr", "*fp32"), ("w3_ptr", "dot"), ("b3_ptr", "*fp32"),
+    ("w_out_ptr", "dot"), ("b_out_ptr", "*fp32"), ("coef_ptr", "*fp32"), ("seed_ptr", "*i64"),
+    ("B", "i32"), ("S", "i32"), ("A", "i32"), ("T", "i32"), ("max_action", "fp32"),
+)
+# pointers into the weights the library allocates (256-byte aligned): compiled with 16-byte divisibility
+# as the JIT would; the caller's state, noise, action and seed pointers get no alignment assumption
+ALIGNED = {"w_x_ptr", "w_s_ptr", "c_time_ptr", "w2_ptr", "b2_ptr", "w3_ptr", "b3_ptr", "w_out_ptr", "b_out_ptr",
+           "coef_ptr"}
+PTX_KIND = {"*": "u64", "i32": ("u32", "s32"), "fp32": "f32"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out-dir", type=Path, required=True, help="where ramac_kernels.c and ramac_kernels.json go")
+    p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90 (default: 90)")
+    p.add_argument("--hidden", type=int, default=256, help="denoiser width H (default: 256)")
+    p.add_argument("--state-pad", type=int, default=32, help="S_P: state dim padded, a power of two >= 16")
+    p.add_argument("--action-pad", type=int, default=16, help="A_P: action dim padded, a power of two >= 16")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="tensor-core inputs")
+    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="compiles run side by side")
+    return p.parse_args(argv)
+
+
+def check_shapes(a) -> None:
+    for name, v in (("--hidden", a.hidden), ("--state-pad", a.state_pad), ("--action-pad", a.action_pad)):
+        if v < 16 or v & (v - 1):
+            raise SystemExit(f"gen_kernels: {name} must be a power of two >= 16, got {v}")
+
+
+def launch_configs(precision: str):
+    """[(max_batch or None, (BM, BN, warps, stages))]: _launch_config's choices by batch size."""
+    from ramac.kernels.sampler import _launch_config
+
+    ranges, last = [], None
+    for b in range(1, 4097):  # its thresholds are small batch sizes; the last config holds for all above
+        cfg = _launch_config(b, precision)
+        if cfg != last:
+            if ranges:
+                ranges[-1][0] = b - 1
+            ranges.append([None, cfg])
+            last = cfg
+    return [(hi, cfg) for hi, cfg in ranges]
+
+
+def signature(precision: str) -> dict:
+    from ramac.kernels.sampler import _chain_kernel
+
+    dot = "*bf16" if precision == "bf16" else "*fp32"
+    names = [n for n, _ in RUNTIME_ARGS]
+    runtime = [n for n in _chain_kernel.arg_names if n not in CONSTEXPRS]
+    if runtime != names:
+        raise SystemExit(f"gen_kernels: _chain_kernel's run-time arguments are now {runtime}, this generator "
+                         f"and native/src/ramac_sampler.cpp pass {names}: update both")
+    sig = {n: (dot if t == "dot" else t) for n, t in RUNTIME_ARGS}
+    sig.update({n: "constexpr" for n in CONSTEXPRS})
+    return {n: sig[n] for n in _chain_kernel.arg_names}
+
+
+CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
+
+
+def compile_variant(job):
+    """One cubin: (job, metadata dict, cubin bytes, PTX parameter kinds)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from ramac.kernels.sampler import _chain_kernel
+
+    a, (bm, bn, warps, stages), has_noise = job
+    constexprs = dict(H=a["hidden"], A_P=a["action_pad"], S_P=a["state_pad"], BM=bm, BN=min(bn, a["hidden"]),
+                      HAS_NOISE=has_noise, DOT_PRECISION="ieee" if a["precision"] == "fp32" else "tf32",
+                      UPCAST=False)
+    sig = signature(a["precision"])
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(_chain_kernel.arg_names) if n in ALIGNED}
+    options = {"num_warps": warps, "num_stages": stages, "enable_fp_fusion": True}  # the JIT's default
+    target = GPUTarget("cuda", a["arch"], 32)
+    try:
+        src = triton.compiler.ASTSource(fn=_chain_kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+        k = triton.compile(src, target=target, options=options)
+    except Exception as e:  # noqa: BLE001 - a Triton whose attrs take another form: compile without the hints
+        print(f"gen_kernels: note: compiling without alignment hints ({type(e).__name__}: {str(e)[:200]})")
+        src = triton.compiler.ASTSource(fn=_chain_kernel, signature=sig, constexprs=constexprs)
+        k = triton.compile(src, target=target, options=options)
+    md = k.metadata
+    meta = {"name": md.name, "shared": int(md.shared), "num_warps": int(md.num_warps),
+            "num_ctas": int(getattr(md, "num_ctas", 1)),
+            "global_scratch_size": int(getattr(md, "global_scratch_size", 0) or 0),
+            "profile_scratch_size": int(getattr(md, "profile_scratch_size", 0) or 0),
+            "launch_cooperative_grid": bool(getattr(md, "launch_cooperative_grid", False)),
+            "launch_pdl": bool(getattr(md, "launch_pdl", False)), "tmem_size": int(getattr(md, "tmem_size", 0) or 0)}
+    return job, meta, bytes(k.asm["cubin"]), ptx_params(k.asm["ptx"], md.name)
+
+
+def ptx_params(ptx: str, name: str) -> list[str]:
+    """The kinds (u64, u32, f32, ...) of the PTX entry's parameters, in order."""
+    m = re.search(r"\.entry\s+" + re.escape(name) + r"\s*\((.*?)\)", ptx, re.S)
+    if m is None:
+        raise SystemExit(f"gen_kernels: no .entry {name} in the compiled PTX")
+    return re.findall(r"\.param\s+\.(\w+)", m.group(1))
+
+
+def check_abi(meta: dict, params: list[str], variant: str) -> int:
+    """Trailing scratch pointers after the run-time arguments (refuses what the library cannot launch)."""
+    bad = [k for k in ("global_scratch_size", "profile_scratch_size", "tmem_size") if meta[k]]
+    bad += [k for k in ("launch_cooperative_grid", "launch_pdl") if meta[k]]
+    if meta["num_ctas"] != 1:
+        bad.append(f"num_ctas={meta['num_ctas']}")
+    if bad:
+        raise SystemExit(f"gen_kernels: {variant} needs {', '.join(bad)}, which native/src/ramac_sampler.cpp does "
+                         f"not set up")
+    for i, ((name, ty), kind) in enumerate(zip(RUNTIME_ARGS, params)):
+        want = PTX_KIND["*" if ty.startswith("*") or ty == "dot" else ty]
+        if kind not in (want if isinstance(want, tuple) else (want,)):
+            raise SystemExit(f"gen_kernels: {variant}: PTX parameter {i} ({name}) is .{kind}, expected .{want}")
+    extra = params[len(RUNTIME_ARGS):]
+    if len(params) < len(RUNTIME_ARGS) or any(k != "u64" for k in extra) or len(extra) > 4:
+        raise SystemExit(f"gen_kernels: {variant}: unexpected PTX parameter list {params}")
+    return len(params)
+
+
+def c_bytes(data: bytes, width: int = 32) -> str:
+    """A C string literal (lines of hex escapes): gcc reads these far faster than an initializer list."""
+    hexed = "".join(f"\\x{b:02x}" for b in data)
+    step = 4 * width
+    return "\n".join(f'    "{hexed[i:i + step]}"' for i in range(0, len(hexed), step))
+
+
+def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
+    parts = ["/* Generated by native/gen_kernels.py: do not edit. */", '#include "kernels_table.h"', ""]
+    rows = []
+    for i, ((_, (bm, bn, warps, stages), has_noise), max_batch, meta, cubin, n_params) in enumerate(results):
+        parts.append(f"static const unsigned char cubin_{i}[{len(cubin) + 1}] =\n{c_bytes(cubin)};\n")
+        rows.append(f'    {{"{meta["name"]}", cubin_{i}, {len(cubin)}, {bm}, {min(bn, a["hidden"])}, {warps}, {stages}, '
+                    f'{int(has_noise)}, {max_batch if max_batch is not None else -1}, {meta["shared"]}, {n_params}}},')
+    parts.append("const ramac_variant RAMAC_VARIANTS[] = {\n" + "\n".join(rows) + "\n};")
+    parts.append(f"const int RAMAC_NUM_VARIANTS = {len(rows)};")
+    build = (f"sm_{a['arch']} H={a['hidden']} S_P={a['state_pad']} A_P={a['action_pad']} {a['precision']} "
+             f"triton {triton_version}")
+    parts.append(f'const ramac_build RAMAC_BUILD = {{{a["arch"]}, {a["hidden"]}, {a["state_pad"]}, '
+                 f'{a["action_pad"]}, "{a["precision"]}", "{build}"}};\n')
+    tmp = out_dir / "ramac_kernels.c.tmp"
+    tmp.write_text("\n".join(parts))
+    tmp.replace(out_dir / "ramac_kernels.c")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    check_shapes(a)
+    try:
+        import triton
+
+        from ramac.kernels.sampler import _chain_kernel  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - one line for the build log
+        raise SystemExit(f"gen_kernels: cannot import triton and ramac.kernels ({type(e).__name__}: {e}); "
+                         f"install the package first: pip install -e .") from None
+    args = {k: getattr(a, k) for k in ("arch", "hidden", "state_pad", "action_pad", "precision")}
+    configs = launch_configs(a.precision)
+    jobs = [(args, cfg, has_noise) for _, cfg in configs for has_noise in (True, False)]
+    t0 = time.perf_counter()
+    if a.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(a.jobs, len(jobs))) as pool:  # fork: modules already imported
+            compiled = pool.map(compile_variant, jobs)
+    else:
+        compiled = [compile_variant(j) for j in jobs]
+    results, manifest = [], []
+    for (job, meta, cubin, params), (max_batch, _) in zip(compiled, [c for c in configs for _ in (0, 1)]):
+        (bm, bn, warps, stages), has_noise = job[1], job[2]
+        variant = f"BM={bm} BN={bn} warps={warps} stages={stages} HAS_NOISE={has_noise}"
+        n_params = check_abi(meta, params, variant)
+        results.append((job, max_batch, meta, cubin, n_params))
+        manifest.append({"block_m": bm, "block_n": min(bn, a.hidden), "num_warps": warps, "num_stages": stages,
+                         "has_noise": has_noise, "max_batch": max_batch, "cubin_bytes": len(cubin),
+                         "ptx_params": len(params), **meta})
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    write_c(a.out_dir, args, results, triton.__version__)
+    (a.out_dir / "ramac_kernels.json").write_text(json.dumps(
+        {**args, "triton": triton.__version__, "variants": manifest}, indent=1) + "\n")
+    print(f"gen_kernels: {len(results)} variants of _chain_kernel for sm_{a.arch} ({a.precision}, H={a.hidden}, "
+          f"S_P={a.state_pad}, A_P={a.action_pad}) with triton {triton.__version__} in "
+          f"{time.perf_counter() - t0:.1f} s; {len(params) - len(RUNTIME_ARGS)} trailing scratch pointers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

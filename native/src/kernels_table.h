@@ -1,0 +1,36 @@
+/* The compiled variants of the chain sampler, defined by the generated ramac_kernels.c
+   (native/gen_kernels.py). Private to the library. */
+#ifndef RAMAC_KERNELS_TABLE_H
+#define RAMAC_KERNELS_TABLE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  const char* entry;           /* the kernel's symbol in the cubin */
+  const unsigned char* cubin;  /* the cubin's bytes */
+  size_t cubin_size;
+  int block_m, block_n, num_warps, num_stages;
+  int has_noise;               /* 1: noise read from a buffer; 0: Philox from a device seed */
+  int max_batch;               /* the variant serves batch <= max_batch (-1: any larger batch) */
+  unsigned shared;             /* dynamic shared memory per block, bytes */
+  int n_params;                /* kernel parameters: the 19 run-time arguments + trailing scratch pointers */
+} ramac_variant;
+
+typedef struct {
+  int arch, hidden, state_pad, action_pad;
+  const char* precision;       /* "bf16", "tf32" or "fp32": the weights' dtype on the device */
+  const char* text;            /* one line for ramac_sampler_build_info() */
+} ramac_build;
+
+extern const ramac_variant RAMAC_VARIANTS[];
+extern const int RAMAC_NUM_VARIANTS;
+extern const ramac_build RAMAC_BUILD;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,288 @@
+// The C API of ramac_sampler.h: weights to the device, the generated cubins into modules, and
+// launches of the chain kernel with the argument list Triton's own launcher would pass.
+#include "ramac_sampler.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda_driver.h"
+#include "export_reader.h"
+#include "kernels_table.h"
+
+namespace ramac {
+
+Driver& driver() {
+  static Driver d;
+  return d;
+}
+
+namespace {
+
+thread_local std::string last_error;
+
+int fail(int code, const std::string& message) {
+  last_error = message;
+  return code;
+}
+
+struct CudaError {
+  std::string message;
+};
+
+void check(CUresult r, const char* call) {
+  if (r != CUDA_SUCCESS) throw CudaError{std::string(call) + " failed: " + driver().describe(r)};
+}
+#define RAMAC_CHECK(call) check(driver().call, #call)
+
+// fp32 -> bf16 rounding to nearest even, as torch's .to(torch.bfloat16)
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// the weights the tensor cores read: in the build's dot dtype; every other tensor fp32
+bool is_dot_weight(const std::string& name) {
+  return name == "w_x" || name == "w_s" || name == "w2" || name == "w3" || name == "w_out";
+}
+
+// scoped: the handle's context current on this thread, the caller's put back after
+struct CtxGuard {
+  bool pushed = false;
+  explicit CtxGuard(CUcontext ctx) {
+    CUcontext cur = nullptr;
+    RAMAC_CHECK(cuCtxGetCurrent_(&cur));
+    if (cur != ctx) {
+      RAMAC_CHECK(cuCtxPushCurrent_(ctx));
+      pushed = true;
+    }
+  }
+  ~CtxGuard() {
+    CUcontext popped;
+    if (pushed) driver().cuCtxPopCurrent_(&popped);
+  }
+};
+
+}  // namespace
+}  // namespace ramac
+
+using namespace ramac;
+
+struct ramac_sampler {
+  HostExport host;
+  CUcontext ctx = nullptr;
+  CUdevice device = 0;
+  bool retained = false;  // ctx is device's primary context, retained by this handle
+  CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed
+  CUdeviceptr ptr[10] = {};
+  CUdeviceptr seed = 0;
+  std::vector<CUmodule> modules;
+  std::vector<CUfunction> functions;  // one per RAMAC_VARIANTS entry
+};
+
+namespace {
+
+void upload(ramac_sampler* s) {
+  const bool bf16 = std::strcmp(RAMAC_BUILD.precision, "bf16") == 0;
+  std::vector<unsigned char> staging;
+  size_t offsets[11];
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = TENSOR_NAMES[i];
+    const std::vector<float>& t = s->host.tensors.at(name);
+    offsets[i] = (staging.size() + 255) / 256 * 256;
+    staging.resize(offsets[i]);
+    if (bf16 && is_dot_weight(name)) {
+      for (float v : t) {
+        uint16_t b = to_bf16(v);
+        staging.insert(staging.end(), reinterpret_cast<unsigned char*>(&b), reinterpret_cast<unsigned char*>(&b) + 2);
+      }
+    } else {
+      const unsigned char* p = reinterpret_cast<const unsigned char*>(t.data());
+      staging.insert(staging.end(), p, p + 4 * t.size());
+    }
+  }
+  offsets[10] = (staging.size() + 255) / 256 * 256;
+  staging.resize(offsets[10] + 8, 0);  // the seed, 0 until a call sets it
+  RAMAC_CHECK(cuMemAlloc_(&s->arena, staging.size()));
+  RAMAC_CHECK(cuMemcpyHtoD_(s->arena, staging.data(), staging.size()));
+  for (int i = 0; i < 10; ++i) s->ptr[i] = s->arena + offsets[i];
+  s->seed = s->arena + offsets[10];
+}
+
+void load_modules(ramac_sampler* s) {
+  Driver& d = driver();
+  int optin = 0;
+  RAMAC_CHECK(cuDeviceGetAttribute_(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, s->device));
+  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) {
+    const ramac_variant& v = RAMAC_VARIANTS[i];
+    CUmodule m;
+    CUfunction f;
+    CUresult r = d.cuModuleLoadData_(&m, v.cubin);
+    if (r != CUDA_SUCCESS)
+      throw CudaError{"cannot load the kernels compiled for sm_" + std::to_string(RAMAC_BUILD.arch) +
+                      " on this GPU (" + d.describe(r) + "); rebuild with cmake -DRAMAC_ARCH=<its compute capability>"};
+    s->modules.push_back(m);
+    RAMAC_CHECK(cuModuleGetFunction_(&f, m, v.entry));
+    if (v.shared > 49152) {  // what Triton's loader does: opt in to the large shared-memory carve-out
+      if (static_cast<int>(v.shared) > optin)
+        throw CudaError{"the kernel needs " + std::to_string(v.shared) + " bytes of shared memory, this GPU allows " +
+                        std::to_string(optin)};
+      int static_shared = 0;
+      RAMAC_CHECK(cuFuncSetCacheConfig_(f, CU_FUNC_CACHE_PREFER_SHARED));
+      RAMAC_CHECK(cuFuncGetAttribute_(&static_shared, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f));
+      RAMAC_CHECK(cuFuncSetAttribute_(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin - static_shared));
+    }
+    s->functions.push_back(f);
+  }
+}
+
+void release(ramac_sampler* s) {
+  Driver& d = driver();
+  if (s->ctx) {
+    CUcontext cur = nullptr, popped;
+    d.cuCtxGetCurrent_(&cur);
+    bool pushed = cur != s->ctx && d.cuCtxPushCurrent_(s->ctx) == CUDA_SUCCESS;
+    for (CUmodule m : s->modules) d.cuModuleUnload_(m);
+    if (s->arena) d.cuMemFree_(s->arena);
+    if (pushed) d.cuCtxPopCurrent_(&popped);
+    if (s->retained) d.cuDevicePrimaryCtxRelease_(s->device);
+  }
+  delete s;
+}
+
+int launch(ramac_sampler* s, const float* states, int batch, const float* noise, CUdeviceptr seed_ptr,
+           float* actions, ramac_stream_t stream) {
+  if (!s) return fail(RAMAC_ERR_ARGUMENT, "the sampler handle is NULL");
+  if (batch < 0) return fail(RAMAC_ERR_ARGUMENT, "batch must be >= 0, got " + std::to_string(batch));
+  if (batch == 0) return RAMAC_OK;
+  if (!states || !actions) return fail(RAMAC_ERR_ARGUMENT, "states and actions must be device pointers, got NULL");
+  const HostExport& h = s->host;
+  // the kernel's offsets are 32-bit: noise index (T + 1) * B * A and state index B * S must fit
+  const long long widest = static_cast<long long>(h.n_steps + 1) * batch * (h.action_dim > h.state_dim ? h.action_dim : h.state_dim);
+  if (widest >= (1LL << 31))
+    return fail(RAMAC_ERR_ARGUMENT, "batch " + std::to_string(batch) + " is too large for the kernel's 32-bit offsets");
+  const int has_noise = noise != nullptr;
+  int pick = -1;
+  for (int i = 0; i < RAMAC_NUM_VARIANTS && pick < 0; ++i) {
+    const ramac_variant& v = RAMAC_VARIANTS[i];
+    if (v.has_noise == has_noise && (v.max_batch < 0 || batch <= v.max_batch)) pick = i;
+  }
+  if (pick < 0) return fail(RAMAC_ERR_ARGUMENT, "no compiled variant serves batch " + std::to_string(batch));
+  const ramac_variant& v = RAMAC_VARIANTS[pick];
+  CUdeviceptr state_p = reinterpret_cast<CUdeviceptr>(states), out_p = reinterpret_cast<CUdeviceptr>(actions);
+  // unused pointers get the output buffer, as sample_chain_triton passes
+  CUdeviceptr noise_p = has_noise ? reinterpret_cast<CUdeviceptr>(noise) : out_p;
+  CUdeviceptr seed_p = has_noise ? out_p : seed_ptr;
+  int B = batch, S = h.state_dim, A = h.action_dim, T = h.n_steps;
+  float max_action = h.max_action;
+  CUdeviceptr scratch = 0;  // global / profile scratch: size 0 (checked by gen_kernels.py), NULL as Triton passes
+  void* params[24] = {&state_p, &noise_p, &out_p, &s->ptr[0], &s->ptr[1], &s->ptr[2], &s->ptr[3], &s->ptr[4],
+                      &s->ptr[5], &s->ptr[6], &s->ptr[7], &s->ptr[8], &s->ptr[9], &seed_p,
+                      &B, &S, &A, &T, &max_action};
+  for (int i = 19; i < v.n_params && i < 24; ++i) params[i] = &scratch;
+  unsigned grid = static_cast<unsigned>((batch + v.block_m - 1) / v.block_m);
+  try {
+    CtxGuard guard(s->ctx);
+    RAMAC_CHECK(cuLaunchKernel_(s->functions[pick], grid, 1, 1, 32u * v.num_warps, 1, 1, v.shared,
+                                reinterpret_cast<CUstream>(stream), params, nullptr));
+  } catch (const CudaError& e) {
+    return fail(RAMAC_ERR_CUDA, e.message);
+  }
+  return RAMAC_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int ramac_sampler_load(const char* export_dir, ramac_sampler** out) {
+  if (!export_dir || !out) return fail(RAMAC_ERR_ARGUMENT, "export_dir and out must not be NULL");
+  *out = nullptr;
+  auto* s = new ramac_sampler();
+  try {
+    s->host = read_export(export_dir, RAMAC_BUILD.hidden, RAMAC_BUILD.state_pad, RAMAC_BUILD.action_pad);
+  } catch (const LoadError& e) {
+    delete s;
+    return fail(e.code, e.message);
+  }
+  std::string why;
+  Driver& d = driver();
+  if (!d.open(&why)) {
+    delete s;
+    return fail(RAMAC_ERR_NO_DEVICE, why);
+  }
+  try {
+    CUresult r = d.cuInit_(0);
+    int count = 0;
+    if (r == CUDA_SUCCESS) r = d.cuDeviceGetCount_(&count);
+    if (r != CUDA_SUCCESS || count == 0) {
+      delete s;
+      return fail(RAMAC_ERR_NO_DEVICE, "no CUDA device (" + (r != CUDA_SUCCESS ? d.describe(r) : "none found") + ")");
+    }
+    RAMAC_CHECK(cuCtxGetCurrent_(&s->ctx));
+    if (s->ctx) {
+      RAMAC_CHECK(cuCtxGetDevice_(&s->device));
+    } else {  // no context on this thread: device 0's primary one, as Triton and the CUDA runtime use
+      RAMAC_CHECK(cuDeviceGet_(&s->device, 0));
+      RAMAC_CHECK(cuDevicePrimaryCtxRetain_(&s->ctx, s->device));
+      s->retained = true;
+      RAMAC_CHECK(cuCtxSetCurrent_(s->ctx));
+    }
+    CtxGuard guard(s->ctx);
+    upload(s);
+    load_modules(s);
+  } catch (const CudaError& e) {
+    release(s);
+    return fail(RAMAC_ERR_CUDA, e.message);
+  }
+  *out = s;
+  return RAMAC_OK;
+}
+
+int ramac_sampler_sample(ramac_sampler* s, const float* states_dev, int batch, uint64_t seed, float* actions_dev,
+                         ramac_stream_t stream) {
+  if (s && batch > 0) {
+    try {
+      CtxGuard guard(s->ctx);
+      CUstream st = reinterpret_cast<CUstream>(stream);
+      RAMAC_CHECK(cuMemsetD32Async_(s->seed, static_cast<unsigned>(seed & 0xffffffffu), 1, st));
+      RAMAC_CHECK(cuMemsetD32Async_(s->seed + 4, static_cast<unsigned>(seed >> 32), 1, st));
+    } catch (const CudaError& e) {
+      return fail(RAMAC_ERR_CUDA, e.message);
+    }
+  }
+  return launch(s, states_dev, batch, nullptr, s ? s->seed : 0, actions_dev, stream);
+}
+
+int ramac_sampler_sample_seed_dev(ramac_sampler* s, const float* states_dev, int batch, const int64_t* seed_dev,
+                                  float* actions_dev, ramac_stream_t stream) {
+  if (!seed_dev && batch > 0) return fail(RAMAC_ERR_ARGUMENT, "seed_dev must be a device pointer, got NULL");
+  return launch(s, states_dev, batch, nullptr, reinterpret_cast<CUdeviceptr>(seed_dev), actions_dev, stream);
+}
+
+int ramac_sampler_sample_noise(ramac_sampler* s, const float* states_dev, int batch, const float* noise_dev,
+                               float* actions_dev, ramac_stream_t stream) {
+  if (!noise_dev && batch > 0) return fail(RAMAC_ERR_ARGUMENT, "noise_dev must be a device pointer, got NULL");
+  return launch(s, states_dev, batch, noise_dev, 0, actions_dev, stream);
+}
+
+int ramac_sampler_get_info(const ramac_sampler* s, ramac_sampler_info* info) {
+  if (!s || !info) return fail(RAMAC_ERR_ARGUMENT, "the sampler handle and info must not be NULL");
+  const HostExport& h = s->host;
+  *info = ramac_sampler_info{h.state_dim, h.action_dim, h.hidden, h.n_steps, h.max_action,
+                             h.obs_mean.data(), h.obs_std.data(), h.agent.c_str()};
+  return RAMAC_OK;
+}
+
+void ramac_sampler_free(ramac_sampler* s) {
+  if (s) release(s);
+}
+
+const char* ramac_sampler_last_error(void) { return last_error.c_str(); }
+
+const char* ramac_sampler_build_info(void) { return RAMAC_BUILD.text; }
+
+}  // extern "C"

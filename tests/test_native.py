@@ -1,0 +1,238 @@
+"""`ramac export` and the native sampler (native/, libramac_sampler through ramac.native).
+
+CPU: the export holds Diffusion.pack's tensors of the EMA actor, a chain computed from the files
+alone equals the reference op, the CLI's bad input, and (when the library is built) its host-side
+checks through ctypes. GPU (with the library built): native vs Python sampler on the same weights.
+The CMake build itself is the slow test (cmake configure, build, ctest into a temporary folder).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ramac import export
+from ramac.agents.configs import RADACConfig, RAFMACConfig
+from ramac.agents.registry import make_agent
+from ramac.cli import main
+from ramac.kernels import sample_chain_ref
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+
+
+def tiny_radac(S=5, A=3, hidden=32, T=4, seed=0):
+    torch.manual_seed(seed)
+    agent = make_agent("radac", S, A, RADACConfig(actor_hidden=hidden, n_timesteps=T, critic_hidden=16,
+                                                  embedding_dim=8, n_quantiles=4, n_risk_quantiles=4).validate())
+    agent.set_obs_norm(torch.randn(S), 0.5 + torch.rand(S))
+    with torch.no_grad():  # the EMA actor apart from the trained one: the export must hold the EMA's
+        for p in agent.policy.actor_ema.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return agent
+
+
+def chain_from_files(header, t, states, noise):
+    """The chain from an export's documented contents alone (native/FORMAT.md), in plain torch."""
+    S, A, T, m = header["state_dim"], header["action_dim"], header["n_steps"], header["max_action"]
+    s_part, x = states @ t["w_s"][:S], noise[T]
+    for step in reversed(range(T)):
+        h = F.mish(x @ t["w_x"][:A] + s_part + t["c_time"][step])
+        h = F.mish(F.mish(h @ t["w2"] + t["b2"]) @ t["w3"] + t["b3"])
+        eps = h @ t["w_out"][:, :A] + t["b_out"][:A]
+        recip, recipm1, mean1, mean2, sigma = t["coefs"][step, :5]
+        x0 = (recip * x - recipm1 * eps).clamp(-m, m)
+        x = mean1 * x0 + mean2 * x + sigma * noise[step]
+    return x.clamp(-m, m)
+
+
+def test_export_holds_the_packed_ema_actor(tmp_path):
+    agent = tiny_radac()
+    export.write_export(agent, tmp_path / "x", source={"algo": "radac", "step": 3})
+    header, tensors = export.read_export(tmp_path / "x")
+    packed = agent.policy.diffusion.pack(agent.policy.actor_ema)
+    for name in export.TENSORS:
+        assert torch.equal(tensors[name], getattr(packed, name)), name
+    assert not torch.equal(tensors["w2"], agent.policy.diffusion.pack(agent.policy.actor).w2)
+    assert (header["state_dim"], header["action_dim"], header["hidden"], header["n_steps"]) == (5, 3, 32, 4)
+    assert (header["state_pad"], header["action_pad"], header["agent"], header["source"]["step"]) == (16, 16, "radac", 3)
+    assert torch.equal(torch.tensor(header["obs_mean"], dtype=torch.float32), agent.obs_mean)
+    assert torch.equal(torch.tensor(header["obs_std"], dtype=torch.float32), agent.obs_std)
+    assert header["coefs"] == [list(row[:5]) for row in packed.coefs_host]
+    offsets = [t["offset"] for t in header["tensors"]]
+    assert all(o % export.ALIGN == 0 for o in offsets) and offsets == sorted(offsets)
+
+
+def test_a_chain_from_the_files_alone_equals_the_reference_op(tmp_path):
+    agent = tiny_radac(S=7, A=2, T=5)
+    export.write_export(agent, tmp_path / "x")
+    header, tensors = export.read_export(tmp_path / "x")
+    g = torch.Generator().manual_seed(1)
+    states, noise = 3 * torch.randn(37, 7, generator=g), torch.randn(6, 37, 2, generator=g)
+    want = sample_chain_ref(agent.policy.diffusion.pack(agent.policy.actor_ema), states, noise)
+    torch.testing.assert_close(chain_from_files(header, tensors, states, noise), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sample_chain_ref(export.packed_from_export(tmp_path / "x"), states, noise), want,
+                               atol=0, rtol=0)
+
+
+def test_only_diffusion_actors_are_exported(tmp_path):
+    agent = make_agent("rafmac", 3, 2, RAFMACConfig(actor_hidden=16, critic_hidden=16, embedding_dim=8,
+                                                    n_quantiles=4, n_risk_quantiles=4).validate())
+    with pytest.raises(ValueError, match="not a diffusion actor"):
+        export.write_export(agent, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two-step runs on the bandit: a RADAC one and a RAFMAC one (a flow actor)."""
+    from ramac.config import build_configs
+    from ramac.train import train
+
+    out, small = tmp_path_factory.mktemp("runs"), dict(actor_hidden=16, critic_hidden=16, embedding_dim=8,
+                                                        n_quantiles=4, n_risk_quantiles=4)
+    dirs = {}
+    for algo, extra in (("radac", dict(n_timesteps=3)), ("rafmac", {})):
+        agent_cfg, train_cfg = build_configs("bandit", algo, cpu_sized=True, agent_overrides={**small, **extra},
+                                             train_overrides=dict(steps=2, eval_samples=20, device="cpu"))
+        dirs[algo] = train(agent_cfg, train_cfg, out / algo, progress=False).run_dir
+    return dirs
+
+
+def test_cli_export_writes_and_keeps_an_existing_export(runs, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", str(runs["radac"]), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    header = json.loads((out / "header.json").read_text())
+    assert (header["agent"], header["source"]["step"], header["n_steps"]) == ("radac", 2, 3)
+    before = (out / "weights.bin").read_bytes()
+    (out / "weights.bin").write_bytes(b"edited")
+    assert main(["export", str(runs["radac"]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert (out / "weights.bin").read_bytes() == b"edited"
+    assert main(["export", str(runs["radac"]), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "weights.bin").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("case", ["no run dir", "no checkpoint", "flow actor", "foreign --out"])
+def test_cli_export_bad_input_is_one_line_and_writes_nothing(case, runs, tmp_path, capsys):
+    run, out, extra = runs["radac"], tmp_path / "export", []
+    if case == "no run dir":
+        run = tmp_path / "missing"
+    elif case == "no checkpoint":
+        run = tmp_path / "empty"
+        run.mkdir()
+    elif case == "flow actor":
+        run = runs["rafmac"]
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        extra = ["--overwrite"]
+    assert main(["export", str(run), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ramac export: error: ") and err.count("\n") == 1, err
+    held = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert held == (["notes.txt"] if case == "foreign --out" else None)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _library():
+    from ramac.native import library_path
+
+    return library_path() if library_path().exists() else None
+
+
+needs_library = pytest.mark.skipif(_library() is None, reason="libramac_sampler not built (cmake -S . -B build && "
+                                                               "cmake --build build)")
+
+
+@needs_library
+def test_library_checks_an_export_before_touching_the_gpu(tmp_path):
+    from ramac.native import NativeError, NativeSampler
+
+    with pytest.raises(NativeError, match="header.json") as e:
+        NativeSampler(tmp_path / "missing")
+    assert e.value.code == 2
+    export.write_export(tiny_radac(hidden=32), tmp_path / "small")
+    with pytest.raises(NativeError, match="-DRAMAC_HIDDEN=32") as e:
+        NativeSampler(tmp_path / "small")
+    assert e.value.code == 4
+    if not CUDA:  # a fitting export gets as far as the driver
+        export.write_export(tiny_radac(S=17, A=6, hidden=256, T=5), tmp_path / "fits")
+        with pytest.raises(NativeError, match="CUDA") as e:
+            NativeSampler(tmp_path / "fits")
+        assert e.value.code == 5
+
+
+@pytest.fixture(scope="module")
+def halfcheetah_export(tmp_path_factory):
+    """A fresh RADAC actor in the shapes the library is built for by default (S=17, A=6, H=256, T=5)."""
+    out = tmp_path_factory.mktemp("native") / "export"
+    export.write_export(tiny_radac(S=17, A=6, hidden=256, T=5), out)
+    return out
+
+
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+BF16_ATOL = 2e-2  # tests/kernels/helpers.GPU_FLOOR["bf16"]
+
+
+@gpu
+@needs_library
+@pytest.mark.parametrize("B", [1, 16, 17, 300])
+def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
+    from ramac.kernels.sampler import sample_chain_triton
+    from ramac.native import NativeSampler
+
+    p = export.packed_from_export(halfcheetah_export, "cuda")
+    g = torch.Generator(device="cuda").manual_seed(B)
+    states = 3 * torch.randn(B, 17, device="cuda", generator=g)
+    noise = torch.randn(6, B, 6, device="cuda", generator=g)
+    with NativeSampler(halfcheetah_export) as native:
+        got = native.sample(states, noise=noise)
+    torch.testing.assert_close(got, sample_chain_triton(p, states, noise, precision="bf16"), atol=BF16_ATOL, rtol=0)
+    torch.testing.assert_close(got, sample_chain_ref(p, states, noise), atol=BF16_ATOL, rtol=0)
+
+
+@gpu
+@needs_library
+@pytest.mark.parametrize("B", [3, 300])
+def test_native_seed_path_is_the_kernels_philox_stream(B, halfcheetah_export):
+    from ramac.kernels.sampler import sample_chain_triton
+    from ramac.native import NativeSampler
+
+    p = export.packed_from_export(halfcheetah_export, "cuda")
+    states = torch.randn(B, 17, device="cuda")
+    with NativeSampler(halfcheetah_export) as native:
+        first, again, other = (native.sample(states, seed=s) for s in (5, 5, 6))
+        from_tensor = native.sample(states, seed=torch.tensor([5], dtype=torch.int64, device="cuda"))
+        obs = torch.randn(B, 17, device="cuda")
+        acted = native.act(obs, seed=5)
+        normed = native.sample((obs - native.obs_mean.cuda()) / native.obs_std.cuda(), seed=5)
+    assert torch.equal(first, again) and torch.equal(first, from_tensor) and torch.equal(acted, normed)
+    assert not torch.equal(first, other)
+    torch.testing.assert_close(first, sample_chain_triton(p, states, seed=5, precision="bf16"), atol=BF16_ATOL, rtol=0)
+    assert first.abs().max() <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_builds_and_ctest_passes_or_skips(tmp_path):
+    """The top-level CMakeLists.txt: configure, build (cubins compiled on the CPU), ctest."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    build = tmp_path / "build"
+    for cmd in (["cmake", "-S", str(ROOT), "-B", str(build), f"-DRAMAC_PYTHON={sys.executable}"],
+                ["cmake", "--build", str(build), "-j", "2"]):
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+    assert (build / "libramac_sampler.so").exists() and (build / "ramac_sampler_bench").exists()
+    r = subprocess.run(["ctest", "--test-dir", str(build)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sampler_errors ...................   Passed" in r.stdout
+    assert ("Skipped" in r.stdout) != CUDA, r.stdout

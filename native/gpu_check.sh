@@ -74,7 +74,7 @@ step bench_native 60 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 1
   --launch both --out "$WORK/bench_native.json"
 step bench_native_noise 45 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 100 \
   --launch both --noise --out "$WORK/bench_native_noise.json"
-optional bench_python 100 "$PY" -m ramac bench sampler --batch-size 1 256 65536 --steps 5 --no-compile \
+optional bench_python 100 "$PY" -m ramac bench sampler --batch-size 1 16 256 4096 65536 --steps 5 --no-compile \
   --out "$WORK/bench_python_sampler.json"
 if command -v ncu >/dev/null; then
   for B in 1 65536; do

@@ -99,11 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "Default: bandit")
     t.add_argument("--algo", choices=ALGOS, help=_algo_help())
     _add_config_options(t, TrainConfig, TRAIN_OPTIONS)
+    t.add_argument("--seeds", metavar="LIST",
+                   help="train several seeds side by side in this process, e.g. 0-15 or 0,3,7 (on CUDA one graph "
+                        "makes every seed's update); each seed writes RUN_DIR/seedN, the files of a single run")
     t.add_argument("--run-dir", type=Path,
-                   help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME)")
+                   help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME; "
+                        "with --seeds: runs/TASK-ALGO-seedsA-B-TIME/seedN)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last checkpoint with its saved settings; only "
-                        "--steps (a new total), --device, --kernels and --no-progress may be given with it")
+                   help="continue the run in RUN_DIR from its last checkpoint with its saved settings (a --seeds "
+                        "directory: all its seeds, side by side); only --steps (a new total), --device, --kernels "
+                        "and --no-progress may be given with it")
     t.add_argument("--full", action="store_true",
                    help="use the full-size preset even on a CPU (by default a CPU run of the bandit uses "
                         "smaller networks and fewer steps so it finishes in minutes)")
@@ -127,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an agent setting, e.g. --set eta=0.2 --set risk=wang --set risk_param=-0.75; "
                         "`ramac presets --settings --algo NAME` lists an agent's settings with their meaning")
     t.add_argument("--no-progress", action="store_true", help="do not draw the progress bar (for logs and CI)")
+    t.add_argument("--data-parallel", action="store_true",
+                   help="one run over the processes torchrun starts (one per GPU): --batch-size is the global "
+                        "batch, split between them, gradients averaged; process 0 writes --run-dir (required). "
+                        "e.g. torchrun --nproc_per_node 2 -m ramac train --data-parallel --batch-size 16384 ...")
 
     e = sub.add_parser("eval", help="evaluate a run directory's checkpoint",
                        description="Load RUN_DIR/checkpoint.pt, evaluate the policy, write eval-again.json and "
@@ -162,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--size", type=int, help="transitions (default: D4RL's size for the preset)")
     dm.add_argument("--seed", type=int, default=0, help="seed of resets, hazards and policy noise (default: 0)")
     dm.add_argument("--num-envs", type=int, default=8, help="environments stepped side by side (default: 8)")
+    dm.add_argument("--workers", type=int, default=1,
+                    help="processes rolling out pieces of each policy's share side by side; the data set depends "
+                         "on it (recorded in its provenance; default: 1)")
     dm.add_argument("--overwrite", action="store_true", help="rebuild an existing data set")
     dm.add_argument("--threads", type=int, help=THREADS_HELP)
     dsub.add_parser("list", help="list the ramac data sets under $MINARI_DATASETS_PATH")
@@ -197,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="JSON file to write (default: bench-WHAT-DEVICE.json)")
     b.add_argument("--batch-size", type=int, nargs="+",
                    help="batch sizes (default: sampler 1 256 4096 65536; train 256 1024 4096 16384)")
+    b.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                   help="train: time K seeds side by side for each K given (seed-updates/s and memory; "
+                        "default batches 256 4096, path graph-compile-bf16 or the first of --paths)")
     b.add_argument("--algo", default="radac", choices=ALGOS,
                    help="train: the agent whose update is timed; sampler: rafmac or fql time the flow student's "
                         "one-step sampler (FQL's 4 x 512 and a 3 x 256 one) beside RADAC's chain, others the chain")
@@ -287,14 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and resuming interrupted ones, then write OUT/TASK.md|csv|json (mean and 95 %% "
                                     "bootstrap CI over seeds per agent), OUT/TASK-risk.png, OUT/TASK-curves.png and "
                                     "OUT/sweep.json. Across processes: `torchrun --nproc_per_node N -m ramac sweep "
-                                    "CONFIG` (one GPU per process, cells dealt round-robin; gloo on CPUs).")
+                                    "CONFIG` (one GPU per process; the seeds of a task and agent train side by side in one process, "
+                                    "these units dealt round-robin; gloo on CPUs).")
     sw.add_argument("config", type=Path, help="the sweep's TOML file")
     sw.add_argument("--out", type=Path, help="output folder (default: results/NAME)")
     sw.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     sw.add_argument("--full", action="store_true", help="full-size presets on a CPU too (default: CPU-sized)")
-    sw.add_argument("--concurrent", type=int, default=8,
-                    help="GPU: runs of a process advanced side by side, one CUDA stream each (default: 8)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and which are finished; train nothing")
+    sw.add_argument("--time-limit", type=float, metavar="MINUTES",
+                    help="start no (task, agent) unit after MINUTES of training; the tables of the complete tasks "
+                         "are written and the rest is left for the next run of the same command")
+    sw.add_argument("--tasks", nargs="+", metavar="TASK", help="train only these of the sweep's tasks (the tables "
+                                                               "cover every complete task)")
     sw.add_argument("--make-data", action="store_true",
                     help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
 
@@ -311,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 TRAIN_FLAGS = {"no_graph": ("graph", False), "bf16": ("bf16", True), "no_compile": ("compile", False),
                "obs_norm": ("obs_norm", True), "tensorboard": ("tensorboard", True)}
 # options that would change a run: --resume refuses them instead of ignoring them
-RUN_OPTIONS = ("task", "algo", "run_dir", "set", "full", *TRAIN_FLAGS) + tuple(
+RUN_OPTIONS = ("task", "algo", "run_dir", "seeds", "set", "full", *TRAIN_FLAGS) + tuple(
     name for name in TRAIN_OPTIONS if name not in ("steps", "device"))
 
 
@@ -319,6 +338,7 @@ def cmd_train(args) -> int:
     from . import kernels
     from .config import build_configs
     from .train import resume, train
+    from .train.group import parse_seeds, resume_seeds, seed_dirs, seed_runs_in, train_seeds
     from .utils import resolve_device
 
     if args.resume:
@@ -328,9 +348,27 @@ def cmd_train(args) -> int:
                              f"{', '.join(given)} would change them (only --steps, --device, --kernels and "
                              f"--no-progress go with --resume): start a new run to change settings")
     kernels.set_backend(args.kernels)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if seeds is not None and args.seed is not None:
+        raise ValueError("give --seed or --seeds, not both")
+    shard = None
+    if args.data_parallel:
+        from .train import distributed
+
+        if seeds is not None:
+            raise ValueError("--data-parallel trains one run; --seeds trains several side by side: give one of them")
+        if args.run_dir is None and args.resume is None:
+            raise ValueError("--data-parallel needs --run-dir (every process must name the same directory)")
+        shard = distributed.init(resolve_device(args.device or "auto").type)
+        if resolve_device(args.device or "auto").type == "cuda":
+            args.device = f"cuda:{shard.local_rank}"
+        args.no_progress = args.no_progress or not shard.main
+    if args.resume and not (args.resume / "checkpoint.pt").exists() and seed_runs_in(args.resume):
+        return _report_seeds(resume_seeds(args.resume, steps=args.steps, progress=not args.no_progress,
+                                          device=args.device))
     if args.resume:
         result = resume(args.resume, steps=args.steps, progress=not args.no_progress, device=args.device,
-                        warn=lambda message: print(f"ramac train: warning: {message}", file=sys.stderr))
+                        warn=lambda message: print(f"ramac train: warning: {message}", file=sys.stderr), shard=shard)
     else:
         from .config import preset_for_dataset
 
@@ -347,12 +385,25 @@ def cmd_train(args) -> int:
         agent_cfg, train_cfg = build_configs(task, algo, cpu_sized, _parse_set(args.set), train_over)
         print(f"ramac train: {train_cfg.task} / {train_cfg.algo} on {device}"
               f"{' (CPU-sized preset; --full for the full one)' if cpu_sized and task == 'bandit' else ''}, "
-              f"{train_cfg.steps} steps", flush=True)
-        result = train(agent_cfg, train_cfg, args.run_dir, progress=not args.no_progress)
+              f"{train_cfg.steps} steps{f', seeds {args.seeds} side by side' if seeds else ''}", flush=True)
+        if seeds is not None:
+            dirs = seed_dirs(args.run_dir, train_cfg, seeds)
+            return _report_seeds(train_seeds(agent_cfg, train_cfg, seeds, dirs, progress=not args.no_progress))
+        result = train(agent_cfg, train_cfg, args.run_dir, progress=not args.no_progress, shard=shard)
+    if shard is not None and not shard.main:
+        return 0  # process 0 reports
     print(f"done: {result.steps} steps in {result.wall_time_s:.0f} s")
     print(_summary(result.final_eval))
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in result.run_dir.iterdir() if p.name != ".lock")
     print(f"run directory: {result.run_dir}  ({', '.join(held)})")
+    return 0
+
+
+def _report_seeds(results) -> int:
+    print(f"done: {len(results)} seeds x {results[0].steps} steps in {results[0].wall_time_s:.0f} s")
+    for r in results:
+        print(f"{r.run_dir.name}: " + _summary(r.final_eval).replace("\n", "\n  "))
+    print(f"run directories: {results[0].run_dir.parent}/seed*")
     return 0
 
 
@@ -461,7 +512,7 @@ def _check_counts(args, *names) -> None:
 
 def cmd_data(args) -> int:
     if args.data_command == "make":  # before anything imports or builds
-        _check_counts(args, "size", "num_envs", "threads")
+        _check_counts(args, "size", "num_envs", "threads", "workers")
         _check_seed(args.seed)
         _use_threads(args.threads, 1)
     from .data import stochastic_mujoco as datasets
@@ -473,7 +524,8 @@ def cmd_data(args) -> int:
     if args.data_command == "info":
         print(json.dumps(datasets.info(args.preset), indent=2))
         return 0
-    rec = datasets.make(args.preset, args.size, args.seed, args.num_envs, overwrite=args.overwrite)
+    rec = datasets.make(args.preset, args.size, args.seed, args.num_envs, overwrite=args.overwrite,
+                        workers=args.workers)
     parts = ", ".join(f"{p['policy']}: {p['transitions']}" for p in rec["parts"])
     print(f"built {rec['dataset_id']}: {rec['size']} transitions in {rec['build_seconds']:.0f} s ({parts})")
     return 0
@@ -524,6 +576,15 @@ def cmd_bench(args) -> int:
         rows = bench.bench_kernels(device, compile_ref=not args.no_compile, ops=args.ops)
         cols = ["op", "shape", "mode", "launch", "provider", "median_us", "speedup_vs_reference", "speedup_vs_compile"]
         settings = {"B": 16_384, "K": 32}
+    elif args.what == "train" and args.seeds:
+        batches = tuple(args.batch_size or (256, 4096))
+        path = (args.paths or ["graph-compile-bf16"])[0]
+        rows = bench.bench_train_seeds(device, seeds=tuple(args.seeds), batches=batches, path=path,
+                                       preset=args.preset, algo=args.algo)
+        cols = ["op", "batch", "seeds", "path", "seed_updates_per_s", "updates_per_s", "group_updates_per_s",
+                "vs_single_seed", "median_us", "peak_memory_mb", "setup_s"]
+        settings = {"batches": batches, "seeds": args.seeds, "path": path, "preset": args.preset, "algo": args.algo,
+                    "data": "synthetic S=17 A=6", "risk_term": "on" if args.algo != "bc" else "none"}
     elif args.what == "train":
         batches = tuple(args.batch_size or (256, 1024, 4096, 16_384))
         rows = bench.bench_train(device, batches=batches, paths=tuple(args.paths or bench.TRAIN_PATHS),
@@ -581,12 +642,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import load_spec, plan, run_sweep
+    from .sweep import SweepError, load_spec, plan, run_sweep
 
     spec = load_spec(args.config)
     out = args.out or Path("results") / spec.name
-    if args.concurrent < 1:
-        raise ValueError(f"--concurrent must be >= 1, got {args.concurrent}")
     if args.dry_run:
         from .study import is_finished
 
@@ -595,10 +654,13 @@ def cmd_sweep(args) -> int:
             state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
             print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
         return 0
-    report = run_sweep(spec, out, args.device, args.concurrent, full=args.full, make_data=args.make_data)
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise SweepError(f"--time-limit must be positive minutes, got {args.time_limit:g}")
+    report = run_sweep(spec, out, args.device, full=args.full, make_data=args.make_data,
+                       time_limit_s=None if args.time_limit is None else 60 * args.time_limit, tasks=args.tasks)
     if report is not None:
         print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
-              f"({len(report['tasks'])} tasks)")
+              f"({len(report['tasks'])} complete tasks; {len(report['unfinished'])} cells left)")
     return 0
 
 

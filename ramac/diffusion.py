@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import kernels, noise as draws
 from .cuda_graphs import weights_version
 from .kernels import StepCoefs
 
@@ -86,17 +86,24 @@ class Diffusion(nn.Module):
         return self.sqrt_ac[t, None] * x0 + self.sqrt_1m_ac[t, None] * noise
 
     def bc_loss(self, model: nn.Module, action: torch.Tensor, state: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, noise: draws.Noise | None = None) -> torch.Tensor:
         """Eps-prediction MSE at one uniformly drawn step per sample; weights (B,) summing
-        to 1 weight the samples (default: the plain mean)."""
-        t = torch.randint(0, self.T, (action.shape[0],), device=action.device)
-        noise = torch.randn_like(action)
-        pred = model(self.q_sample(action, t, noise), t, state)
+        to 1 weight the samples (default: the plain mean). Draws from `noise` (an update's
+        ramac.noise.Noise) where given, else from torch's stream."""
+        t = draws.randint(noise, "t", self.T, (action.shape[0],), action.device)
+        eps = draws.randn(noise, "eps", action.shape, action.device, action.dtype)
+        pred = model(self.q_sample(action, t, eps), t, state)
         if weights is None:
-            return F.mse_loss(pred, noise)
-        return (weights * (pred - noise).square().mean(dim=1)).sum()
+            return F.mse_loss(pred, eps)
+        return (weights * (pred - eps).square().mean(dim=1)).sum()
 
     # ---- sampling -------------------------------------------------------
+    def chain_noise(self, noise: draws.Noise | None, batch: int, action_dim: int, device) -> torch.Tensor | None:
+        """The chain's (T + 1, B, A) noise drawn from an update's Noise (None without one)."""
+        if noise is None:
+            return None
+        return noise.randn("chain", (self.T + 1, batch, action_dim), batch_dim=1)
+
     def sample(self, model: nn.Module, state: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Full T-step chain, differentiable through every step (reparameterised noise).
 

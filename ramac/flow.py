@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import kernels
+from . import kernels, noise as draws
 from .cuda_graphs import weights_version
 from .nets import FlowMLP
 
@@ -47,11 +47,11 @@ class FlowPolicy(nn.Module):
         return a.clamp(-self.cfg.max_action, self.cfg.max_action)
 
     # ---- losses -----------------------------------------------------------------------
-    def flow_bc_loss(self, obs, action, weights=None) -> torch.Tensor:
+    def flow_bc_loss(self, obs, action, weights=None, noise=None) -> torch.Tensor:
         """Rectified-flow BC: per sample the mean over action dims; the batch mean, or the
         weighted sum with weights summing to 1 (the BC filters)."""
-        z = torch.randn_like(action)
-        t = torch.rand(action.shape[0], 1, device=action.device, dtype=action.dtype)
+        z = draws.randn(noise, "flow_z", action.shape, action.device, action.dtype)
+        t = draws.rand(noise, "flow_t", (action.shape[0], 1), action.device, action.dtype)
         x_t = (1 - t) * z + t * action
         per = (self.actor.field(obs, x_t, t) - (action - z)).square().mean(dim=1)
         return per.mean() if weights is None else (weights * per).sum()
@@ -64,37 +64,37 @@ class FlowPolicy(nn.Module):
             x = x + self.actor.field(obs, x, t) / n
         return self._clip(x)
 
-    def distill_loss(self, obs: torch.Tensor) -> torch.Tensor:
-        z = torch.randn(obs.shape[0], self.actor.action_dim, device=obs.device, dtype=obs.dtype)
+    def distill_loss(self, obs: torch.Tensor, noise=None) -> torch.Tensor:
+        z = self._noise(obs, noise=noise, name="distill_z")
         with torch.no_grad():
             target = self.flow_actions(obs, z)
         return (self.actor.student(obs, z) - target).square().mean()
 
-    def bc_terms(self, obs, action, weights=None):
+    def bc_terms(self, obs, action, weights=None, noise=None):
         """The policy's own loss: flow BC + lambda_distill * distillation, and its parts."""
-        flow_bc, distill = self.flow_bc_loss(obs, action, weights), self.distill_loss(obs)
+        flow_bc, distill = self.flow_bc_loss(obs, action, weights, noise), self.distill_loss(obs, noise)
         return flow_bc + self.cfg.lambda_distill * distill, {"actor/flow_bc": flow_bc.detach(),
                                                              "actor/distill": distill.detach()}
 
     # ---- actions ----------------------------------------------------------------------
-    def _noise(self, obs, generator=None):
-        return torch.randn(obs.shape[0], self.actor.action_dim, device=obs.device, dtype=obs.dtype,
-                           generator=generator)
+    def _noise(self, obs, generator=None, noise=None, name="z"):
+        """The student's z: from an update's Noise, else from `generator` (evaluation) or torch's stream."""
+        shape = (obs.shape[0], self.actor.action_dim)
+        if noise is not None:
+            return noise.randn(name, shape, dtype=obs.dtype)
+        return torch.randn(shape, device=obs.device, dtype=obs.dtype, generator=generator)
 
-    def _student(self, obs, generator=None):
-        return self._clip(self.actor.student(obs, self._noise(obs, generator)))
-
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor, noise=None) -> torch.Tensor:
         """The student's actions, differentiable (the risk term's): the nn.Module."""
-        return self._student(obs)
+        return self._clip(self.actor.student(obs, self._noise(obs, noise=noise)))
 
     @torch.compiler.disable  # already one launch on CUDA: kept out of compiled graphs
     @torch.no_grad()
-    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False) -> torch.Tensor:
+    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False, noise=None) -> torch.Tensor:
         """The student's actions without gradients (next actions, the BC filter's baseline) through
-        `kernels.student_sample` (one launch on CUDA). The noise comes from torch's stream, so `seed`
-        (the diffusion sampler's) is not used."""
-        return kernels.student_sample(self.pack(), obs, self._noise(obs), self.cfg.sampler_precision)
+        `kernels.student_sample` (one launch on CUDA). z from `noise`, else torch's stream (`seed`,
+        the diffusion sampler's, is not used)."""
+        return kernels.student_sample(self.pack(), obs, self._noise(obs, noise=noise), self.cfg.sampler_precision)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

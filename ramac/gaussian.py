@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from . import noise as draws
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SAC's clamp of the log-std head
 
 
@@ -42,22 +44,23 @@ class GaussianPolicy(nn.Module):
     def actor_ema(self) -> nn.Module:
         return self.actor_target
 
-    def rsample(self, obs: torch.Tensor, net: nn.Module | None = None, generator=None):
-        """Reparameterised actions and their log-densities (B,)."""
+    def rsample(self, obs: torch.Tensor, net: nn.Module | None = None, noise=None):
+        """Reparameterised actions and their log-densities (B,); eps from an update's Noise
+        (ramac.noise) or torch's stream."""
         mean, log_std = (self.actor if net is None else net)(obs)
-        eps = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        eps = draws.randn(noise, "eps", mean.shape, mean.device, mean.dtype)
         u = mean + log_std.exp() * eps
         y = torch.tanh(u)
         log_prob = (-0.5 * eps.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=1)
         log_prob = log_prob - torch.log(self.cfg.max_action * (1 - y.square()) + 1e-6).sum(dim=1)
         return y * self.cfg.max_action, log_prob
 
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.rsample(obs)[0]
+    def sample(self, obs: torch.Tensor, noise=None) -> torch.Tensor:
+        return self.rsample(obs, noise=noise)[0]
 
     @torch.no_grad()
-    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False) -> torch.Tensor:
-        return self.rsample(obs, self.actor_target if ema else self.actor)[0]
+    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False, noise=None) -> torch.Tensor:
+        return self.rsample(obs, self.actor_target if ema else self.actor, noise)[0]
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -22,6 +22,8 @@ of its evaluation pairs above the threshold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -137,9 +139,20 @@ def split_heldout(n: int, fraction: float = 0.1, seed: int = 0):
     return torch.from_numpy(perm[k:]), torch.from_numpy(perm[:k])
 
 
-def build_detectors(data, agent=None, heldout: float = 0.1, quantile: float = 0.99, denoiser_steps: int = 2000,
-                    seed: int = 0, progress=None) -> list[Detector]:
-    """The three detectors, fitted on a data set's training split and calibrated on its held-out split."""
+@dataclass
+class DataDetectors:
+    """The detectors that depend on the data set alone, fitted and calibrated, with the held-out
+    split that calibrates a critic detector: one per data set, shared by every agent trained on it."""
+    detectors: list
+    obs_heldout: torch.Tensor
+    act_heldout: torch.Tensor
+    quantile: float
+
+
+def fit_data_detectors(data, heldout: float = 0.1, quantile: float = 0.99, denoiser_steps: int = 2000,
+                       seed: int = 0, progress=None) -> DataDetectors:
+    """The nearest-neighbour and denoising detectors, fitted on a data set's training split and
+    calibrated on its held-out split."""
     train_idx, held_idx = split_heldout(data.size, heldout, seed)
     dev = data.obs.device
     train_idx, held_idx = train_idx.to(dev), held_idx.to(dev)
@@ -147,9 +160,19 @@ def build_detectors(data, agent=None, heldout: float = 0.1, quantile: float = 0.
     obs_ho, act_ho = data.obs[held_idx], data.action[held_idx]
     dets = [NNDetector(obs_tr, act_tr, seed=seed),
             DenoisingDetector(obs_tr, act_tr, steps=denoiser_steps, seed=seed, progress=progress)]
+    return DataDetectors([d.calibrate(obs_ho, act_ho, quantile) for d in dets], obs_ho, act_ho, quantile)
+
+
+def build_detectors(data, agent=None, heldout: float = 0.1, quantile: float = 0.99, denoiser_steps: int = 2000,
+                    seed: int = 0, progress=None, fitted: DataDetectors | None = None) -> list[Detector]:
+    """The three detectors, fitted on a data set's training split and calibrated on its held-out
+    split; fitted: the data set's own two, already fitted (fit_data_detectors), to reuse."""
+    if fitted is None:
+        fitted = fit_data_detectors(data, heldout, quantile, denoiser_steps, seed, progress)
+    dets = list(fitted.detectors)
     if agent is not None:
-        dets.append(CriticDetector(agent))
-    return [d.calibrate(obs_ho, act_ho, quantile) for d in dets]
+        dets.append(CriticDetector(agent).calibrate(fitted.obs_heldout, fitted.act_heldout, fitted.quantile))
+    return dets
 
 
 def detector_report(detectors, obs, act) -> dict:

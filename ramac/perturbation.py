@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import noise as draws
+
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0  # the published clamp of the encoder's log-std
 LATENT_CLIP = 0.5  # sampled latents are clipped to [-0.5, 0.5] (BCQ's)
 
@@ -37,17 +39,18 @@ class BehaviourVAE(nn.Module):
         h = self.encoder(torch.cat([obs, action], dim=1))
         return self.mean(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
-    def decode(self, obs, z=None, generator=None):
-        """Actions for latents z; z=None draws them (clipped), z=0 is the evaluation's latent."""
+    def decode(self, obs, z=None, noise=None):
+        """Actions for latents z; z=None draws them (clipped; from an update's Noise where given),
+        z=0 is the evaluation's latent."""
         if z is None:
-            z = torch.randn(obs.shape[0], self.latent_dim, device=obs.device, dtype=obs.dtype,
-                            generator=generator).clamp(-LATENT_CLIP, LATENT_CLIP)
+            shape = (obs.shape[0], self.latent_dim)
+            z = draws.randn(noise, "latent", shape, obs.device, obs.dtype).clamp(-LATENT_CLIP, LATENT_CLIP)
         return torch.tanh(self.decoder(torch.cat([obs, z], dim=1))) * self.max_action
 
-    def loss(self, obs, action, kl_weight: float):
+    def loss(self, obs, action, kl_weight: float, noise=None):
         """(reconstruction MSE + kl_weight * mean KL, reconstruction, KL)."""
         mean, std = self.encode(obs, action)
-        recon = self.decode(obs, mean + std * torch.randn_like(std))
+        recon = self.decode(obs, mean + std * draws.randn(noise, "eps", std.shape, std.device, std.dtype))
         recon_loss = F.mse_loss(recon, action)
         kl = (0.5 * (mean.square() + std.square() - 1) - std.log()).mean()  # KL(N(mean, std) || N(0, 1)) per dim
         return recon_loss + kl_weight * kl, recon_loss, kl
@@ -85,24 +88,24 @@ class ORAACPolicy(nn.Module):
     def actor_ema(self) -> nn.Module:
         return self.actor_target
 
-    def bc_terms(self, obs, action, weights=None):
+    def bc_terms(self, obs, action, weights=None, noise=None):
         """The behaviour model's loss and its parts (ORAAC has no BC filter: weights unused)."""
-        loss, recon, kl = self.vae.loss(obs, action, self.cfg.kl_weight)
+        loss, recon, kl = self.vae.loss(obs, action, self.cfg.kl_weight, noise)
         return loss, {"vae/recon": recon.detach(), "vae/kl": kl.detach()}
 
-    def _perturbed(self, obs, net, generator=None):
+    def _perturbed(self, obs, net, noise=None):
         with torch.no_grad():
-            base = self.vae.decode(obs, generator=generator)
+            base = self.vae.decode(obs, noise=noise)
         return net(obs, base)
 
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+    def sample(self, obs: torch.Tensor, noise=None) -> torch.Tensor:
         """The actor's actions on fresh VAE actions, differentiable in the actor only."""
-        return self._perturbed(obs, self.actor)
+        return self._perturbed(obs, self.actor, noise)
 
     @torch.no_grad()
-    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False) -> torch.Tensor:
+    def sample_fast(self, obs: torch.Tensor, seed=None, ema: bool = False, noise=None) -> torch.Tensor:
         """Without gradients; the target actor's with ema (the critics' next actions)."""
-        return self._perturbed(obs, self.actor_target if ema else self.actor)
+        return self._perturbed(obs, self.actor_target if ema else self.actor, noise)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import kernels
+from . import kernels, noise as draws
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,17 @@ class RiskMeasure:
         if self.n < 1:
             raise ValueError(f"risk measure needs n >= 1 fractions, got {self.n}")
 
-    def fractions(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(taus, weights): taus (batch, n) Monte Carlo draws, or (n,) grid with weights."""
+    def fractions(self, batch: int, device, noise=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(taus, weights): taus (batch, n) Monte Carlo draws (from an update's Noise where given),
+        or (n,) grid with weights."""
         if self.quadrature:
             return kernels.quadrature_fractions(self.n, self.kind, self.param, device=device)
-        u = torch.rand(batch, self.n, device=device)
+        u = draws.rand(noise, "fractions", (batch, self.n), device)
         return kernels.distort(u, self.kind, self.param), None
 
-    def value(self, critic1, critic2, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def value(self, critic1, critic2, state: torch.Tensor, action: torch.Tensor, noise=None) -> torch.Tensor:
         """Risk value per sample (B,), differentiable w.r.t. the action."""
-        taus, weights = self.fractions(state.shape[0], state.device)
+        taus, weights = self.fractions(state.shape[0], state.device, noise)
         return kernels.tail_mean(critic1(state, action, taus), critic2(state, action, taus), weights)
 
 

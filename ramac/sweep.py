@@ -16,10 +16,12 @@ per cell, sharded over the processes of a torchrun launch, resumable, and a tabl
     episodes = 100                        # MuJoCo episodes (bandit: samples = ...)
     ood = true                            # MuJoCo: the OOD-action rate of each detector
 
-Cells are ordered task, agent, seed; process `rank` of `world` trains cells rank, rank + world, ...
-(one process per GPU under torchrun, gloo on CPUs, NCCL on GPUs), each with its own device. A
-finished cell (its final evaluation written) is skipped; an interrupted one continues from its
-checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
+Cells are ordered task, agent, seed. The seeds of one task and agent are one unit of work, trained
+side by side in one process (`ramac train --seeds`: on a GPU one CUDA graph makes every seed's
+update; each seed its own run directory); process `rank` of `world` takes units rank, rank +
+world, ... (one process per GPU under torchrun, gloo on CPUs, NCCL on GPUs), each with its own
+device. A finished cell (its final evaluation written) is skipped; an interrupted one continues
+from its checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
 time. With an [eval] table each process then evaluates its finished runs again (eval-again.json,
 skipped where it exists for the final step). When every process is done, process 0 writes
 OUT/TASK.md / .csv / .json (mean and 95 % bootstrap interval over seeds per agent: `ramac
@@ -44,6 +46,9 @@ import numpy as np
 from .agents.registry import ALGOS
 from .config import TrainConfig, agent_shares, build_configs, preset_of, task_names
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
+
+
+DATA_WORKERS = 8  # --make-data's rollout processes: fixed, as the data set depends on it (not the core count)
 
 
 class SweepError(ValueError):
@@ -156,8 +161,51 @@ def plan(spec: SweepSpec, runs_dir: Path, device: str, full: bool = False) -> li
     return cells
 
 
+def units(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells grouped by (task, agent), in sweep order: the seeds trained side by side."""
+    grouped: dict = defaultdict(list)
+    for c in cells:
+        grouped[(c.task, c.agent)].append(c)
+    return list(grouped.values())
+
+
 def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
-    return cells[rank::world]
+    """This process's cells: the units rank, rank + world, ..."""
+    return [c for unit in units(cells)[rank::world] for c in unit]
+
+
+def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None) -> None:
+    """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
+    that hold a checkpoint). time_limit_s: start no unit after that many seconds (a unit under
+    way runs to its end), so a metered stretch of GPU time ends on finished cells."""
+    import time
+
+    from .study import is_finished
+    from .train.group import train_seeds
+
+    t0 = time.perf_counter()
+    for unit in units(cells):
+        todo = [c for c in unit if not is_finished(c.run_dir, c.train_cfg.steps)]
+        if not todo:
+            continue
+        if time_limit_s is not None and time.perf_counter() - t0 >= time_limit_s:
+            log(f"  time limit reached ({time_limit_s:.0f} s): {unit[0].task} / {unit[0].agent} and later units "
+                f"left for the next run")
+            return
+        first = todo[0]
+        results = train_seeds(first.agent_cfg, first.train_cfg, [c.seed for c in todo], [c.run_dir for c in todo],
+                              progress=False, resume=True, log=lambda *a: None, plots=plots)
+        for c, r in zip(todo, results):
+            log(f"  {c.task} {c.agent} seed {c.seed}: {_summary(r.final_eval)}")
+        log(f"  {first.task} / {first.agent}: {len(todo)} seeds x {first.train_cfg.steps} steps side by side in "
+            f"{results[0].wall_time_s:.0f} s ({time.perf_counter() - t0:.0f} s so far)")
+
+
+def _summary(metrics: dict) -> str:
+    from .evaluation import summary_line
+    from .envs import bandit
+
+    return bandit.summary_line(metrics) if "share/best_tail" in metrics else summary_line(metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,16 +224,25 @@ def missing_data(spec: SweepSpec) -> list[str]:
     return [t for t in spec.tasks if preset_of(t) != "bandit" and not stochastic_mujoco.exists(t)]
 
 
-def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, full: bool = False,
-              log=print, plots: str = "final", make_data: bool = False) -> dict | None:
-    """Train this process's cells, wait for the others, and (process 0) write the tables.
-    Returns the report on process 0, None elsewhere. plots: each run's own figures ("final",
-    "every" evaluation or "none"). make_data: build the missing MuJoCo data sets first (process
-    0; the others wait), else a missing one is an error before anything trains."""
+def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, log=print, plots: str = "final",
+              make_data: bool = False, time_limit_s: float | None = None, tasks: list[str] | None = None
+              ) -> dict | None:
+    """Train this process's cells, wait for the others, and (process 0) write the tables of every
+    task whose cells have all finished. Returns the report on process 0 (its "unfinished" lists
+    the cells left), None elsewhere. plots: each run's own figures ("final", "every" evaluation
+    or "none"). make_data: build the missing MuJoCo data sets first (process 0; the others wait),
+    else a missing one is an error before anything trains. time_limit_s: no unit starts after
+    that many seconds of training (train_units). tasks: train only these of the sweep's tasks
+    (the tables still cover every complete task)."""
     import torch
 
-    from .study import is_finished, train_runs
+    from .study import is_finished
 
+    if tasks is not None:
+        foreign = [t for t in tasks if t not in spec.tasks]
+        if foreign or not tasks:
+            raise SweepError(f"--tasks {foreign or tasks} not among the sweep's tasks: {', '.join(spec.tasks)}")
+    training = [t for t in spec.tasks if tasks is None or t in tasks]
     rank, world, local_rank = dist_context()
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:
@@ -198,7 +255,7 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         group = dist
     try:
-        missing = missing_data(spec)
+        missing = [t for t in missing_data(spec) if t in training]
         if missing and not make_data:
             raise SweepError(f"no data set for {', '.join(missing)}; build them with `ramac data make NAME` "
                              f"or pass --make-data")
@@ -206,19 +263,18 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
             from .data import stochastic_mujoco
 
             for task in missing:
-                log(f"building the data set of {task} (ramac data make {task})")
-                stochastic_mujoco.make(task, progress=False)
+                log(f"building the data set of {task} (ramac data make {task} --workers {DATA_WORKERS})")
+                stochastic_mujoco.make(task, progress=False, workers=DATA_WORKERS)
         if group is not None:
             group.barrier()
         out = Path(out)
         cells = plan(spec, out / "runs", str(dev), full)
-        mine = shard(cells, rank, world)
+        mine = shard([c for c in cells if c.task in training], rank, world)
         done = sum(is_finished(c.run_dir, c.train_cfg.steps) for c in mine)
         log(f"[rank {rank}/{world}] sweep {spec.name}: {len(cells)} cells, {len(mine)} here "
             f"({done} finished already), on {dev}")
         rank_log = (lambda msg: log(f"[rank {rank}] {msg}")) if world > 1 else log
-        train_runs([(c.task, c.seed, c.run_dir, (c.agent_cfg, c.train_cfg)) for c in mine], dev, concurrent,
-                   rank_log, plots)
+        train_units(mine, rank_log, plots, time_limit_s)
         finished = [str(c.run_dir) for c in mine if is_finished(c.run_dir, c.train_cfg.steps)]
         if spec.eval:
             reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log)
@@ -228,10 +284,16 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", concurrent: int = 8, f
             finished = [d for part in gathered for d in part]
         if rank != 0:
             return None
-        unfinished = [str(c.run_dir) for c in cells if str(c.run_dir) not in set(finished)]
+        done = set(finished)  # and the cells of tasks this run did not train, finished in an earlier one
+        done |= {str(c.run_dir) for c in cells if c.task not in training and is_finished(c.run_dir, c.train_cfg.steps)}
+        unfinished = [c for c in cells if str(c.run_dir) not in done]
+        left = {c.task for c in unfinished}
+        report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
+        report["unfinished"] = [str(c.run_dir) for c in unfinished]
         if unfinished:
-            raise SweepError(f"{len(unfinished)} cell(s) did not finish (first: {unfinished[0]}); rerun the sweep")
-        return write_tables(spec, cells, out, world, log)
+            log(f"{len(unfinished)} cell(s) not finished yet, in {', '.join(t for t in spec.tasks if t in left)}; "
+                f"tables written for the {len(report['tasks'])} complete task(s); rerun the same command to go on")
+        return report
     finally:
         if group is not None:
             group.destroy_process_group()
@@ -242,11 +304,12 @@ def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print) -> No
     its final step yet."""
     from .train.reevaluate import reevaluate
 
+    ood_cache = {}  # the data-set detectors, fitted once per task
     for c in cells:
         again = c.run_dir / "eval-again.json"
         if again.exists() and json.loads(again.read_text()).get("step") == c.train_cfg.steps:
             continue
-        step, metrics, _ = reevaluate(c.run_dir, device, **settings)
+        step, metrics, _ = reevaluate(c.run_dir, device, **settings, ood_cache=ood_cache)
         log(f"  evaluated again {c.task} {c.agent} seed {c.seed} (step {step}): "
             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                         if isinstance(v, float) and (k.startswith(("return/", "reward/", "ood/")))))
@@ -261,7 +324,7 @@ def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, 
     report = {"name": spec.name, "tasks": {}, "config": spec.text, "world_size": world,
               "provenance": provenance(resolve_device(cells[0].train_cfg.device if cells else "cpu")),
               "cells": [{"task": c.task, "agent": c.agent, "seed": c.seed, "run_dir": str(c.run_dir)} for c in cells]}
-    for task in spec.tasks:
+    for task in [t for t in spec.tasks if any(c.task == t for c in cells)]:
         runs = [read_run(c.run_dir) for c in cells if c.task == task]
         rows = aggregate(runs)
         text = markdown(rows) + f"\n\nSweep `{spec.name}`, {len(spec.seeds)} seeds per agent; config in sweep.json.\n"

@@ -41,7 +41,7 @@ def test_conservative_penalty_is_the_importance_weighted_log_sum_exp_gap():
     a = agent(cql_actions=10)
     a.critic1, a.critic2 = Const(3.0), Const(-7.0)
 
-    def rsample(obs, net=None, generator=None):
+    def rsample(obs, net=None, noise=None):
         return torch.zeros(obs.shape[0], 2), torch.zeros(obs.shape[0])
 
     a.policy.rsample = rsample
@@ -67,10 +67,8 @@ def test_soft_target_subtracts_alpha_times_the_next_log_density():
     out = {}
     for alpha in (0.0, 0.7):
         a = agent(entropy_alpha=alpha)
-        torch.manual_seed(1)
-        z = a.next_quantiles(b.next_obs, taus)
-        torch.manual_seed(1)
-        _, log_prob = a.policy.rsample(b.next_obs, a.policy.actor_target)
+        z = a.next_quantiles(b.next_obs, taus, a.noise("next"))
+        _, log_prob = a.policy.rsample(b.next_obs, a.policy.actor_target, a.noise("next"))
         out[alpha] = (z, log_prob)
     torch.testing.assert_close(out[0.7][0], out[0.0][0] - 0.7 * out[0.7][1][:, None])
 

@@ -155,6 +155,14 @@ def test_data_make_round_trip_and_determinism(fake_policies):
     torch.testing.assert_close(again.reward, data.reward)
     datasets.make("hopper-medium-expert", size=300, seed=1, num_envs=3, progress=False, overwrite=True)
     assert not torch.equal(datasets.load("hopper-medium-expert").action, data.action)
+    # two workers: each policy's share in two pieces, rolled out in two processes; the same twice
+    rec = datasets.make("hopper-medium-expert", size=300, seed=0, num_envs=3, progress=False, overwrite=True,
+                        workers=2)
+    assert [p["transitions"] for p in rec["parts"]] == [150, 150] and rec["workers"] == 2
+    two = datasets.load("hopper-medium-expert")
+    assert two.size == 300 and not torch.equal(two.action, data.action)
+    datasets.make("hopper-medium-expert", size=300, seed=0, num_envs=3, progress=False, overwrite=True, workers=2)
+    torch.testing.assert_close(datasets.load("hopper-medium-expert").action, two.action, atol=0, rtol=0)
     # medium-replay: each replay snapshot contributes an equal share
     rec = datasets.make("hopper-medium-replay", size=101, num_envs=2, progress=False)
     assert [p["transitions"] for p in rec["parts"]] == [51, 50]
@@ -263,3 +271,30 @@ def test_evaluation_repeats_with_the_same_seed():
     torch.rand(5)  # whatever happened to the global streams in between
     assert returns(7) == first
     assert returns(8) != first
+
+
+def test_data_detectors_fitted_once_give_what_fresh_ones_give():
+    """A sweep fits a data set's detectors once and reuses them for every agent (fit_data_detectors);
+    the critic detector is still each agent's own, calibrated on the same held-out pairs."""
+    from ramac.agents import make_agent
+    from ramac.agents.configs import RADACConfig
+    from ramac.ood import build_detectors, fit_data_detectors
+
+    g = torch.Generator().manual_seed(1)
+    n = 800
+    obs = torch.randn(n, 3, generator=g)
+    act = torch.tanh(obs[:, :2] + 0.1 * torch.randn(n, 2, generator=g))
+    data = OfflineDataset.from_arrays({"obs": obs, "action": act, "reward": torch.zeros(n),
+                                       "next_obs": obs, "terminal": torch.zeros(n), "timeout": torch.zeros(n)})
+    fitted = fit_data_detectors(data, denoiser_steps=20)
+    pairs = torch.randn(200, 3, generator=g), torch.rand(200, 2, generator=g) * 2 - 1
+    for seed in (0, 1):  # two agents: each gets its own critic detector
+        torch.manual_seed(seed)
+        agent = make_agent("radac", 3, 2, RADACConfig(actor_hidden=16, critic_hidden=16, embedding_dim=8,
+                                                      n_quantiles=4, n_risk_quantiles=4).validate())
+        fresh = build_detectors(data, agent, denoiser_steps=20)
+        reused = build_detectors(data, agent, fitted=fitted)
+        assert [d.name for d in reused] == [d.name for d in fresh] == ["nearest_neighbour", "denoising_error",
+                                                                        "critic_disagreement"]
+        assert [d.threshold for d in reused] == [d.threshold for d in fresh]
+        assert detector_report(reused, *pairs) == detector_report(fresh, *pairs)

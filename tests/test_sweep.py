@@ -116,6 +116,22 @@ def test_sweep_tables_hold_the_runs_evaluations_and_a_rerun_resumes(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
     run_sweep(load_spec(write(tmp_path, steps=40)), out, "cpu", log=lambda *a: None, plots="none")
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
+    # a second task under a time limit that lets no unit start: the complete task's tables are
+    # written again, the error names what is left, and nothing of the new task is trained
+    (out / "bandit.md").unlink()
+    two = write(tmp_path, steps=40, text=TINY.replace('tasks = ["bandit"]', 'tasks = ["bandit", "bandit-x5"]'),
+                name="two.toml")
+    said = []
+    report = run_sweep(load_spec(two), out, "cpu", log=said.append, plots="none", time_limit_s=0)
+    assert list(report["tasks"]) == ["bandit"] and len(report["unfinished"]) == 4
+    assert "4 cell(s) not finished yet, in bandit-x5; tables written for the 1 complete task" in said[-1]
+    assert (out / "bandit.md").exists() and not (out / "bandit-x5.md").exists()
+    with pytest.raises(SweepError, match="not among the sweep's tasks"):
+        run_sweep(load_spec(two), out, "cpu", log=said.append, plots="none", tasks=["bandit-x2"])
+    # --tasks: only bandit is trained (it is finished: nothing runs), bandit-x5 needs no data check
+    assert run_sweep(load_spec(two), out, "cpu", log=said.append, plots="none", tasks=["bandit"])["unfinished"]
+    assert not list((out / "runs").glob("bandit-x5-*"))
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.jsonl")}
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
@@ -129,11 +145,11 @@ def test_two_processes_share_the_cells_and_report_once(tmp_path):
     assert done.returncode == 0, text[-3000:]
     assert "[rank 0/2] sweep tiny: 4 cells, 2 here" in text and "[rank 1/2] sweep tiny: 4 cells, 2 here" in text
     assert text.count("wrote ") >= 1 and text.count("bandit.md") == 1  # process 0 alone writes the tables
-    # round-robin: process 0 trained cells 0 and 2 (bc seed 0, radac seed 0), process 1 cells 1 and 3
+    # the seeds of an agent side by side, the agents dealt round-robin: process 0 bc, process 1 radac
     trained = {(line.split("]")[0] + "]", " ".join(line.split("]")[1].split()[:4]).rstrip(":"))
                for line in text.splitlines() if line.startswith("[rank ") and "] " in line and ": R " in line}
-    assert trained == {("[rank 0]", "bandit bc seed 0"), ("[rank 0]", "bandit radac seed 0"),
-                       ("[rank 1]", "bandit bc seed 1"), ("[rank 1]", "bandit radac seed 1")}, text[-3000:]
+    assert trained == {("[rank 0]", "bandit bc seed 0"), ("[rank 0]", "bandit bc seed 1"),
+                       ("[rank 1]", "bandit radac seed 0"), ("[rank 1]", "bandit radac seed 1")}, text[-3000:]
     rows = json.loads((out / "bandit.json").read_text())
     assert sorted(r["method"] for r in rows) == ["bc", "radac"] and all(r["seeds"] == [0, 1] for r in rows)
 

@@ -86,8 +86,8 @@ class Probe:
         self.agent = RADAC(1, 2, cfg).to(device)
         self.agent.fit_data(self.data)  # one-step task: no bootstrapping; reward scale where reward_norm asks
         fast = device.type == "cuda" and not args.eager
-        self.updater = make_updater(self.agent, self.data, self.batch_size, graph=fast, compile=False,
-                                    generator=torch.Generator(device).manual_seed(args.seed))
+        self.agent.seed_noise(args.seed)
+        self.updater = make_updater(self.agent, self.data, self.batch_size, graph=fast, compile=False)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.probe = self.data.sample(1024, torch.Generator(device).manual_seed(123))
         self.records, self.maps, self.samples, self.ema = [], [], [], []

@@ -8,7 +8,9 @@ device (so one captured CUDA graph serves every step of a phase), and `steps`, i
 mirror, advanced by `advanced()` once per update that really ran (eager or replayed).
 
     agent.fit_data(data)            once, before training: statistics of the data set
-    agent.seed_noise(seed)          the device-side noise streams start from the run's seed
+    agent.seed_noise(seed)          the update's random numbers (agent.noise) come from the run's seed
+    agent.noise(scope)              the draws of the update at the device step (ramac.noise.Noise)
+    agent.noise_shard               (rank, world): this process's slice of a data-parallel batch
     agent.phase()                   the update's control flow at this step (one graph each)
     agent.update(batch) -> dict     one update, graph-safe: no host reads, device metrics
     agent.advanced()                the updater ran one update (eager or a replay)
@@ -28,6 +30,8 @@ from typing import ClassVar, Hashable
 import torch
 from torch import nn
 
+from ..noise import Noise
+
 
 class Agent(nn.Module):
     name: ClassVar[str] = ""
@@ -39,6 +43,11 @@ class Agent(nn.Module):
         self.state_dim, self.action_dim = state_dim, action_dim
         self.register_buffer("step_t", torch.zeros((), dtype=torch.long))
         self.steps = 0
+        # every random number of update() (and the updaters' batch indices) is a function of this
+        # seed, the device step and the draw's name: see ramac.noise
+        self.register_buffer("noise_seed", torch.zeros((), dtype=torch.long))
+        self.noise_shard = (0, 1)
+        self.grad_sync = None  # data parallelism: averages each network's gradients over the processes
         # observation normalisation (identity unless the run asks for it): act() takes raw observations
         self.register_buffer("obs_mean", torch.zeros(state_dim))
         self.register_buffer("obs_std", torch.ones(state_dim))
@@ -56,8 +65,13 @@ class Agent(nn.Module):
         """Called once before training with the whole data set (on the training device)."""
 
     def seed_noise(self, seed: int) -> None:
-        """Start the agent's own device-side random streams (e.g. a sampler's Philox seed)
-        from the run's seed, so that two seeds differ and one seed repeats."""
+        """The update's random numbers come from the run's seed: two seeds differ, one seed repeats,
+        on every path (eager, graphed, compiled) and side by side with other seeds."""
+        self.noise_seed.fill_(int(seed))
+
+    def noise(self, scope: str = "") -> Noise:
+        """The draws of the update at the current device step (graph-safe: no host read)."""
+        return Noise.at(self.noise_seed, self.step_t, scope, self.noise_shard)
 
     def phase(self) -> Hashable:
         """Which control flow the next update takes (the updater keeps one CUDA graph per phase)."""
@@ -83,11 +97,10 @@ class Agent(nn.Module):
         """Compile what pays to compile (default: nothing)."""
 
     def _compile_methods(self, *names: str) -> None:
-        """torch.compile these methods of the update, once per agent. Random draws keep PyTorch's
-        own streams (fallback_random): on CPU a compiled update computes the eager one's numbers up
-        to float rounding; on CUDA the BC loss's draws differ from eager (same laws, other numbers;
-        open, see tests/test_fast.py). The optimisers take the multi-tensor path, which Inductor
-        fuses itself."""
+        """torch.compile these methods of the update, once per agent. The update's draws are
+        ramac.noise's integer arithmetic, which Inductor fuses and computes as eager does: a
+        compiled update computes the eager one's numbers up to float rounding. The optimisers take
+        the multi-tensor path, which Inductor fuses itself."""
         if self.__dict__.get("_compiled"):
             return
         self._compiled = True
@@ -115,6 +128,8 @@ class Agent(nn.Module):
         model.setdefault("step_t", torch.tensor(steps))  # checkpoints from before the contract
         model.setdefault("obs_mean", torch.zeros(self.state_dim))  # ... and from before observation normalisation
         model.setdefault("obs_std", torch.ones(self.state_dim))
+        model.setdefault("noise_seed", self.noise_seed.detach().clone())  # ... and from before ramac.noise
+        model.pop("sampler_seed", None)  # the chain sampler's Philox seed of then
         self.load_state_dict(model)
         opts = state.get("optimizers")
         if opts is None:  # checkpoints from before the contract named each optimiser

@@ -13,7 +13,7 @@ class BC(PolicyAgent):
     Config = BCConfig
 
     def actor_loss(self, b):
-        bc = self.policy.bc_loss(b.obs, b.action)
+        bc = self.policy.bc_loss(b.obs, b.action, noise=self.noise("actor"))
         return bc, {"actor/bc": bc.detach(), "actor/loss": bc.detach()}
 
     def update(self, b) -> dict:
@@ -21,7 +21,7 @@ class BC(PolicyAgent):
             loss, info = self.actor_loss(b)
         with nvtx_range("actor/step"):
             groups = ((self.policy.opt, self.policy.actor, "actor/grad_norm"),)
-            set_grads(loss, groups)
+            set_grads(loss, groups, self.grad_sync)
             info.update(self._optimise(groups, self.cfg.grad_norm))
         with nvtx_range("ema_targets"):
             self.policy.update_ema(self.step_t)

@@ -59,22 +59,23 @@ class CODAC(RADAC):
         return self.cfg.entropy_alpha / self.reward_scale
 
     # ---- losses -------------------------------------------------------------------
-    def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+    def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor, noise) -> torch.Tensor:
         """Soft next-state quantiles: min of the target critics at a' ~ the target policy, minus
         alpha * log pi(a'|s')."""
-        action, log_prob = self.policy.rsample(next_obs, self.policy.actor_target)
+        action, log_prob = self.policy.rsample(next_obs, self.policy.actor_target, noise)
         z = torch.minimum(self.critic1_target(next_obs, action, taus), self.critic2_target(next_obs, action, taus))
         return z - self._alpha() * log_prob[:, None]
 
     def conservative_penalty(self, b: Batch):
         """Each critic's CQL gap at one random fraction per state (before cql_weight and alpha')."""
         cfg, (B, A), n = self.cfg, b.action.shape, self.cfg.cql_actions
-        tau = torch.rand(B, 1, device=b.obs.device)
+        noise = self.noise("penalty")  # rows of sample i at [i * n, (i + 1) * n): sample-major, shardable
+        tau = noise.rand("tau", (B, 1))
         obs, tau_n = b.obs.repeat_interleave(n, dim=0), tau.repeat_interleave(n, dim=0)
         with torch.no_grad():
-            uniform = (torch.rand(B * n, A, device=b.obs.device) * 2 - 1) * cfg.max_action
-            here, log_here = self.policy.rsample(obs)
-            there, log_there = self.policy.rsample(b.next_obs.repeat_interleave(n, dim=0))
+            uniform = (noise.rand("uniform", (B * n, A)) * 2 - 1) * cfg.max_action
+            here, log_here = self.policy.rsample(obs, noise=noise.sub("here"))
+            there, log_there = self.policy.rsample(b.next_obs.repeat_interleave(n, dim=0), noise=noise.sub("there"))
         log_uniform = -A * math.log(2 * cfg.max_action)  # density of the uniform actions
         gaps = []
         for critic in (self.critic1, self.critic2):
@@ -113,8 +114,9 @@ class CODAC(RADAC):
 
     def actor_loss(self, b: Batch, eta=None, with_risk: bool = True):
         """alpha * log pi - risk value of the reparameterised action (the min of the two critics)."""
-        action, log_prob = self.policy.rsample(b.obs)
-        value = self.risk.value(self.critic1, self.critic2, b.obs, action)
+        noise = self.noise("actor")
+        action, log_prob = self.policy.rsample(b.obs, noise=noise.sub("sample"))
+        value = self.risk.value(self.critic1, self.critic2, b.obs, action, noise.sub("risk"))
         loss = (self._alpha() * log_prob - value).mean()
         return loss, {"actor/loss": loss.detach(), "actor/risk": value.mean().detach(),
                       "actor/log_prob": log_prob.mean().detach()}
@@ -126,7 +128,7 @@ class CODAC(RADAC):
         self._step_critics(loss1, loss2, info)
         if self.cfg.lagrange:
             groups = ((self.lagrange_opt, self.log_alpha_prime, "critic/alpha_prime_grad"),)
-            set_grads(self.lagrange_loss(penalty), groups)
+            set_grads(self.lagrange_loss(penalty), groups, self.grad_sync)
             optimise(groups, 0.0)
         with nvtx_range("actor/loss"):
             actor_loss, actor_info = self.actor_loss(b)

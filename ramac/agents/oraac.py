@@ -37,12 +37,14 @@ class ORAAC(RADAC):
         return self.steps % self.cfg.actor_every == 0
 
     def vae_loss(self, b: Batch):
-        loss, info = self.policy.bc_terms(b.obs, b.action)
+        loss, info = self.policy.bc_terms(b.obs, b.action, noise=self.noise("vae"))
         return loss, {**info, "vae/loss": loss.detach()}
 
     def actor_loss(self, b: Batch, eta=None, with_risk: bool = True):
         """-risk value of the actor's perturbed action (the min of the two critics)."""
-        value = self.risk.value(self.critic1, self.critic2, b.obs, self.policy.sample(b.obs))
+        noise = self.noise("actor")
+        value = self.risk.value(self.critic1, self.critic2, b.obs, self.policy.sample(b.obs, noise.sub("sample")),
+                                noise.sub("risk"))
         loss = -value.mean()
         return loss, {"actor/loss": loss.detach(), "actor/risk": value.mean().detach()}
 
@@ -50,7 +52,7 @@ class ORAAC(RADAC):
         with nvtx_range("vae"):
             vae_loss, info = self.vae_loss(b)
             groups = ((self.policy.vae_opt, self.policy.vae, "vae/grad_norm"),)
-            set_grads(vae_loss, groups)
+            set_grads(vae_loss, groups, self.grad_sync)
             info.update(self._optimise(groups, self.cfg.grad_norm))
         with nvtx_range("critic/loss"):
             loss1, loss2, critic_info = self.critic_loss(b)

@@ -15,11 +15,15 @@ from .base import Agent
 from .configs import DiffusionActorConfig
 
 
-def set_grads(loss, groups) -> None:
+def set_grads(loss, groups, sync=None) -> None:
     """Gradients of loss for the networks in groups ((optimiser, network, metric key), ...) only
-    (one backward: a loss that is a sum reaches each network through its own term)."""
+    (one backward: a loss that is a sum reaches each network through its own term); sync: the
+    agent's grad_sync (data parallelism: the gradients averaged over the processes), or None."""
     params = [p for _, net, _ in groups for p in net.parameters()]
-    for p, g in zip(params, torch.autograd.grad(loss, params)):
+    grads = torch.autograd.grad(loss, params)
+    if sync is not None:
+        grads = sync(list(grads))
+    for p, g in zip(params, grads):
         p.grad = g
 
 
@@ -45,20 +49,26 @@ class DiffusionPolicy(nn.Module):
         self.actor_ema = copy.deepcopy(self.actor).requires_grad_(False)
         self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
 
-    def bc_loss(self, obs, action, weights=None):
-        return self.diffusion.bc_loss(self.actor, action, obs, weights)
+    def bc_loss(self, obs, action, weights=None, noise=None):
+        return self.diffusion.bc_loss(self.actor, action, obs, weights, noise)
 
-    def bc_terms(self, obs, action, weights=None):
-        """The policy's own loss (here the BC loss) and its parts for the metrics (none)."""
-        return self.bc_loss(obs, action, weights), {}
+    def bc_terms(self, obs, action, weights=None, noise=None):
+        """The policy's own loss (here the BC loss) and its parts for the metrics (none).
+        noise: the update's ramac.noise.Noise (every policy method takes one; None: torch's stream)."""
+        return self.bc_loss(obs, action, weights, noise), {}
 
-    def sample(self, obs):
+    def _chain_noise(self, obs, noise):
+        return self.diffusion.chain_noise(noise, obs.shape[0], self.actor.action_dim, obs.device)
+
+    def sample(self, obs, noise=None):
         """Actions of the trained actor through the whole chain, differentiable."""
-        return self.diffusion.sample(self.actor, obs)
+        return self.diffusion.sample(self.actor, obs, self._chain_noise(obs, noise))
 
-    def sample_fast(self, obs, seed=None, ema: bool = False):
-        """Forward-only chain (one launch on CUDA); seed: a Philox seed tensor the caller advances."""
-        return self.diffusion.sample_fast(self.actor_ema if ema else self.actor, obs, seed=seed)
+    def sample_fast(self, obs, seed=None, ema: bool = False, noise=None):
+        """Forward-only chain (one launch on CUDA): its noise from `noise`, or in the kernel from
+        `seed` (a Philox seed tensor the caller advances)."""
+        return self.diffusion.sample_fast(self.actor_ema if ema else self.actor, obs,
+                                          noise=self._chain_noise(obs, noise), seed=seed)
 
     @torch.no_grad()
     def act(self, obs, generator: torch.Generator | None = None):

@@ -46,9 +46,6 @@ class RADAC(PolicyAgent):
         self.risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, cfg.risk_quadrature)
         self.select_risk = RiskMeasure(cfg.risk, cfg.risk_param, cfg.n_risk_quantiles, quadrature=True)
         self.q_measure = RiskMeasure("neutral", 0.0, cfg.n_risk_quantiles, quadrature=True)  # Q for softmax selection
-        # Philox seed of the one-launch sampler; advanced on the device so that CUDA-graph
-        # replays draw fresh next actions (set from the run's seed by seed_noise)
-        self.register_buffer("sampler_seed", torch.zeros(1, dtype=torch.int64))
         # the critics learn rewards / reward_scale (1 unless reward_norm="std"; see fit_data)
         self.register_buffer("reward_scale", torch.ones(()))
         self._kappa = cfg.kappa
@@ -79,10 +76,6 @@ class RADAC(PolicyAgent):
         self.bootstrap = bool((data.terminal < 1).any())
         self.fit_reward_scale(data.reward)
 
-    def seed_noise(self, seed: int) -> None:
-        """The next-action sampler's Philox stream starts from the run's seed (one per run)."""
-        self.sampler_seed.fill_(int(seed) * 1_000_003 % (2**62))
-
     def fit_reward_scale(self, rewards: torch.Tensor) -> None:
         """With reward_norm="std": the critics' unit becomes the data set's reward std, so the
         problem the critics (and the risk term) see does not depend on the reward scale."""
@@ -100,16 +93,17 @@ class RADAC(PolicyAgent):
         """Quantile-Huber loss of each critic against the shared distributional TD target."""
         cfg = self.cfg
         B, K = b.obs.shape[0], cfg.n_quantiles
+        noise = self.noise("critic")
         with torch.no_grad():
             if self.bootstrap:
-                z_next = self.next_quantiles(b.next_obs, torch.rand(B, K, device=b.obs.device))  # (B, K')
+                z_next = self.next_quantiles(b.next_obs, noise.rand("next_taus", (B, K)), noise.sub("next"))  # (B, K')
                 not_done = 1.0 - b.terminal[:, None]
                 target = b.reward[:, None] / self.reward_scale + cfg.gamma * not_done * z_next
             else:  # one-step task: the target law is the reward itself, one sample per transition
                 target = b.reward[:, None] / self.reward_scale
             clip = cfg.q_clip / self.reward_scale
             target = target.clamp(-clip, clip)
-        taus = torch.rand(B, K, device=b.obs.device)
+        taus = noise.rand("taus", (B, K))
         z1 = self.critic1(b.obs, b.action, taus)  # (B, K)
         z2 = self.critic2(b.obs, b.action, taus)
         loss1 = kernels.quantile_huber_loss(z1, taus, target, self._kappa)
@@ -119,11 +113,10 @@ class RADAC(PolicyAgent):
                 "critic/target_mean": target.mean() * self.reward_scale}
         return loss1, loss2, info
 
-    def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+    def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor, noise) -> torch.Tensor:
         """The TD target's next-state quantiles: min of the target critics at the policy's next
         action (the EMA actor's, one launch), (B, K')."""
-        next_action = self.policy.sample_fast(next_obs, seed=self.sampler_seed, ema=True)
-        self.sampler_seed.add_(1)
+        next_action = self.policy.sample_fast(next_obs, ema=True, noise=noise)
         return torch.minimum(self.critic1_target(next_obs, next_action, taus),
                              self.critic2_target(next_obs, next_action, taus))
 
@@ -139,15 +132,16 @@ class RADAC(PolicyAgent):
         """
         cfg = self.cfg
         info = {}
+        noise = self.noise("actor")
         if with_risk:
             with nvtx_range("actor/sample"):
-                action = self.policy.sample(b.obs)
-            value = self.risk.value(self.critic1, self.critic2, b.obs, action)  # (B,)
+                action = self.policy.sample(b.obs, noise.sub("sample"))
+            value = self.risk.value(self.critic1, self.critic2, b.obs, action, noise.sub("risk"))  # (B,)
         weights = None
         if with_risk and cfg.bc_filter != "none":
             with torch.no_grad():
-                weights, info["actor/bc_kept"] = self._bc_filter_weights(b, value.detach())
-        bc, bc_info = self.policy.bc_terms(b.obs, b.action, weights)
+                weights, info["actor/bc_kept"] = self._bc_filter_weights(b, value.detach(), noise.sub("filter"))
+        bc, bc_info = self.policy.bc_terms(b.obs, b.action, weights, noise.sub("bc"))
         loss = cfg.lambda_bc * bc
         info["actor/bc"] = bc.detach()
         info.update(bc_info)
@@ -163,7 +157,7 @@ class RADAC(PolicyAgent):
         info["actor/loss"] = loss.detach()
         return loss, info
 
-    def _bc_filter_weights(self, b: Batch, own_value: torch.Tensor):
+    def _bc_filter_weights(self, b: Batch, own_value: torch.Tensor, noise=None):
         """BC weights (B,) summing to 1 over the data actions, and the share of the batch they rest on.
 
         "better": the data actions the critics rank at least as high as the actor's own action for
@@ -182,8 +176,7 @@ class RADAC(PolicyAgent):
         if cfg.bc_filter in ("better_mean", "better_median", "top", "soft"):
             m = cfg.bc_filter_samples
             obs = b.obs.repeat_interleave(m, dim=0)
-            actions = self.policy.sample_fast(obs, seed=self.sampler_seed)
-            self.sampler_seed.add_(1)
+            actions = self.policy.sample_fast(obs, noise=noise)
             own = self.select_risk.value(self.critic1, self.critic2, obs, actions).view(-1, m)
             if cfg.bc_filter == "better_median":  # sort, not quantile(): no host check, capturable
                 own = own.sort(dim=1).values
@@ -245,14 +238,14 @@ class RADAC(PolicyAgent):
         with nvtx_range("critic/step"):  # one backward: loss1 only reaches critic 1, loss2 critic 2
             groups = ((self.critic1_opt, self.critic1, "critic/grad_norm1"),
                       (self.critic2_opt, self.critic2, "critic/grad_norm2"))
-            set_grads(loss1 + loss2, groups)
+            set_grads(loss1 + loss2, groups, self.grad_sync)
             info.update(self._optimise(groups, self.cfg.grad_norm))
 
     def _step_actor_and_average(self, actor_loss, info: dict) -> None:
         """The actor's optimiser step, then the EMA / target averaging, then the device step + 1."""
         with nvtx_range("actor/step"):
             groups = ((self.policy.opt, self.policy.actor, "actor/grad_norm"),)
-            set_grads(actor_loss, groups)
+            set_grads(actor_loss, groups, self.grad_sync)
             info.update(self._optimise(groups, self.cfg.grad_norm))
         with nvtx_range("ema_targets"):
             self._average(self.step_t)

@@ -109,22 +109,42 @@ def _new_episode(first_obs):
             "risky": [], "penalty": []}
 
 
-def sources(preset: str, size: int) -> list[tuple[str, object, int]]:
+def sources(preset: str, size: int) -> list[tuple[str, int]]:
+    """(policy name, transitions) per behaviour policy of a preset (behaviour.load(base, name))."""
     from ..datagen import behaviour  # building only: loading a data set never imports SAC
 
-    """(name, actor, transitions) per behaviour policy of a preset."""
-    base = HAZARDS[preset].base_env
     if preset.endswith("medium-expert"):
-        return [("medium", behaviour.load(base, "medium"), size // 2),
-                ("expert", behaviour.load(base, "expert"), size - size // 2)]
-    snaps = behaviour.replay_snapshots(base)
-    share = [size // len(snaps) + (1 if i < size % len(snaps) else 0) for i in range(len(snaps))]
-    return [(p.name, behaviour.load(base, p.name), n) for p, n in zip(snaps, share) if n > 0]
+        return [("medium", size // 2), ("expert", size - size // 2)]
+    snaps = behaviour.replay_snapshots(HAZARDS[preset].base_env)
+    return [(p.name, n) for p, n in zip(snaps, _split(size, len(snaps))) if n > 0]
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def pieces(preset: str, size: int, seed: int, workers: int) -> list[tuple[int, str, int, int]]:
+    """(source index, policy, transitions, rollout seed) of each piece: every source split into
+    `workers` pieces rolled out apart. Piece 0 of source k has seed seed * 1000 + k (so one worker
+    gives the data set a single rollout per source gives); piece j adds j * 1_000_003."""
+    return [(k, name, part, seed * 1_000 + k + j * 1_000_003)
+            for k, (name, n) in enumerate(sources(preset, size))
+            for j, part in enumerate(_split(n, workers)) if part > 0]
+
+
+def _rollout_piece(preset: str, policy: str, n: int, seed: int, num_envs: int) -> list:
+    """One piece in a worker process (one torch thread): the policy loaded there."""
+    from ..datagen import behaviour
+
+    torch.set_num_threads(1)
+    return rollout(behaviour.load(HAZARDS[preset].base_env, policy), preset, n, seed, num_envs)
 
 
 def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8, progress: bool = True,
-         overwrite: bool = False) -> dict:
-    """Build (and store with Minari) the data set of a preset; returns its provenance record."""
+         overwrite: bool = False, workers: int = 1) -> dict:
+    """Build (and store with Minari) the data set of a preset; returns its provenance record.
+    workers > 1: each behaviour policy's share is split into that many pieces rolled out in as
+    many processes (`pieces`); the data set depends on workers (recorded), not on timing."""
     from ..datagen import behaviour
 
     import minari
@@ -134,6 +154,8 @@ def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8,
     size = size or D4RL_SIZES[preset]
     if size < 1:
         raise ValueError(f"--size must be positive, got {size}")
+    if workers < 1:
+        raise ValueError(f"--workers must be positive, got {workers}")
     did = dataset_id(preset)
     if exists(preset):
         if not overwrite:
@@ -141,17 +163,32 @@ def make(preset: str, size: int | None = None, seed: int = 0, num_envs: int = 8,
         minari.delete_dataset(did)
     hazard = HAZARDS[preset]
     t0 = time.perf_counter()
-    episodes, parts = [], []
+    todo = pieces(preset, size, seed, workers)
     bar = progress_bar(total=size, disable=not progress, desc=f"data {preset}", unit="step")
-    for k, (name, actor, n) in enumerate(sources(preset, size)):
-        eps = rollout(actor, preset, n, seed=seed * 1_000 + k, num_envs=num_envs, bar=bar)
+    if workers == 1:
+        results = [rollout(behaviour.load(hazard.base_env, name), preset, n, s, num_envs, bar=bar)
+                   for _, name, n, s in todo]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_rollout_piece, preset, name, n, s, num_envs) for _, name, n, s in todo]
+            results = []
+            for f, (_, _, n, _) in zip(futures, todo):  # in piece order: the data set does not depend on timing
+                results.append(f.result())
+                bar.update(n)
+    bar.close()
+    episodes, parts = [], []
+    for k, (name, n) in enumerate(sources(preset, size)):
+        eps = [e for (src, *_), piece in zip(todo, results) if src == k for e in piece]
         episodes += eps
         parts.append({"policy": name, "transitions": n, "episodes": len(eps)})
-    bar.close()
     base_dir = behaviour.policy_dir(hazard.base_env)
     prov_policies = json.loads((base_dir / "provenance.json").read_text()) if (base_dir / "provenance.json").exists() else {}
     record = {
-        "dataset_id": did, "preset": preset, "size": size, "seed": seed, "hazard": hazard.__dict__,
+        "dataset_id": did, "preset": preset, "size": size, "seed": seed, "workers": workers,
+        "num_envs": num_envs, "hazard": hazard.__dict__,
         "parts": parts, "policy_hashes": {f: behaviour.file_hash(p) for f, p in _policy_files(base_dir)},
         "behaviour_provenance": {k: prov_policies.get(k) for k in ("expert", "medium")},
         "mujoco": _version("mujoco"), "gymnasium": gym.__version__, "minari": _version("minari"),

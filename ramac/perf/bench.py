@@ -434,3 +434,68 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
         if "median_us" in r and r["batch"] in ref:
             r["speedup_vs_reference"] = ref[r["batch"]] / r["median_us"]
     return rows
+
+
+def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), path="graph-compile-bf16",
+                      preset="halfcheetah-medium-expert", seconds=2.0, warmup=3, algo="radac") -> list[dict]:
+    """Seed-updates/s of K seeds side by side (ramac.train.updaters.SeedsUpdater: on CUDA one graph
+    holds every seed's update) for each K and batch size, and the GPU memory they hold.
+
+    K = 1 goes through the same group updater as K > 1; the single-seed path (`bench_train`) is
+    timed in the same call for the ratio."""
+    from ..agents import make_agent
+    from ..config import build_configs, risk_from_step_one
+    from ..data.container import synthetic_dataset
+    from ..train.updaters import make_seeds_updater
+
+    backend, graph, bf16, compiled = TRAIN_PATHS[path]
+    agent_cfg, _ = build_configs(preset, algo, agent_overrides=risk_from_step_one(algo))
+    data = synthetic_dataset(device=device)
+    rows = []
+    for B in batches:
+        single = bench_train(device, batches=(B,), paths=(path,), preset=preset, seconds=seconds, warmup=warmup,
+                             gpu_activity=False, algo=algo)[0]
+        single.update(op="train-single", seeds=1)
+        rows.append(single)
+        for K in seeds:
+            row = dict(op="train-seeds", batch=B, path=path, seeds=K, algo=algo)
+            try:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                t_setup = time.perf_counter()
+                with kernels.use(backend):
+                    agents = []
+                    for k in range(K):
+                        torch.manual_seed(k)
+                        agent = make_agent(algo, data.state_dim, data.action_dim, agent_cfg).to(device)
+                        agent.seed_noise(k)
+                        agents.append(agent)
+                    group = make_seeds_updater(agents, data, B, graph=graph, bf16=bf16, compile=compiled, warmup=warmup)
+                    for _ in range(warmup + 2):
+                        group.step()
+                    torch.cuda.synchronize()
+                    row["setup_s"] = time.perf_counter() - t_setup
+                    n, elapsed, chunk = 0, 0.0, 1
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    while elapsed < seconds * 1e3 and n < 5_000:
+                        start.record()
+                        for _ in range(chunk):
+                            group.step()
+                        end.record()
+                        end.synchronize()
+                        elapsed += start.elapsed_time(end)
+                        n += chunk
+                        chunk = min(chunk * 2, 100)
+                    finite = all(u.metrics.read()[1] < 0 for u in group.updaters)
+                row.update(group_updates_per_s=n / (elapsed / 1e3), seed_updates_per_s=K * n / (elapsed / 1e3),
+                           samples_per_s=K * B * n / (elapsed / 1e3), median_us=elapsed * 1e3 / n, updates=n,
+                           finite=finite, peak_memory_mb=(torch.cuda.max_memory_allocated(device) - base) / 2**20)
+                if single.get("updates_per_s"):
+                    row["vs_single_seed"] = row["seed_updates_per_s"] / single["updates_per_s"]
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            agents = group = None
+    return rows

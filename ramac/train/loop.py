@@ -9,6 +9,7 @@ data set loads and before anything is written.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +20,12 @@ import torch
 from ..agents import make_agent
 from ..config import TrainConfig, to_dict
 from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, progress_bar, provenance,
-                     resolve_device, rng_state, seed_everything, set_rng_state)
+                     resolve_device, rng_state, seed_everything, seeded, set_rng_state)
 from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, RunDirError, check_config_file,
                      load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
 from .curves import curves_png
+from .distributed import Shard, local_batch, same_everywhere, shard_agent
 from .tasks import make_task
 from .tensorboard import TensorBoardLog, check_available as check_tensorboard, remove as remove_tensorboard
 from .updaters import make_updater
@@ -47,9 +49,13 @@ def default_run_dir(train_cfg: TrainConfig) -> Path:
 
 class Trainer:
     def __init__(self, agent_cfg, train_cfg: TrainConfig, run_dir: Path, progress: bool = True,
-                 log=print, plots: str = "every", lock=None):
+                 log=print, plots: str = "every", lock=None, source: Trainer | None = None,
+                 shard: Shard | None = None):
         """agent_cfg: the config (validated, e.g. by build_configs) of the agent train_cfg.algo names;
-        lock: the run directory's lock when the caller took it already (see open_run_dir)."""
+        lock: the run directory's lock when the caller took it already (see open_run_dir);
+        source: a trainer of the same task and data settings whose task and device-resident data
+        this one shares (seeds side by side, ramac.train.group); shard: this process's part of a
+        data-parallel run (ramac.train.distributed; train_cfg.batch_size is the global batch)."""
         self.agent_cfg, self.cfg = agent_cfg, train_cfg
         self.run_dir = Path(run_dir)
         if plots not in ("every", "final", "none"):
@@ -59,20 +65,29 @@ class Trainer:
         if train_cfg.threads:
             torch.set_num_threads(train_cfg.threads)
         seed_everything(train_cfg.seed)
-        self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes,
-                              dataset=train_cfg.dataset, env=train_cfg.env)
-        data = self.task.dataset
-        data = data.check_dims(*self.task.env_dims) if self.task.env_dims else data
-        self.agent = make_agent(train_cfg.algo, data.state_dim, data.action_dim, agent_cfg)
-        if train_cfg.obs_norm:
-            mean, std = data.obs_stats()
-            self.agent.set_obs_norm(mean, std)
-            data = data.normalised(mean, std)
+        if source is not None:
+            if data_settings(source.cfg) != data_settings(train_cfg):
+                raise ValueError("a trainer shares the data of another only with the same task, data set, env, "
+                                 "device and observation normalisation")
+            self.task, data, self.obs_norm = source.task, source.data, source.obs_norm
+        else:
+            self.task = make_task(train_cfg.task, self.device, train_cfg.eval_samples, train_cfg.eval_episodes,
+                                  dataset=train_cfg.dataset, env=train_cfg.env)
+            data = self.task.dataset
+            data = data.check_dims(*self.task.env_dims) if self.task.env_dims else data
+            self.obs_norm = data.obs_stats() if train_cfg.obs_norm else None
+            if self.obs_norm is not None:
+                data = data.normalised(*self.obs_norm)
+        with seeded(train_cfg.seed, torch.device("cpu")):  # the initial weights: the seed's alone
+            self.agent = make_agent(train_cfg.algo, data.state_dim, data.action_dim, agent_cfg)
+        if self.obs_norm is not None:
+            self.agent.set_obs_norm(*self.obs_norm)
         self.data, self.agent = data.to(self.device), self.agent.to(self.device)
+        self.shard = shard or Shard()
+        self.batch_size = local_batch(train_cfg.batch_size, self.shard)
+        shard_agent(self.agent, self.shard)
         self.agent.fit_data(self.data)
-        self.agent.seed_noise(train_cfg.seed)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(train_cfg.seed)
+        self.agent.seed_noise(train_cfg.seed)  # batches and the update's noise (ramac.noise)
         self.step = self._finite_at = 0
         self.last_checkpoint = None
         self.log_file = MetricsLog(self.run_dir)  # metrics written so far
@@ -90,12 +105,14 @@ class Trainer:
         self._config_written = True
 
     def save_checkpoint(self):
+        if self.shard.world > 1 and not same_everywhere(weights_checksum(self.agent)):
+            raise RuntimeError(f"data-parallel processes hold different weights at step {self.step} (they take "
+                               f"the same averaged step and should not); {self._kept()}")
         if not self._config_written:  # a resumed run records its new settings with its first checkpoint
             self._write_config()
         atomic_torch_save({
             "step": self.step, "agent": self.agent.full_state(), "rng": rng_state(),
             "dims": (self.data.state_dim, self.data.action_dim),
-            "generator": self.generator.get_state(),
             "agent_cfg": to_dict(self.agent_cfg), "train_cfg": to_dict(self.cfg),
         }, self.run_dir / CHECKPOINT)
         self.last_checkpoint = self.step
@@ -115,8 +132,8 @@ class Trainer:
             raise RunDirError(f"{path} was trained on (obs, action) dims {dims} but the data set of {self.cfg.task} "
                               f"has {(self.data.state_dim, self.data.action_dim)}; start a new run")
         load_agent_state(self.agent, ckpt, path)
+        self.agent.seed_noise(self.cfg.seed)  # checkpoints from before ramac.noise lack it
         set_rng_state(ckpt["rng"])
-        self.generator.set_state(ckpt["generator"])
         self.step = self.last_checkpoint = self._finite_at = int(ckpt["step"])
         with self._writing():  # the records as of the checkpoint (the CSVs rebuilt with them)
             self.log_file.reset([r for r in read_metrics(self.run_dir) if r["step"] <= self.step])
@@ -163,13 +180,15 @@ class Trainer:
         """The graphed (and compiled) fast path on CUDA unless disabled; bf16 autocast where asked
         (on CPU too, eagerly); the plain loop otherwise."""
         cfg = self.cfg
-        return make_updater(self.agent, self.data, cfg.batch_size, graph=cfg.graph, bf16=cfg.bf16,
-                            compile=cfg.compile, generator=self.generator)
+        return make_updater(self.agent, self.data, self.batch_size, graph=cfg.graph, bf16=cfg.bf16,
+                            compile=cfg.compile)
 
-    def start(self) -> None:
-        """Open the run directory and build the updater (before the first step_once())."""
+    def start(self, updater=None) -> None:
+        """Open the run directory and build the updater (before the first step_once()); `updater`:
+        one whose step() the caller makes (seeds side by side), read by this trainer for metrics."""
         self._hold()
-        self.updater, self.t0, self.last_eval = self.make_updater(), time.perf_counter(), None
+        self.updater = updater if updater is not None else self.make_updater()
+        self.t0, self.last_eval = time.perf_counter(), None
         self._t_log, self._step_log = self.t0, self.step
         self.bar = progress_bar(total=self.cfg.steps, initial=self.step, disable=not self.progress,
                                 desc=f"{self.cfg.task}/{self.cfg.algo}")
@@ -204,8 +223,12 @@ class Trainer:
     def step_once(self) -> None:
         """One update, then whatever falls due at this step: metrics, checkpoint, evaluation (the
         checkpoint first, so that a failing evaluation cannot cost the steps before it)."""
-        cfg = self.cfg
         self.updater.step()
+        self.stepped()
+
+    def stepped(self) -> None:
+        """After an update made by the updater: count it, then what falls due (step_once's second half)."""
+        cfg = self.cfg
         self.step += 1
         self.bar.update(1)
         do_eval = self._eval_due(self.step)
@@ -270,8 +293,17 @@ class Trainer:
             self.close()
 
 
-def train(agent_cfg, train_cfg: TrainConfig, run_dir=None, progress: bool = True) -> RunResult:
-    """Start a new run in `run_dir` (refuses a directory that holds a checkpoint or is in use)."""
+def data_settings(cfg: TrainConfig) -> tuple:
+    """The settings that make a trainer's task and device-resident data set."""
+    return (cfg.task, cfg.dataset, cfg.env, cfg.device, cfg.obs_norm, cfg.eval_samples, cfg.eval_episodes)
+
+
+def train(agent_cfg, train_cfg: TrainConfig, run_dir=None, progress: bool = True,
+          shard: Shard | None = None) -> RunResult:
+    """Start a new run in `run_dir` (refuses a directory that holds a checkpoint or is in use);
+    shard: this process's part of a data-parallel run (only process 0 writes run_dir)."""
+    if shard is not None and not shard.main:
+        return _follow(agent_cfg, train_cfg, None, shard)
     run_dir = Path(run_dir) if run_dir else default_run_dir(train_cfg)
     created = not run_dir.exists()
     lock = open_run_dir(run_dir)  # before the data set loads: a busy or unwritable directory is reported first
@@ -279,7 +311,7 @@ def train(agent_cfg, train_cfg: TrainConfig, run_dir=None, progress: bool = True
         if (run_dir / CHECKPOINT).exists():
             raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose another "
                               f"--run-dir")
-        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock)
+        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock, shard=shard)
     except BaseException:
         if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # leave no empty directory behind
             (run_dir / LOCK).unlink()
@@ -290,7 +322,7 @@ def train(agent_cfg, train_cfg: TrainConfig, run_dir=None, progress: bool = True
 
 
 def resume(run_dir, steps: int | None = None, progress: bool = True, device: str | None = None,
-           warn=None) -> RunResult:
+           warn=None, shard: Shard | None = None) -> RunResult:
     """Continue a run from its checkpoint, optionally to a new total number of steps or on another
     device (its other settings are the checkpoint's). Damaged files, a config.json that differs
     from the checkpoint and a busy directory are refused before the data set loads; a cut last
@@ -315,12 +347,25 @@ def resume(run_dir, steps: int | None = None, progress: bool = True, device: str
         if cut is not None:
             (warn or warn_line)(f"the last line of {run_dir / METRICS} is cut off ({cut[:40]!r}), as a run killed while "
                             f"writing it leaves it; dropping it")
-        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock)
+        if shard is not None and not shard.main:
+            lock.close()
+            return _follow(agent_cfg, train_cfg, ckpt, shard)
+        trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock, shard=shard)
         trainer.restore(ckpt)
     except BaseException:
         lock.close()
         raise
     return trainer.run()
+
+
+def _follow(agent_cfg, train_cfg: TrainConfig, ckpt: dict | None, shard: Shard) -> RunResult:
+    """A data-parallel process other than 0: trains alongside process 0 (the same steps, so the
+    same collectives), its records in a private directory that is removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=f"ramac-rank{shard.rank}-") as scratch:
+        trainer = Trainer(agent_cfg, train_cfg, Path(scratch), progress=False, log=lambda *a: None, shard=shard)
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        return trainer.run()
 
 
 def load_agent(run_dir, device="auto") -> tuple:
@@ -335,6 +380,13 @@ def load_agent(run_dir, device="auto") -> tuple:
     agent = make_agent(train_cfg.algo, *ckpt["dims"], agent_cfg).to(device)
     load_agent_state(agent, ckpt, path)
     return agent, train_cfg, int(ckpt["step"])
+
+
+def weights_checksum(module: torch.nn.Module) -> torch.Tensor:
+    """(sum, sum of squares, sum of index-weighted values) of every parameter and buffer, float64."""
+    flat = torch.cat([v.detach().double().reshape(-1) for v in module.state_dict().values() if v.is_floating_point()])
+    ramp = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64) / flat.numel()
+    return torch.stack([flat.sum(), flat.square().sum(), (flat * ramp).sum()])
 
 
 def first_non_finite(module: torch.nn.Module) -> str | None:

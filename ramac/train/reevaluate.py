@@ -17,8 +17,9 @@ from .tasks import make_task
 
 
 def reevaluate(run_dir, device, episodes: int = 100, samples: int = 10_000, seed: int = 0, ood: bool = False,
-               full_horizon: bool = False, env: str | None = None):
-    """(checkpoint step, metrics, names of the figures written)."""
+               full_horizon: bool = False, env: str | None = None, ood_cache: dict | None = None):
+    """(checkpoint step, metrics, names of the figures written). ood_cache: a dict in which the
+    data-set detectors of each task are kept for the next run of the same task (a sweep's)."""
     agent, train_cfg, step = load_agent(run_dir, device)
     if env:  # any Gymnasium env whose spaces fit the policy
         from ..evaluation import summary_line
@@ -39,10 +40,13 @@ def reevaluate(run_dir, device, episodes: int = 100, samples: int = 10_000, seed
 
         metrics = evaluate_preset(agent, task.name, episodes, full_horizon, seed, device, record=ood)
         if ood:
-            from ..ood import build_detectors, detector_report
+            from ..ood import build_detectors, detector_report, fit_data_detectors
 
             critics = agent if hasattr(agent, "critic_quantiles") else None  # BC has no critic ensemble
-            detectors = build_detectors(task.dataset.to(device), critics)
+            cache = {} if ood_cache is None else ood_cache
+            if task.name not in cache:
+                cache[task.name] = fit_data_detectors(task.dataset.to(device))
+            detectors = build_detectors(task.dataset, critics, fitted=cache[task.name])
             obs = torch.as_tensor(metrics["_obs"], dtype=torch.float32, device=device)
             act = torch.as_tensor(metrics["_actions"], dtype=torch.float32, device=device)
             metrics.update(detector_report(detectors, obs, act))

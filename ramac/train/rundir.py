@@ -33,7 +33,7 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 RECORDS = (METRICS, "train.csv", "eval.csv", "eval.json")  # what a run writes besides config and checkpoint
 RESUMABLE = ("steps", "device")  # the train settings a resume may change
-_CKPT_KEYS = ("step", "agent", "rng", "dims", "generator", "agent_cfg", "train_cfg")
+_CKPT_KEYS = ("step", "agent", "rng", "dims", "agent_cfg", "train_cfg")  # (and "generator" before ramac.noise)
 
 
 

@@ -75,16 +75,23 @@ class DeviceMetrics:
         return means, first_bad
 
 
-class EagerUpdater:
-    """Plain loop: sample a batch with the run's generator, call agent.update, accumulate metrics."""
+def batch_indices(agent, data: OfflineDataset, batch_size: int) -> torch.Tensor:
+    """The update's mini-batch: uniform indices from the agent's noise at its device step (so eager,
+    graphed and compiled runs, and seeds side by side, read the same batches; with a data-parallel
+    shard, this process's part of the global batch)."""
+    return agent.noise("data").randint("indices", data.size, (batch_size,))
 
-    def __init__(self, agent, data: OfflineDataset, batch_size: int, generator: torch.Generator):
-        self.agent, self.data, self.batch_size, self.generator = agent, data, batch_size, generator
+
+class EagerUpdater:
+    """Plain loop: draw a batch (batch_indices), call agent.update, accumulate metrics."""
+
+    def __init__(self, agent, data: OfflineDataset, batch_size: int):
+        self.agent, self.data, self.batch_size = agent, data, batch_size
         self.metrics = DeviceMetrics()
 
     def step(self) -> None:
         with nvtx_range("data"):
-            batch = self.data.sample(self.batch_size, self.generator)
+            batch = self.data.gather(batch_indices(self.agent, self.data, self.batch_size))
         info = self.agent.update(batch)
         self.agent.advanced()
         self.metrics.add(info, self.agent.steps)
@@ -107,7 +114,7 @@ def set_optimizer_kernels(optimizers, capturable: bool, fused: bool) -> None:
 class FastUpdater:
     """An agent's updates replayed from CUDA graphs (one per phase) over a device-resident data set.
 
-    indices="device": batch indices drawn by torch.randint inside the graph;
+    indices="device": batch indices drawn inside the graph (batch_indices);
     indices="given": the caller passes them to step() (equivalence tests).
     """
 
@@ -137,7 +144,7 @@ class FastUpdater:
         """One update, written to be capturable: no host reads; the agent's schedules read its device step."""
         with nvtx_range("data"):
             if self.indices == "device":
-                self.idx.copy_(torch.randint(0, self.data.size, (self.batch_size,), device=self.device))
+                self.idx.copy_(batch_indices(self.agent, self.data, self.batch_size))
             b = self.data.gather(self.idx)
         # cache_enabled=False: autocast's weight-cast cache does not survive graph replays
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
@@ -183,12 +190,92 @@ class FastUpdater:
 
 
 def make_updater(agent, data: OfflineDataset, batch_size: int, *, graph: bool = True, bf16: bool = False,
-                 compile: bool = True, generator: torch.Generator | None = None, warmup: int = 3):
+                 compile: bool = True, warmup: int = 3):
     """The fast path where one of its features applies on the data's device (graph and compile
-    only on CUDA, bf16 anywhere), else the plain loop (drawing batches with `generator`)."""
+    only on CUDA, bf16 anywhere), else the plain loop."""
     cuda = data.obs.device.type == "cuda"
     graph, compile = graph and cuda, compile and cuda
     if graph or bf16 or compile:
         return FastUpdater(agent, data, batch_size, graph=graph, bf16=bf16, warmup=warmup, compile=compile)
-    generator = generator if generator is not None else torch.Generator(data.obs.device).manual_seed(0)
-    return EagerUpdater(agent, data, batch_size, generator)
+    return EagerUpdater(agent, data, batch_size)
+
+
+class SeedsUpdater:
+    """The updates of several agents (one per seed) made together: on CUDA, one CUDA graph per
+    phase holds every agent's whole update, each on a stream of its own, so that the GPU runs
+    the agents' small kernels side by side (one launch for all of them); elsewhere one after
+    another. Each agent keeps its own updater (`updaters`: its batches, metrics and, through
+    ramac.noise, its own random numbers), so agent i computes what it computes alone.
+
+    step(active): one update of the agents whose indices are in `active` (default: all).
+    """
+
+    def __init__(self, updaters: list, graph: bool = True, warmup: int = 3):
+        self.updaters, self.warmup = list(updaters), warmup
+        cuda = all(isinstance(u, FastUpdater) and u.device.type == "cuda" for u in self.updaters)
+        self.graph = graph and cuda
+        if self.graph:
+            device = self.updaters[0].device
+            self.stream = torch.cuda.Stream(device)
+            self.streams = [torch.cuda.Stream(device) for _ in self.updaters]
+        self.graphs: dict = {}
+        self.eager_runs: dict = {}
+
+    def step(self, active=None) -> None:
+        active = tuple(range(len(self.updaters))) if active is None else tuple(active)
+        if not self.graph:
+            for i in active:
+                self.updaters[i].step()
+            return
+        key = tuple((i, self.updaters[i].agent.phase()) for i in active)
+        if self.eager_runs.get(key, 0) < self.warmup:
+            with on_side_stream(self.stream):
+                self._update(active)
+            self.eager_runs[key] = self.eager_runs.get(key, 0) + 1
+        else:
+            if key not in self.graphs:
+                self.graphs[key] = self._capture(active)
+            self.graphs[key].replay()
+        for i in active:
+            self.updaters[i].agent.advanced()
+            self.updaters[i].metrics.count += 1
+
+    def _update(self, active) -> None:
+        """Each agent's update on its own stream, forked from and joined back to the current one."""
+        here = torch.cuda.current_stream()
+        for i in active:
+            self.streams[i].wait_stream(here)
+            with torch.cuda.stream(self.streams[i]):
+                self.updaters[i]._update()
+        for i in active:
+            here.wait_stream(self.streams[i])
+
+    def _capture(self, active) -> torch.cuda.CUDAGraph:
+        for i in active:
+            self.updaters[i].agent.before_capture()
+        graph = torch.cuda.CUDAGraph()
+        with on_side_stream(self.stream), torch.cuda.graph(graph, stream=self.stream):
+            self._update(active)
+        return graph
+
+    def sync(self) -> None:
+        for u in self.updaters:
+            u.sync()
+
+
+def make_seeds_updater(agents, data: OfflineDataset, batch_size, *, graph: bool = True, bf16: bool = False,
+                       compile: bool = True, warmup: int = 3) -> SeedsUpdater:
+    """make_updater's choice for each agent, stepped together (see SeedsUpdater); batch_size: one
+    for all, or one per agent. Compiled, each
+    agent's methods are a guarded entry of the same compiled code (Inductor's cache makes the second
+    and later ones cheap): the recompile limits grow with the number of agents."""
+    cuda = data.obs.device.type == "cuda"
+    if compile and cuda:
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64, 4 * len(agents) + 8)
+        if hasattr(cfg, "accumulated_recompile_limit"):
+            cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 32 * len(agents) + 256)
+    sizes = [batch_size] * len(agents) if isinstance(batch_size, int) else list(batch_size)
+    updaters = [FastUpdater(a, data, b, graph=False, bf16=bf16, compile=compile and cuda) if cuda or bf16
+                else EagerUpdater(a, data, b) for a, b in zip(agents, sizes)]
+    return SeedsUpdater(updaters, graph=graph and cuda, warmup=warmup)

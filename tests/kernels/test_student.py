@@ -11,6 +11,7 @@ from ramac.agents.configs import FlowActorConfig
 from ramac.flow import FlowPolicy
 from ramac.kernels.student import pack_student, student_forward_ref, student_forward_triton
 from ramac.nets import FlowMLP
+from ramac.noise import Noise
 
 from .helpers import precision_atol
 
@@ -156,14 +157,14 @@ def test_policy_fast_path_is_the_module(device):
     def same(a, b):
         assert torch.equal(a, b) if exact else torch.allclose(a, b, atol=1e-5, rtol=0)
 
-    torch.manual_seed(3)
-    fast = policy.sample_fast(obs)
-    torch.manual_seed(3)
+    noise = Noise.at(torch.tensor(3, device=device), torch.tensor(0, device=device))
+    fast = policy.sample_fast(obs, noise=noise)
     with torch.no_grad():
-        same(fast, policy.sample(obs))
+        same(fast, policy.sample(obs, noise))
     acted = policy.act(obs, torch.Generator(device).manual_seed(5))
+    z = torch.randn(37, policy.actor.action_dim, device=device, generator=torch.Generator(device).manual_seed(5))
     with torch.no_grad():
-        same(acted, policy._student(obs, torch.Generator(device).manual_seed(5)))
+        same(acted, policy._clip(policy.actor.student(obs, z)))
 
 
 def test_policy_pack_follows_the_weights(device):

@@ -174,10 +174,12 @@ def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
     return [c for unit in units(cells)[rank::world] for c in unit]
 
 
-def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None) -> None:
+def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None,
+                after_unit=None) -> None:
     """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
     that hold a checkpoint). time_limit_s: start no unit after that many seconds (a unit under
-    way runs to its end), so a metered stretch of GPU time ends on finished cells."""
+    way runs to its end), so a metered stretch of GPU time ends on finished cells. after_unit:
+    called with each unit's cells once they are trained (the sweep's second evaluation)."""
     import time
 
     from .study import is_finished
@@ -199,6 +201,8 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
             log(f"  {c.task} {c.agent} seed {c.seed}: {_summary(r.final_eval)}")
         log(f"  {first.task} / {first.agent}: {len(todo)} seeds x {first.train_cfg.steps} steps side by side in "
             f"{results[0].wall_time_s:.0f} s ({time.perf_counter() - t0:.0f} s so far)")
+        if after_unit is not None:
+            after_unit(unit)
 
 
 def _summary(metrics: dict) -> str:
@@ -274,10 +278,12 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         log(f"[rank {rank}/{world}] sweep {spec.name}: {len(cells)} cells, {len(mine)} here "
             f"({done} finished already), on {dev}")
         rank_log = (lambda msg: log(f"[rank {rank}] {msg}")) if world > 1 else log
-        train_units(mine, rank_log, plots, time_limit_s)
+        ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
+        again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
+        train_units(mine, rank_log, plots, time_limit_s, after_unit=again)
         finished = [str(c.run_dir) for c in mine if is_finished(c.run_dir, c.train_cfg.steps)]
-        if spec.eval:
-            reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log)
+        if spec.eval:  # and the cells an earlier run trained but did not evaluate again
+            reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log, ood_cache)
         if group is not None:  # every process's finished cells reach process 0
             gathered = [None] * world
             group.all_gather_object(gathered, finished)
@@ -299,13 +305,16 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             group.destroy_process_group()
 
 
-def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print) -> None:
+def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_cache: dict | None = None) -> None:
     """`ramac eval` on each finished cell (with [eval]'s settings) that has no eval-again.json for
-    its final step yet."""
+    its final step yet; ood_cache keeps each task's data-set detectors for the next cell."""
+    from .study import is_finished
     from .train.reevaluate import reevaluate
 
-    ood_cache = {}  # the data-set detectors, fitted once per task
+    ood_cache = {} if ood_cache is None else ood_cache
     for c in cells:
+        if not is_finished(c.run_dir, c.train_cfg.steps):
+            continue
         again = c.run_dir / "eval-again.json"
         if again.exists() and json.loads(again.read_text()).get("step") == c.train_cfg.steps:
             continue

@@ -173,7 +173,7 @@ def test_median_bc_filter_is_not_opened_by_one_stray_actor_action():
               torch.ones(5))
     own = torch.tensor([0.5, 0.7, -50.0, 0.6])  # the actor's four actions' values per state, one stray
 
-    def sample_fast(obs, seed=None, ema=False):
+    def sample_fast(obs, seed=None, ema=False, noise=None):
         return torch.stack([own.repeat(obs.shape[0] // 4), torch.zeros(obs.shape[0])], 1)
 
     kept = {}
@@ -208,7 +208,7 @@ def test_top_bc_filter_keeps_a_fixed_share_by_advantage_wherever_the_actor_is():
     agent.select_risk = _XValue()
     out = []
     for level in (0.8, -0.5):  # the actor's four actions per state, all at value `level`
-        agent.policy.sample_fast = lambda obs, seed=None, ema=False, v=level: torch.full((obs.shape[0], 2), v)
+        agent.policy.sample_fast = lambda obs, seed=None, ema=False, noise=None, v=level: torch.full((obs.shape[0], 2), v)
         weights, share = agent._bc_filter_weights(b, torch.zeros(20))
         out.append(weights)
         assert float(weights.sum()) == pytest.approx(1.0) and float(share) == pytest.approx(0.2)
@@ -226,7 +226,7 @@ def test_soft_bc_filter_weights_favour_better_data_and_ignore_scale_and_shift():
     cfg, _ = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"bc_filter": "soft"})
     torch.manual_seed(0)
     agent = RADAC(1, 2, cfg)
-    agent.policy.sample_fast = lambda obs, seed=None, ema=False: torch.zeros(obs.shape[0], 2)  # threshold: value at 0
+    agent.policy.sample_fast = lambda obs, seed=None, ema=False, noise=None: torch.zeros(obs.shape[0], 2)  # threshold: value at 0
     x = torch.linspace(-0.9, 0.9, 64)
     b = Batch(torch.zeros(64, 1), torch.stack([x, torch.zeros(64)], 1), torch.zeros(64), torch.zeros(64, 1),
               torch.ones(64))

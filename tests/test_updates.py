@@ -319,3 +319,42 @@ def test_evaluation_horizon_is_the_published_one(monkeypatch, preset, horizon):
     assert m["horizon"] == horizon and m["length/mean"] == horizon and (m["_returns"] == horizon).all()
     m = evaluate_preset(ZeroAgent(), preset, episodes=2, full_horizon=True)
     assert m["horizon"] == 1000 and m["length/mean"] == 1000
+
+
+class _PaddedGrad(torch.autograd.Function):
+    """sum(w^2) whose gradient comes back with a padded row stride, as a compiled backward's may."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return w.square().sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        if w.dim() != 2:
+            return 2 * g * w
+        buf = torch.empty(w.shape[0], w.shape[1] + 1, dtype=w.dtype)
+        buf[:, : w.shape[1]] = 2 * g * w
+        return buf[:, : w.shape[1]]
+
+
+def test_a_compiled_optimiser_step_takes_gradients_with_padded_strides():
+    """The compiled optimiser step is traced on the BC-only warm-up's contiguous gradients; when
+    the risk term starts, a compiled backward can hand a weight gradient out with a padded stride
+    ((256, 39) stored with row stride 40). set_grads stores them contiguous: without that the
+    compiled step failed its stride assertion (seen on an H200 at the end of the warm-up)."""
+    from ramac.agents.policy import set_grads
+
+    agent = make_agent("radac", 3, 2, build_configs("bandit", "radac", cpu_sized=True,
+                                                    agent_overrides={"actor_hidden": 8})[0])
+    agent.compile_update()
+    groups = ((agent.policy.opt, agent.policy.actor, "actor/grad_norm"),)
+    params = list(agent.policy.actor.parameters())
+    set_grads(sum(p.square().sum() for p in params), groups)
+    agent._optimise(groups, 1.0)  # traced on contiguous gradients
+    set_grads(sum(_PaddedGrad.apply(p) for p in params), groups)
+    assert all(p.grad.is_contiguous() for p in params)
+    before = [p.detach().clone() for p in params]
+    agent._optimise(groups, 1.0)
+    assert all(not torch.equal(a, p) for a, p in zip(before, params))

@@ -18,13 +18,18 @@ from .configs import DiffusionActorConfig
 def set_grads(loss, groups, sync=None) -> None:
     """Gradients of loss for the networks in groups ((optimiser, network, metric key), ...) only
     (one backward: a loss that is a sum reaches each network through its own term); sync: the
-    agent's grad_sync (data parallelism: the gradients averaged over the processes), or None."""
+    agent's grad_sync (data parallelism: the gradients averaged over the processes), or None.
+
+    The gradients are stored contiguous: a compiled backward may hand one out with padded strides
+    (Inductor pads a (256, 39) weight's gradient to a row stride of 40), and a compiled optimiser
+    step traced on contiguous gradients does not guard their strides: it fails its own stride
+    assertion (on the GPU when the actor's risk term starts after a BC-only warm-up)."""
     params = [p for _, net, _ in groups for p in net.parameters()]
     grads = torch.autograd.grad(loss, params)
     if sync is not None:
         grads = sync(list(grads))
     for p, g in zip(params, grads):
-        p.grad = g
+        p.grad = g.contiguous()
 
 
 def optimise(groups, grad_norm: float) -> dict:

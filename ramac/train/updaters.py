@@ -214,6 +214,11 @@ class SeedsUpdater:
         self.updaters, self.warmup = list(updaters), warmup
         cuda = all(isinstance(u, FastUpdater) and u.device.type == "cuda" for u in self.updaters)
         self.graph = graph and cuda
+        # one agent: its own updater's graph, without the fork and join of the side streams (the
+        # group path measured 14 % slower than the single-seed one at K = 1, batch 256, H200)
+        self.single = self.graph and len(self.updaters) == 1
+        if self.single:
+            self.updaters[0].graph, self.updaters[0].warmup = True, warmup
         if self.graph:
             device = self.updaters[0].device
             self.stream = torch.cuda.Stream(device)
@@ -223,6 +228,10 @@ class SeedsUpdater:
 
     def step(self, active=None) -> None:
         active = tuple(range(len(self.updaters))) if active is None else tuple(active)
+        if self.single:
+            if active:
+                self.updaters[0].step()
+            return
         if not self.graph:
             for i in active:
                 self.updaters[i].step()

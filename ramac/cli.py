@@ -656,7 +656,11 @@ def cmd_sweep(args) -> int:
         return 0
     if args.time_limit is not None and args.time_limit <= 0:
         raise SweepError(f"--time-limit must be positive minutes, got {args.time_limit:g}")
-    report = run_sweep(spec, out, args.device, full=args.full, make_data=args.make_data,
+    def line(msg: str) -> None:  # one write per line: the processes of a torchrun share the terminal
+        sys.stdout.write(f"{msg}\n")
+        sys.stdout.flush()
+
+    report = run_sweep(spec, out, args.device, full=args.full, make_data=args.make_data, log=line,
                        time_limit_s=None if args.time_limit is None else 60 * args.time_limit, tasks=args.tasks)
     if report is not None:
         print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "

@@ -256,7 +256,9 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
     if world > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        from .train.distributed import TIMEOUT
+
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=TIMEOUT)
         group = dist
     try:
         missing = [t for t in missing_data(spec) if t in training]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,11 @@ class Shard:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+# how long a collective waits for the slowest process: a sweep's process 0 builds data sets while
+# the others wait at a barrier, and units of K seeds end far apart (the default is 10 minutes)
+TIMEOUT = timedelta(hours=6)
 
 
 def launched() -> bool:
@@ -53,7 +59,7 @@ def init(device_type: str) -> Shard:
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(shard.local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=TIMEOUT)
     return shard
 
 

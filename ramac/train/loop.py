@@ -331,7 +331,8 @@ def resume(run_dir, steps: int | None = None, progress: bool = True, device: str
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise RunDirError(f"nothing to resume: {path} does not exist")
-    lock = open_run_dir(run_dir)
+    follower = shard is not None and not shard.main  # reads the checkpoint only: process 0 holds the lock
+    lock = None if follower else open_run_dir(run_dir)
     try:
         ckpt = read_checkpoint(path)
         agent_cfg, train_cfg = settings_of(ckpt, path)
@@ -343,17 +344,17 @@ def resume(run_dir, steps: int | None = None, progress: bool = True, device: str
             train_cfg.steps = steps
         if device is not None:
             train_cfg.device = device
-        cut = parse_metrics(run_dir / METRICS)[1]
+        cut = None if follower else parse_metrics(run_dir / METRICS)[1]
         if cut is not None:
             (warn or warn_line)(f"the last line of {run_dir / METRICS} is cut off ({cut[:40]!r}), as a run killed while "
                             f"writing it leaves it; dropping it")
-        if shard is not None and not shard.main:
-            lock.close()
+        if follower:
             return _follow(agent_cfg, train_cfg, ckpt, shard)
         trainer = Trainer(agent_cfg, train_cfg, run_dir, progress, lock=lock, shard=shard)
         trainer.restore(ckpt)
     except BaseException:
-        lock.close()
+        if lock is not None:
+            lock.close()
         raise
     return trainer.run()
 

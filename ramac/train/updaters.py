@@ -163,6 +163,8 @@ class FastUpdater:
         if not self.graph:
             self._update()
         elif self.eager_runs.get(phase, 0) < self.warmup:  # real steps that warm the graph's memory up
+            if self.graphs:  # after replays of another phase's graph: drop what they made stale (packs)
+                self.agent.sync()
             with on_side_stream(self.stream):
                 self._update()
             self.eager_runs[phase] = self.eager_runs.get(phase, 0) + 1
@@ -238,6 +240,9 @@ class SeedsUpdater:
             return
         key = tuple((i, self.updaters[i].agent.phase()) for i in active)
         if self.eager_runs.get(key, 0) < self.warmup:
+            if self.graphs:  # after replays of other graphs: drop what they made stale (packs)
+                for i in active:
+                    self.updaters[i].agent.sync()
             with on_side_stream(self.stream):
                 self._update(active)
             self.eager_runs[key] = self.eager_runs.get(key, 0) + 1

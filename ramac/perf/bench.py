@@ -405,18 +405,7 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
                         upd.step()
                     torch.cuda.synchronize()
                     row["setup_s"] = time.perf_counter() - t_setup
-                    n, elapsed = 0, 0.0
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    chunk = 1
-                    while elapsed < seconds * 1e3 and n < 5_000:
-                        start.record()
-                        for _ in range(chunk):
-                            upd.step()
-                        end.record()
-                        end.synchronize()
-                        elapsed += start.elapsed_time(end)
-                        n += chunk
-                        chunk = min(chunk * 2, 200)
+                    n, elapsed = timed_steps(upd.step, seconds, max_chunk=200)
                     if gpu_activity:
                         row.update(gpu_activity_per_call(upd.step, top=top_kernels))
                     means, first_bad = upd.metrics.read()
@@ -434,6 +423,23 @@ def bench_train(device, batches=(256, 1024, 4096, 16_384), paths=tuple(TRAIN_PAT
         if "median_us" in r and r["batch"] in ref:
             r["speedup_vs_reference"] = ref[r["batch"]] / r["median_us"]
     return rows
+
+
+def timed_steps(step, seconds: float, max_chunk: int, most: int = 5_000) -> tuple[int, float]:
+    """(calls, milliseconds) of step() called in doubling chunks, each timed with CUDA events,
+    until `seconds` of GPU time or `most` calls."""
+    n, elapsed, chunk = 0, 0.0, 1
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    while elapsed < seconds * 1e3 and n < most:
+        start.record()
+        for _ in range(chunk):
+            step()
+        end.record()
+        end.synchronize()
+        elapsed += start.elapsed_time(end)
+        n += chunk
+        chunk = min(chunk * 2, max_chunk)
+    return n, elapsed
 
 
 def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), path="graph-compile-bf16",
@@ -476,17 +482,7 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
                         group.step()
                     torch.cuda.synchronize()
                     row["setup_s"] = time.perf_counter() - t_setup
-                    n, elapsed, chunk = 0, 0.0, 1
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    while elapsed < seconds * 1e3 and n < 5_000:
-                        start.record()
-                        for _ in range(chunk):
-                            group.step()
-                        end.record()
-                        end.synchronize()
-                        elapsed += start.elapsed_time(end)
-                        n += chunk
-                        chunk = min(chunk * 2, 100)
+                    n, elapsed = timed_steps(group.step, seconds, max_chunk=100)
                     finite = all(u.metrics.read()[1] < 0 for u in group.updaters)
                 row.update(group_updates_per_s=n / (elapsed / 1e3), seed_updates_per_s=K * n / (elapsed / 1e3),
                            samples_per_s=K * B * n / (elapsed / 1e3), median_us=elapsed * 1e3 / n, updates=n,

@@ -400,11 +400,19 @@ def cmd_train(args) -> int:
 
 
 def _report_seeds(results) -> int:
-    print(f"done: {len(results)} seeds x {results[0].steps} steps in {results[0].wall_time_s:.0f} s")
+    """One line per seed; exit status 1 when a seed diverged (the others finished)."""
+    from .train.group import Diverged
+
+    done = [r for r in results if not isinstance(r, Diverged)]
+    if done:
+        print(f"done: {len(done)} seeds x {done[0].steps} steps in {done[0].wall_time_s:.0f} s")
     for r in results:
-        print(f"{r.run_dir.name}: " + _summary(r.final_eval).replace("\n", "\n  "))
+        if isinstance(r, Diverged):
+            print(f"{r.run_dir.name}: diverged at step {r.step}: {r.error}")
+        else:
+            print(f"{r.run_dir.name}: " + _summary(r.final_eval).replace("\n", "\n  "))
     print(f"run directories: {results[0].run_dir.parent}/seed*")
-    return 0
+    return 1 if len(done) < len(results) else 0
 
 
 def _summary(metrics: dict) -> str:

@@ -182,27 +182,36 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
     called with each unit's cells once they are trained (the sweep's second evaluation)."""
     import time
 
-    from .study import is_finished
-    from .train.group import train_seeds
+    from .train.group import Diverged, train_seeds
 
     t0 = time.perf_counter()
     for unit in units(cells):
-        todo = [c for c in unit if not is_finished(c.run_dir, c.train_cfg.steps)]
+        todo = [c for c in unit if not settled(c)]
         if not todo:
             continue
         if time_limit_s is not None and time.perf_counter() - t0 >= time_limit_s:
             log(f"  time limit reached ({time_limit_s:.0f} s): {unit[0].task} / {unit[0].agent} and later units "
                 f"left for the next run")
             return
-        first = todo[0]
+        first, t_unit = todo[0], time.perf_counter()
         results = train_seeds(first.agent_cfg, first.train_cfg, [c.seed for c in todo], [c.run_dir for c in todo],
                               progress=False, resume=True, log=lambda *a: None, plots=plots)
         for c, r in zip(todo, results):
-            log(f"  {c.task} {c.agent} seed {c.seed}: {_summary(r.final_eval)}")
+            said = f"diverged at step {r.step} ({r.error})" if isinstance(r, Diverged) else _summary(r.final_eval)
+            log(f"  {c.task} {c.agent} seed {c.seed}: {said}")
         log(f"  {first.task} / {first.agent}: {len(todo)} seeds x {first.train_cfg.steps} steps side by side in "
-            f"{results[0].wall_time_s:.0f} s ({time.perf_counter() - t0:.0f} s so far)")
+            f"{time.perf_counter() - t_unit:.0f} s ({time.perf_counter() - t0:.0f} s so far)")
         if after_unit is not None:
             after_unit(unit)
+
+
+def settled(c: Cell) -> bool:
+    """Whether a cell needs no more training: finished, or stopped on non-finite values (its draws
+    are a function of its seed: training it again would diverge again)."""
+    from .study import is_finished
+    from .train.group import diverged
+
+    return is_finished(c.run_dir, c.train_cfg.steps) or diverged(c.run_dir) is not None
 
 
 def _summary(metrics: dict) -> str:
@@ -240,8 +249,6 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
     (the tables still cover every complete task)."""
     import torch
 
-    from .study import is_finished
-
     if tasks is not None:
         foreign = [t for t in tasks if t not in spec.tasks]
         if foreign or not tasks:
@@ -276,14 +283,14 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         out = Path(out)
         cells = plan(spec, out / "runs", str(dev), full)
         mine = shard([c for c in cells if c.task in training], rank, world)
-        done = sum(is_finished(c.run_dir, c.train_cfg.steps) for c in mine)
+        done = sum(settled(c) for c in mine)
         log(f"[rank {rank}/{world}] sweep {spec.name}: {len(cells)} cells, {len(mine)} here "
             f"({done} finished already), on {dev}")
         rank_log = (lambda msg: log(f"[rank {rank}] {msg}")) if world > 1 else log
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
         train_units(mine, rank_log, plots, time_limit_s, after_unit=again)
-        finished = [str(c.run_dir) for c in mine if is_finished(c.run_dir, c.train_cfg.steps)]
+        finished = [str(c.run_dir) for c in mine if settled(c)]
         if spec.eval:  # and the cells an earlier run trained but did not evaluate again
             reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log, ood_cache)
         if group is not None:  # every process's finished cells reach process 0
@@ -293,7 +300,7 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         if rank != 0:
             return None
         done = set(finished)  # and the cells of tasks this run did not train, finished in an earlier one
-        done |= {str(c.run_dir) for c in cells if c.task not in training and is_finished(c.run_dir, c.train_cfg.steps)}
+        done |= {str(c.run_dir) for c in cells if c.task not in training and settled(c)}
         unfinished = [c for c in cells if str(c.run_dir) not in done]
         left = {c.task for c in unfinished}
         report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
@@ -335,10 +342,18 @@ def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, 
     report = {"name": spec.name, "tasks": {}, "config": spec.text, "world_size": world,
               "provenance": provenance(resolve_device(cells[0].train_cfg.device if cells else "cpu")),
               "cells": [{"task": c.task, "agent": c.agent, "seed": c.seed, "run_dir": str(c.run_dir)} for c in cells]}
+    from .train.group import diverged
+
+    report["diverged"] = []
     for task in [t for t in spec.tasks if any(c.task == t for c in cells)]:
-        runs = [read_run(c.run_dir) for c in cells if c.task == task]
+        stopped = [(c, diverged(c.run_dir)) for c in cells if c.task == task and diverged(c.run_dir) is not None]
+        report["diverged"] += [{"task": c.task, "agent": c.agent, "seed": c.seed, "step": d.step} for c, d in stopped]
+        runs = [read_run(c.run_dir) for c in cells if c.task == task and diverged(c.run_dir) is None]
         rows = aggregate(runs)
         text = markdown(rows) + f"\n\nSweep `{spec.name}`, {len(spec.seeds)} seeds per agent; config in sweep.json.\n"
+        if stopped:
+            text += ("\nLeft out of the statistics, stopped on non-finite values: "
+                     + "; ".join(f"{c.agent} seed {c.seed} (step {d.step})" for c, d in stopped) + ".\n")
         atomic_write_bytes(out / f"{task}.md", text.encode())
         atomic_write_json(out / f"{task}.json", rows)
         atomic_write_bytes(out / f"{task}.csv", _csv(rows).encode())

@@ -136,3 +136,36 @@ def test_cli_refuses_bad_seeds_in_one_line(args, message, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_diverging_run_stops_alone_and_stays_stopped(tmp_path, capsys):
+    """Two runs side by side, the second with absurd learning rates: it stops on non-finite values
+    (diverged.json), the first trains to its end and equals its run alone; a resume leaves the
+    diverged one as it is; the CLI's report says so and exits 1."""
+    import dataclasses
+
+    from ramac.cli import _report_seeds
+    from ramac.train.group import DIVERGED, Diverged, train_group
+
+    agent_cfg, train_cfg = _bandit(40)
+    train_cfg = dataclasses.replace(train_cfg, log_every=5)
+    bad_cfg = dataclasses.replace(agent_cfg, lr_actor=1e30, lr_critic=1e30)
+    dirs = [tmp_path / "g" / "seed0", tmp_path / "g" / "seed1"]
+    said = []
+    runs = [(agent_cfg, train_cfg, dirs[0]), (bad_cfg, dataclasses.replace(train_cfg, seed=1), dirs[1])]
+    good, bad = train_group(runs, progress=False, log=said.append)
+    assert isinstance(bad, Diverged) and 0 < bad.step < 40 and "non-finite" in bad.error
+    assert json.loads((dirs[1] / DIVERGED).read_text())["step"] == bad.step
+    assert good.steps == 40 and json.loads((dirs[0] / "eval.json").read_text())["step"] == 40
+    assert any("non-finite" in line for line in said)
+    train(agent_cfg, train_cfg, tmp_path / "alone", progress=False)
+    want, got = _params(tmp_path / "alone"), _params(dirs[0])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=0, rtol=0, msg=k)
+    stamp = {q.name: q.stat().st_mtime_ns for q in dirs[1].iterdir()}
+    again = train_group([(a, dataclasses.replace(c, steps=60), d) for a, c, d in runs], progress=False,
+                        resume=True, log=said.append)
+    assert isinstance(again[1], Diverged) and again[1].step == bad.step and again[0].steps == 60
+    assert {q.name: q.stat().st_mtime_ns for q in dirs[1].iterdir()} == stamp
+    assert _report_seeds(again) == 1
+    assert f"seed1: diverged at step {bad.step}" in capsys.readouterr().out

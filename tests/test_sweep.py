@@ -198,3 +198,17 @@ def test_a_mujoco_sweep_needs_its_data_and_then_reports_returns(tmp_path, monkey
         again = json.loads((out / "runs" / f"hopper-medium-replay-{agent}-seed0" / "eval-again.json").read_text())
         assert again["step"] == 20 and again["episodes"] == 3
         assert rows[agent]["metrics"]["return/mean"]["per_seed"] == [again["return/mean"]]
+
+
+def test_diverged_cells_are_left_out_named_and_not_trained_again(tmp_path):
+    text = TINY.replace("eta_warmup_steps = 10", "eta_warmup_steps = 10\nlr_critic = 1e30\nlr_actor = 1e30")
+    path, out = write(tmp_path, steps=40, text=text.replace("log_every = 20", "log_every = 5")), tmp_path / "out"
+    said = []
+    report = run_sweep(load_spec(path), out, "cpu", log=said.append, plots="none")
+    assert {(d["agent"], d["seed"]) for d in report["diverged"]} == {("radac", 0), ("radac", 1)}
+    assert report["unfinished"] == [] and [r["method"] for r in report["tasks"]["bandit"]] == ["bc"]
+    assert "stopped on non-finite values: radac seed 0 (step" in (out / "bandit.md").read_text()
+    assert sum("diverged at step" in line for line in said) == 2
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}

@@ -10,15 +10,36 @@ alone, and every random number of its updates (batches included) from ramac.nois
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..utils import progress_bar
-from .loop import RunResult, Trainer, default_run_dir
+from ..utils import atomic_write_json, progress_bar
+from .loop import NonFiniteLossError, RunResult, Trainer, default_run_dir
 from .rundir import CHECKPOINT, RunDirError, open_run_dir, read_checkpoint
 from .updaters import make_seeds_updater
+
+DIVERGED = "diverged.json"  # written into a run directory whose run stopped on non-finite values
+
+
+@dataclasses.dataclass
+class Diverged:
+    """A run of a group that stopped on non-finite values while the others went on (its run
+    directory keeps the last good checkpoint and DIVERGED says where and why)."""
+    run_dir: Path
+    step: int
+    error: str
+
+
+def diverged(run_dir: Path) -> Diverged | None:
+    """The divergence recorded in run_dir, if any."""
+    path = Path(run_dir) / DIVERGED
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    return Diverged(Path(run_dir), int(rec["step"]), str(rec["error"]))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -44,9 +65,11 @@ def seed_dirs(run_dir: Path | None, train_cfg: TrainConfig, seeds: list[int]) ->
 
 
 def train_seeds(agent_cfg, train_cfg: TrainConfig, seeds: list[int], run_dirs: list[Path], progress: bool = True,
-                resume: bool = False, log=print, plots: str = "every") -> list[RunResult]:
+                resume: bool = False, log=print, plots: str = "every") -> list[RunResult | Diverged]:
     """Train (or, with resume, continue from their checkpoints where they have one) the seeds side
-    by side; returns one RunResult per seed. Directories holding a run are refused unless resume.
+    by side; returns one RunResult per seed, or a Diverged for a seed whose run stopped on
+    non-finite values (the others go on; a resume leaves it stopped: its draws are a function of
+    the seed, so it would diverge again). Directories holding a run are refused unless resume.
     plots: each run's figures at every evaluation, the final one, or none (Trainer's)."""
     if len(seeds) != len(run_dirs) or not seeds:
         raise ValueError("give one run directory per seed, and at least one seed")
@@ -55,10 +78,19 @@ def train_seeds(agent_cfg, train_cfg: TrainConfig, seeds: list[int], run_dirs: l
 
 
 def train_group(runs: list[tuple], progress: bool = True, resume: bool = False, log=print,
-                plots: str = "every") -> list[RunResult]:
+                plots: str = "every") -> list[RunResult | Diverged]:
     """train_seeds for any runs (agent config, train config, run directory) of one task and data
     settings, the agents alike or not (a sweep's methods and seeds of one task side by side); the
     batch size and the update's path (graph, bf16, compile) are the first run's."""
+    stopped = {i: diverged(d) for i, (_, _, d) in enumerate(runs) if resume and diverged(d) is not None}
+    for rec in stopped.values():
+        log(f"{rec.run_dir}: diverged at step {rec.step} before; left as it is ({DIVERGED})")
+    going = [r for i, r in enumerate(runs) if i not in stopped]
+    results = iter(_train_group(going, progress, resume, log, plots) if going else [])
+    return [stopped[i] if i in stopped else next(results) for i in range(len(runs))]
+
+
+def _train_group(runs: list[tuple], progress: bool, resume: bool, log, plots: str) -> list[RunResult | Diverged]:
     locks, trainers = [], []
     try:
         for _, _, run_dir in runs:  # every directory is checked before any data set loads
@@ -72,7 +104,7 @@ def train_group(runs: list[tuple], progress: bool = True, resume: bool = False, 
             if resume and (run_dir / CHECKPOINT).exists():
                 trainer.restore(read_checkpoint(run_dir / CHECKPOINT))
             trainers.append(trainer)
-        return _run(trainers, runs[0][1], progress)
+        return _run(trainers, runs[0][1], progress, log)
     finally:
         for trainer in trainers:
             trainer.close()
@@ -80,7 +112,7 @@ def train_group(runs: list[tuple], progress: bool = True, resume: bool = False, 
             lock.close()
 
 
-def _run(trainers: list[Trainer], cfg: TrainConfig, progress: bool) -> list[RunResult]:
+def _run(trainers: list[Trainer], cfg: TrainConfig, progress: bool, log=print) -> list[RunResult | Diverged]:
     first = trainers[0]
     updater = make_seeds_updater([t.agent for t in trainers], first.data, [t.batch_size for t in trainers],
                                  graph=cfg.graph, bf16=cfg.bf16, compile=cfg.compile)
@@ -91,20 +123,26 @@ def _run(trainers: list[Trainer], cfg: TrainConfig, progress: bool) -> list[RunR
     bar = progress_bar(total=total, initial=sum(t.step for t in trainers), disable=not progress,
                        desc=f"{cfg.task}/{'+'.join(algos)} x{len(trainers)} runs", unit="run-step")
     t0 = time.perf_counter()
+    failed: dict[int, Diverged] = {}
     try:
         while True:
-            active = [i for i, t in enumerate(trainers) if not t.done]
+            active = [i for i, t in enumerate(trainers) if not t.done and i not in failed]
             if not active:
                 break
             updater.step(active)
             for i in active:
-                trainers[i].stepped()
+                try:
+                    trainers[i].stepped()
+                except NonFiniteLossError as e:  # this run stops; the others go on
+                    failed[i] = Diverged(trainers[i].run_dir, trainers[i].step, str(e))
+                    atomic_write_json(trainers[i].run_dir / DIVERGED, {"step": trainers[i].step, "error": str(e)})
+                    log(f"{trainers[i].run_dir}: {e}")
             bar.update(len(active))
     finally:
         bar.close()
-    results = [t.finish() for t in trainers]
+    results = [failed[i] if i in failed else t.finish() for i, t in enumerate(trainers)]
     wall = time.perf_counter() - t0
-    return [dataclasses.replace(r, wall_time_s=wall) for r in results]
+    return [r if isinstance(r, Diverged) else dataclasses.replace(r, wall_time_s=wall) for r in results]
 
 
 def seed_runs_in(run_dir: Path) -> list[Path]:

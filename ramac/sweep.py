@@ -214,6 +214,15 @@ def settled(c: Cell) -> bool:
     return is_finished(c.run_dir, c.train_cfg.steps) or diverged(c.run_dir) is not None
 
 
+def evaluated_again(c: Cell) -> bool:
+    """Whether a cell holds [eval]'s evaluation of its final step (or needs none: it diverged)."""
+    from .train.group import diverged
+
+    again = c.run_dir / "eval-again.json"
+    return diverged(c.run_dir) is not None or (again.exists() and json.loads(again.read_text()).get("step")
+                                                == c.train_cfg.steps)
+
+
 def _summary(metrics: dict) -> str:
     from .evaluation import summary_line
     from .envs import bandit
@@ -301,7 +310,9 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             return None
         done = set(finished)  # and the cells of tasks this run did not train, finished in an earlier one
         done |= {str(c.run_dir) for c in cells if c.task not in training and settled(c)}
-        unfinished = [c for c in cells if str(c.run_dir) not in done]
+        # with [eval], a cell counts once its second evaluation is there (a table never mixes the
+        # training run's last evaluation with the second one's)
+        unfinished = [c for c in cells if str(c.run_dir) not in done or (spec.eval and not evaluated_again(c))]
         left = {c.task for c in unfinished}
         report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
         report["unfinished"] = [str(c.run_dir) for c in unfinished]
@@ -322,10 +333,7 @@ def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_c
 
     ood_cache = {} if ood_cache is None else ood_cache
     for c in cells:
-        if not is_finished(c.run_dir, c.train_cfg.steps):
-            continue
-        again = c.run_dir / "eval-again.json"
-        if again.exists() and json.loads(again.read_text()).get("step") == c.train_cfg.steps:
+        if not is_finished(c.run_dir, c.train_cfg.steps) or evaluated_again(c):
             continue
         step, metrics, _ = reevaluate(c.run_dir, device, **settings, ood_cache=ood_cache)
         log(f"  evaluated again {c.task} {c.agent} seed {c.seed} (step {step}): "

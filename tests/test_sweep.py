@@ -198,6 +198,14 @@ def test_a_mujoco_sweep_needs_its_data_and_then_reports_returns(tmp_path, monkey
         again = json.loads((out / "runs" / f"hopper-medium-replay-{agent}-seed0" / "eval-again.json").read_text())
         assert again["step"] == 20 and again["episodes"] == 3
         assert rows[agent]["metrics"]["return/mean"]["per_seed"] == [again["return/mean"]]
+    # a cell without its second evaluation (a stretch stopped between training and evaluating it)
+    # keeps its task out of the tables until a run evaluates it: no table mixes the two evaluations
+    (out / "runs" / "hopper-medium-replay-bc-seed0" / "eval-again.json").unlink()
+    (out / "hopper-medium-replay.md").unlink()
+    monkeypatch.setattr("ramac.sweep.reevaluate_cells", lambda *a, **k: None)
+    report = run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    assert report["tasks"] == {} and report["unfinished"] == [str(out / "runs" / "hopper-medium-replay-bc-seed0")]
+    assert not (out / "hopper-medium-replay.md").exists()
 
 
 def test_diverged_cells_are_left_out_named_and_not_trained_again(tmp_path):

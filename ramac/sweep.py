@@ -307,6 +307,7 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             group.all_gather_object(gathered, finished)
             finished = [d for part in gathered for d in part]
         if rank != 0:
+            group.barrier()  # until process 0 has written the tables: the processes end together
             return None
         done = set(finished)  # and the cells of tasks this run did not train, finished in an earlier one
         done |= {str(c.run_dir) for c in cells if c.task not in training and settled(c)}
@@ -316,6 +317,8 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         left = {c.task for c in unfinished}
         report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
         report["unfinished"] = [str(c.run_dir) for c in unfinished]
+        if group is not None:  # (an abort at exit was seen when process 1 tore gloo down alone)
+            group.barrier()
         if unfinished:
             log(f"{len(unfinished)} cell(s) not finished yet, in {', '.join(t for t in spec.tasks if t in left)}; "
                 f"tables written for the {len(report['tasks'])} complete task(s); rerun the same command to go on")

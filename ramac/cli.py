@@ -359,8 +359,9 @@ def cmd_train(args) -> int:
             raise ValueError("--data-parallel trains one run; --seeds trains several side by side: give one of them")
         if args.run_dir is None and args.resume is None:
             raise ValueError("--data-parallel needs --run-dir (every process must name the same directory)")
-        shard = distributed.init(resolve_device(args.device or "auto").type)
-        if resolve_device(args.device or "auto").type == "cuda":
+        kind = resolve_device(args.device or "auto").type
+        shard = distributed.init(kind)
+        if kind == "cuda":
             args.device = f"cuda:{shard.local_rank}"
         args.no_progress = args.no_progress or not shard.main
     if args.resume and not (args.resume / "checkpoint.pt").exists() and seed_runs_in(args.resume):
@@ -664,6 +665,7 @@ def cmd_sweep(args) -> int:
         return 0
     if args.time_limit is not None and args.time_limit <= 0:
         raise SweepError(f"--time-limit must be positive minutes, got {args.time_limit:g}")
+
     def line(msg: str) -> None:  # one write per line: the processes of a torchrun share the terminal
         sys.stdout.write(f"{msg}\n")
         sys.stdout.flush()

@@ -98,7 +98,7 @@ class Diffusion(nn.Module):
         return (weights * (pred - eps).square().mean(dim=1)).sum()
 
     # ---- sampling -------------------------------------------------------
-    def chain_noise(self, noise: draws.Noise | None, batch: int, action_dim: int, device) -> torch.Tensor | None:
+    def chain_noise(self, noise: draws.Noise | None, batch: int, action_dim: int) -> torch.Tensor | None:
         """The chain's (T + 1, B, A) noise drawn from an update's Noise (None without one)."""
         if noise is None:
             return None

@@ -112,10 +112,10 @@ class Noise:
                 raise ValueError("a sharded draw needs a batch dimension")
             full[batch_dim] *= world
         n = math.prod(full)
-        offset = site_offset(f"{self.scope}/{name}" if self.scope else name)
-        idx = torch.arange(n, device=self.device, dtype=torch.int64)
         if n > 2**32:
             raise ValueError(f"a draw holds at most 2^32 numbers, asked for {n}")
+        offset = site_offset(f"{self.scope}/{name}" if self.scope else name)
+        idx = torch.arange(n, device=self.device, dtype=torch.int64)
         words = mix(((self.key ^ offset) ^ idx) * GOLDEN).view(full)
         if world > 1:
             words = words.narrow(batch_dim, rank * shape[batch_dim], shape[batch_dim])

@@ -356,10 +356,11 @@ def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, 
     from .train.group import diverged
 
     report["diverged"] = []
+    state = {c.run_dir: diverged(c.run_dir) for c in cells}
     for task in [t for t in spec.tasks if any(c.task == t for c in cells)]:
-        stopped = [(c, diverged(c.run_dir)) for c in cells if c.task == task and diverged(c.run_dir) is not None]
+        stopped = [(c, state[c.run_dir]) for c in cells if c.task == task and state[c.run_dir] is not None]
         report["diverged"] += [{"task": c.task, "agent": c.agent, "seed": c.seed, "step": d.step} for c, d in stopped]
-        runs = [read_run(c.run_dir) for c in cells if c.task == task and diverged(c.run_dir) is None]
+        runs = [read_run(c.run_dir) for c in cells if c.task == task and state[c.run_dir] is None]
         rows = aggregate(runs)
         text = markdown(rows) + f"\n\nSweep `{spec.name}`, {len(spec.seeds)} seeds per agent; config in sweep.json.\n"
         if stopped:

@@ -63,7 +63,7 @@ class DiffusionPolicy(nn.Module):
         return self.bc_loss(obs, action, weights, noise), {}
 
     def _chain_noise(self, obs, noise):
-        return self.diffusion.chain_noise(noise, obs.shape[0], self.actor.action_dim, obs.device)
+        return self.diffusion.chain_noise(noise, obs.shape[0], self.actor.action_dim)
 
     def sample(self, obs, noise=None):
         """Actions of the trained actor through the whole chain, differentiable."""

@@ -447,8 +447,8 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
     """Seed-updates/s of K seeds side by side (ramac.train.updaters.SeedsUpdater: on CUDA one graph
     holds every seed's update) for each K and batch size, and the GPU memory they hold.
 
-    K = 1 goes through the same group updater as K > 1; the single-seed path (`bench_train`) is
-    timed in the same call for the ratio."""
+    K = 1 replays the agent's own graph (SeedsUpdater's one-agent case); the single-seed path
+    (`bench_train`) is timed in the same call for the ratio."""
     from ..agents import make_agent
     from ..config import build_configs, risk_from_step_one
     from ..data.container import synthetic_dataset

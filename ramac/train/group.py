@@ -82,7 +82,7 @@ def train_group(runs: list[tuple], progress: bool = True, resume: bool = False, 
     """train_seeds for any runs (agent config, train config, run directory) of one task and data
     settings, the agents alike or not (a sweep's methods and seeds of one task side by side); the
     batch size and the update's path (graph, bf16, compile) are the first run's."""
-    stopped = {i: diverged(d) for i, (_, _, d) in enumerate(runs) if resume and diverged(d) is not None}
+    stopped = {i: rec for i, (_, _, d) in enumerate(runs) if resume and (rec := diverged(d)) is not None}
     for rec in stopped.values():
         log(f"{rec.run_dir}: diverged at step {rec.step} before; left as it is ({DIVERGED})")
     going = [r for i, r in enumerate(runs) if i not in stopped]

@@ -161,6 +161,7 @@ def test_data_make_round_trip_and_determinism(fake_policies):
     assert [p["transitions"] for p in rec["parts"]] == [150, 150] and rec["workers"] == 2
     two = datasets.load("hopper-medium-expert")
     assert two.size == 300 and not torch.equal(two.action, data.action)
+    assert not torch.equal(two.action[:75], two.action[75:150])  # the medium share's two pieces: seeded apart
     datasets.make("hopper-medium-expert", size=300, seed=0, num_envs=3, progress=False, overwrite=True, workers=2)
     torch.testing.assert_close(datasets.load("hopper-medium-expert").action, two.action, atol=0, rtol=0)
     # medium-replay: each replay snapshot contributes an equal share

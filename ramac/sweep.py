@@ -214,6 +214,28 @@ def settled(c: Cell) -> bool:
     return is_finished(c.run_dir, c.train_cfg.steps) or diverged(c.run_dir) is not None
 
 
+def set_aside_unevaluable(c: Cell, log=print) -> bool:
+    """A cell trained to its end whose second evaluation is missing and whose checkpoint is gone
+    (a stretch of GPU time ended between the two, and only the run's records were kept) can never
+    be evaluated again: its folder is renamed to NAME.no-checkpoint (nothing is deleted) so the
+    cell trains again from its seed. Returns whether it was set aside."""
+    from .study import is_finished
+    from .train.rundir import CHECKPOINT
+
+    if (not is_finished(c.run_dir, c.train_cfg.steps) or evaluated_again(c)
+            or (c.run_dir / CHECKPOINT).exists()):
+        return False
+    aside = c.run_dir.with_name(c.run_dir.name + ".no-checkpoint")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = c.run_dir.with_name(f"{c.run_dir.name}.no-checkpoint{n}")
+    c.run_dir.rename(aside)
+    log(f"  {c.task} {c.agent} seed {c.seed}: trained but never evaluated again and its checkpoint is gone; "
+        f"kept as {aside.name}, training it again")
+    return True
+
+
 def evaluated_again(c: Cell) -> bool:
     """Whether a cell holds [eval]'s evaluation of its final step (or needs none: it diverged)."""
     from .train.group import diverged
@@ -296,6 +318,9 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         log(f"[rank {rank}/{world}] sweep {spec.name}: {len(cells)} cells, {len(mine)} here "
             f"({done} finished already), on {dev}")
         rank_log = (lambda msg: log(f"[rank {rank}] {msg}")) if world > 1 else log
+        if spec.eval:
+            for c in mine:
+                set_aside_unevaluable(c, rank_log)
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
         train_units(mine, rank_log, plots, time_limit_s, after_unit=again)

@@ -220,3 +220,23 @@ def test_diverged_cells_are_left_out_named_and_not_trained_again(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+
+
+def test_a_trained_cell_whose_checkpoint_is_gone_before_its_second_evaluation_trains_again(tmp_path):
+    # a metered stretch of GPU time can end between training a cell and evaluating it again; only
+    # the run's records (no checkpoint) are kept, so the next stretch must train it again, keep the
+    # old folder, and (same seed) get the same numbers
+    text = TINY + "[eval]\nsamples = 100\n"
+    path, out = write(tmp_path, steps=20, text=text), tmp_path / "out"
+    run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    cell = out / "runs" / "bandit-bc-seed0"
+    first = json.loads((cell / "eval-again.json").read_text())
+    (cell / "eval-again.json").unlink()
+    (cell / "checkpoint.pt").unlink()
+    said = []
+    report = run_sweep(load_spec(path), out, "cpu", log=said.append, plots="none")
+    aside = out / "runs" / "bandit-bc-seed0.no-checkpoint"
+    assert (aside / "eval.json").exists() and not (aside / "eval-again.json").exists()
+    assert any("kept as bandit-bc-seed0.no-checkpoint" in line for line in said)
+    again = json.loads((cell / "eval-again.json").read_text())
+    assert again == first and report["unfinished"] == []

@@ -1,0 +1,177 @@
+"""Fused IQN quantile head vs the reference op: values and gradients, stacked and not."""
+
+import pytest
+import torch
+
+from ramac import kernels
+from ramac.kernels.iqn_critic import MAX_K, iqn_quantiles, iqn_quantiles_ref, iqn_quantiles_triton
+from ramac.nets import IQNCritic
+
+NAMES = ("trunk", "cos_w", "cos_b", "head_w", "head_b", "out_w", "out_b")
+
+# (C or None, B, K, emb, n_cos, hidden, taus): "sample" (..., B, K), "shared" (K,), "entry" (C, 1, K),
+# "batch" (B, K) shared by the C entries. Odd B and K leave partial blocks; emb 24, n_cos 7 and
+# hidden 40 are padded inside the kernel.
+SHAPES = [
+    (None, 37, 13, 32, 8, 64, "sample"),
+    (None, 1, 1, 16, 16, 32, "sample"),
+    (None, 6, 8, 24, 7, 40, "shared"),
+    (1, 19, 8, 32, 16, 64, "sample"),
+    (4, 5, 6, 16, 8, 48, "shared"),
+    (4, 7, 3, 16, 8, 32, "entry"),
+    (4, 3, 5, 16, 8, 32, "batch"),
+]
+
+
+def make(C, B, K, E, N, H, taus="sample", dtype=torch.float32, device="cpu", seed=0, cos_bias=0.0, head_bias=0.0):
+    """Random inputs shaped as IQNCritic's parameters (out_w larger than its init, so gradients are well scaled)."""
+    g = torch.Generator().manual_seed(seed)
+    lead = (C,) if C else ()
+
+    def rnd(*shape, scale=1.0, shift=0.0):
+        return (scale * torch.randn(*lead, *shape, generator=g) + shift).to(device, dtype).requires_grad_()
+
+    params = [rnd(B, E), rnd(E, N, scale=0.3), rnd(E, scale=0.3, shift=cos_bias), rnd(H, E, scale=0.3),
+              rnd(H, scale=0.3, shift=head_bias), rnd(1, H, scale=0.3), rnd(1)]
+    shape = {"sample": (*lead, B, K), "shared": (K,), "entry": (C, 1, K), "batch": (B, K)}[taus]
+    return params, torch.rand(shape, generator=g).to(device)
+
+
+def value_and_grads(fn, params, taus, grad_out=None):
+    out = fn(params[0], taus, *params[1:])
+    if grad_out is None:
+        grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
+    return out.detach(), torch.autograd.grad(out, params, grad_out), grad_out
+
+
+def assert_close(got, want, what, rel=1e-5):
+    """Elementwise: |got - want| <= rel * max(1, max |want|) + rel * |want|."""
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got.float(), want.float(), atol=rel * scale, rtol=rel, msg=lambda m: f"{what}: {m}")
+
+
+def check(params, taus, dtype=torch.float32, **options):
+    """Kernel vs reference: values, each gradient's dtype and value. bf16 (flash-attention's rule): the
+    kernel's error against the fp32 reference at most twice torch's own bf16 error, plus 1 % of the scale."""
+    q, grads, g = value_and_grads(lambda *a: iqn_quantiles_triton(*a, **options), params, taus)
+    assert q.dtype == torch.float32
+    assert [t.dtype for t in grads] == [p.dtype for p in params]
+    if dtype == torch.float32 and all(p.dtype == torch.float32 for p in params):
+        q_ref, grads_ref, _ = value_and_grads(iqn_quantiles_ref, params, taus, g)
+        assert_close(q, q_ref, "q")
+        for name, a, b in zip(NAMES, grads, grads_ref):
+            assert_close(a, b, f"d{name}")
+        return
+    q_low, grads_low, _ = value_and_grads(iqn_quantiles_ref, params, taus, g)
+    params32 = [p.detach().float().requires_grad_() for p in params]
+    q_ref, grads_ref, _ = value_and_grads(iqn_quantiles_ref, params32, taus, g)
+    for name, a, low, want in zip(("q",) + NAMES, (q, *grads), (q_low, *grads_low), (q_ref, *grads_ref)):
+        err, err_torch = (a.float() - want).abs().max().item(), (low.float() - want).abs().max().item()
+        assert err <= 2 * err_torch + 1e-2 * want.abs().max().item() + 1e-6, (name, err, err_torch)
+
+
+@pytest.mark.parametrize("C,B,K,E,N,H,taus", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_reference(C, B, K, E, N, H, taus, dtype, device):
+    params, t = make(C, B, K, E, N, H, taus, dtype, device)
+    check(params, t, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fractions_at_zero_and_one_and_dead_relus(dtype, device):
+    # negative biases leave most of phi and h at 0; tau = 0 and 1 give features 1 and (-1)^j
+    params, _ = make(2, 11, 6, 16, 8, 32, dtype=dtype, device=device, seed=2, cos_bias=-0.6, head_bias=-0.5)
+    taus = torch.tensor([0.0, 1.0, 0.0, 0.5, 1.0, 0.25], device=device)
+    check(params, taus, dtype)
+    with torch.no_grad():
+        phi_pre = torch.cos(taus[:, None] * torch.pi * torch.arange(8, device=device)) @ params[1][0].float().T
+        assert ((phi_pre + params[2][0].float()) <= 0).float().mean() > 0.4
+
+
+def test_all_relus_dead(device):
+    # every h is 0: q = out_b, and only out_b gets a non-zero gradient
+    params, taus = make(None, 9, 4, 16, 8, 32, device=device, head_bias=-100.0)
+    q, grads, g = value_and_grads(iqn_quantiles_triton, params, taus)
+    torch.testing.assert_close(q, params[6].detach().expand(9, 4))
+    assert all(bool((d == 0).all()) for d in grads[:6])
+    torch.testing.assert_close(grads[6], g.sum().reshape(1))
+
+
+def test_bf16_trunk_with_fp32_weights(device):
+    # the autocast case: trunk bf16 (from merge_fc), parameters fp32; matmuls in bf16, fp32 weight grads
+    params, taus = make(2, 10, 5, 16, 8, 32, device=device, seed=3)
+    params[0] = params[0].detach().bfloat16().requires_grad_()
+    check(params, taus, torch.bfloat16)
+
+
+def test_blocks_programs_and_determinism(device):
+    # small blocks and 2 programs: several row blocks and hidden chunks per program
+    params, taus = make(2, 15, 3, 24, 8, 40, device=device, seed=4)
+    options = dict(block_m=16, block_n=16, programs=2)
+    q, first, g = value_and_grads(lambda *a: iqn_quantiles_triton(*a, **options), params, taus)
+    q_ref, want, _ = value_and_grads(iqn_quantiles_ref, params, taus, g)
+    assert_close(q, q_ref, "q")
+    for name, a, b in zip(NAMES, first, want):
+        assert_close(a, b, f"d{name}")
+    _, again, _ = value_and_grads(lambda *a: iqn_quantiles_triton(*a, **options), params, taus, g)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_some_inputs_without_grad(device):
+    params, taus = make(None, 8, 4, 16, 8, 32, device=device, seed=5)
+    head = [p.detach() for p in params[:3]] + params[3:]  # only the head's weights: the rows kernel is skipped
+    rows = params[:3] + [p.detach() for p in params[3:]]  # only trunk and cos layer: the head kernel is skipped
+    for ps in (head, rows):
+        wrt = [p for p in ps if p.requires_grad]
+        got = torch.autograd.grad(iqn_quantiles_triton(ps[0], taus, *ps[1:]).sum(), wrt)
+        want = torch.autograd.grad(iqn_quantiles_ref(ps[0], taus, *ps[1:]).sum(), wrt)
+        for a, b in zip(got, want):
+            assert_close(a, b, "grad")
+    with torch.no_grad():
+        got = iqn_quantiles_triton(params[0], taus, *params[1:])
+        assert_close(got, iqn_quantiles_ref(params[0], taus, *params[1:]), "q")
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_reference_is_the_module(shared):
+    torch.manual_seed(0)
+    critic = IQNCritic(5, 3, embedding_dim=32, n_cos=16, hidden=64)
+    trunk = critic.trunk(torch.randn(7, 5), torch.randn(7, 3))
+    taus = torch.rand(4 if shared else (7, 4))
+    args = (critic.cos_fc.weight, critic.cos_fc.bias, critic.head_fc.weight, critic.head_fc.bias,
+            critic.out.weight, critic.out.bias)
+    assert torch.equal(iqn_quantiles_ref(trunk, taus, *args), critic.quantiles(trunk, taus))
+
+
+def test_stacked_reference_is_each_entry():
+    params, taus = make(3, 6, 5, 16, 8, 32, taus="batch")
+    stacked = iqn_quantiles_ref(params[0], taus, *params[1:])
+    each = torch.stack([iqn_quantiles_ref(params[0][c], taus, *(p[c] for p in params[1:])) for c in range(3)])
+    torch.testing.assert_close(stacked, each, atol=1e-6, rtol=1e-6)
+
+
+def test_public_op_on_cpu_is_the_reference():
+    params, taus = make(2, 9, 4, 16, 8, 32)
+    want = iqn_quantiles_ref(params[0], taus, *params[1:])
+    for backend in ("auto", "triton"):  # Triton runs only on CUDA tensors
+        with kernels.use(backend):
+            assert torch.equal(iqn_quantiles(params[0], taus, *params[1:]), want)
+    assert kernels.iqn_quantiles is iqn_quantiles and kernels.iqn_quantiles_ref is iqn_quantiles_ref
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the public op takes the kernel only on CUDA tensors")
+def test_public_op_on_cuda_takes_the_kernel():
+    params, taus = make(2, 9, 4, 16, 8, 32, device="cuda")
+    assert type(iqn_quantiles(params[0], taus, *params[1:]).grad_fn).__name__ == "IQNQuantilesFnBackward"
+    with kernels.use("reference"):
+        assert type(iqn_quantiles(params[0], taus, *params[1:]).grad_fn).__name__ != "IQNQuantilesFnBackward"
+
+
+def test_rejects_bad_shapes(device):
+    params, taus = make(None, 4, 3, 16, 8, 32, device=device)
+    with pytest.raises(ValueError, match="head_w"):
+        iqn_quantiles_ref(params[0], taus, params[1], params[2], params[3].T, *params[4:])
+    with pytest.raises(ValueError, match="taus"):
+        iqn_quantiles_ref(params[0], torch.rand(5, 3, device=device), *params[1:])
+    with pytest.raises(ValueError, match="at most"):
+        iqn_quantiles_triton(params[0], torch.rand(MAX_K + 1, device=device), *params[1:])

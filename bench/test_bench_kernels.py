@@ -9,7 +9,7 @@ from ramac.perf.bench import _modes, kernel_cases
 
 from .conftest import synced
 
-OPS = ["quantile_huber", "tail_mean", "posterior_step", "distort_wang"]
+OPS = ["quantile_huber", "tail_mean", "posterior_step", "distort_wang", "iqn_critic"]
 
 
 @functools.lru_cache(maxsize=None)

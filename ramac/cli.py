@@ -17,7 +17,7 @@ ramac: risk-aware offline RL with diffusion actors and distributional (IQN) crit
   ramac study bandit           train an agent on the bandit family (seeds x lengths), table and figures
   ramac study agents           every agent of the registry on the bandit (seeds), one table and one figure
   ramac bench kernels|sampler|train   time kernels, the sampler or the whole update per path (GPU)
-  ramac profile                short run with NVTX ranges for Nsight (GPU)
+  ramac profile                where an update's time goes: per-phase and kernel tables; NVTX for Nsight
   ramac report RUN_DIR...      per-seed evaluations of many runs, bootstrap CIs over seeds, per method
   ramac sweep CONFIG.toml      tasks x agents x seeds, resumable, across GPUs with torchrun; a table per task
   ramac presets [NAME]         list the task presets or show one
@@ -225,21 +225,37 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile provider (saves compile time)")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
-    f = sub.add_parser("profile", help="short training with NVTX ranges and cudaProfilerStart/Stop for Nsight",
-                       description="Run warm-up steps, then a profiled window bracketed by cudaProfilerStart/Stop "
-                                   "with NVTX ranges per phase (critic/loss, critic/step, actor/loss, actor/sample, "
-                                   "actor/step, ema_targets, eval/act). Use under Nsight, e.g.\n"
-                                   "  nsys profile --capture-range=cudaProfilerApi ramac profile\n"
-                                   "  ncu --profile-from-start off --nvtx ramac profile --steps 3",
+    f = sub.add_parser("profile", help="where an update's time goes: per-phase and kernel tables; NVTX for Nsight",
+                       description="Run warm-up steps, then a timed window (on CUDA bracketed by "
+                                   "cudaProfilerStart/Stop, with NVTX ranges per phase for Nsight), then a window "
+                                   "under torch.profiler whose kernels are grouped by phase of the update "
+                                   "(data, critic/loss, critic/next_action, critic/backward, critic/optimizer, "
+                                   "actor/loss, actor/sample, actor/backward, actor/optimizer, ema_targets, "
+                                   "metrics, ...): a per-phase table (kernels, time per update, share) and the "
+                                   "costliest kernels, printed and with --out written as OUT.json and OUT.md. "
+                                   "GPU time on CUDA, CPU time of the ops elsewhere. The update runs ungraphed: "
+                                   "inside a CUDA graph (--graph) per-phase attribution is lost. Under Nsight pass "
+                                   "--no-tables, e.g.\n"
+                                   "  nsys profile --capture-range=cudaProfilerApi ramac profile --no-tables\n"
+                                   "  ncu --profile-from-start off --nvtx ramac profile --steps 3 --no-tables",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("--preset", default="halfcheetah-medium-expert", help="networks of this preset (synthetic data)")
     f.add_argument("--batch-size", type=int, default=256, help="transitions per update (default: 256)")
     f.add_argument("--algo", default="radac", choices=ALGOS, help="the agent whose update is profiled")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent setting override")
     f.add_argument("--warmup", type=int, default=20, help="unprofiled warm-up steps (default: 20)")
-    f.add_argument("--steps", type=int, default=50, help="profiled steps (default: 50)")
-    f.add_argument("--graph", action="store_true", help="replay CUDA graphs (phases then show only at capture)")
+    f.add_argument("--steps", type=int, default=50, help="steps of the timed (Nsight) window (default: 50)")
+    f.add_argument("--table-steps", type=int, default=10,
+                   help="steps of the torch.profiler window behind the tables (default: 10)")
+    f.add_argument("--top", type=int, default=15, help="kernels listed in the kernels table (default: 15)")
+    f.add_argument("--no-tables", action="store_true",
+                   help="skip the torch.profiler window (under Nsight, which holds CUPTI itself)")
+    f.add_argument("--out", type=Path, help="write OUT.json and OUT.md (tables, settings, device)")
+    f.add_argument("--graph", action="store_true",
+                   help="replay CUDA graphs (the per-phase table is then lost: every kernel is in update/other)")
     f.add_argument("--bf16", action="store_true", help="bf16 autocast")
     f.add_argument("--compile", action="store_true", help="torch.compile the update's pieces (as training does)")
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
 
     st = sub.add_parser("study", help="studies over a family of tasks; `ramac study bandit` and `ramac study agents` "
                                       "(see their --help)")
@@ -627,15 +643,23 @@ def cmd_bench(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    import torch
+    from .perf.profile import markdown, run_profile
+    from .utils import atomic_write_json, device_name, provenance, resolve_device
 
-    from .perf.profile import run_profile
-
-    if not torch.cuda.is_available():
-        raise ValueError("ramac profile drives Nsight on a CUDA device; none found here")
-    out = run_profile(args.preset, args.batch_size, args.warmup, args.steps, args.graph, args.bf16,
-                      compile=args.compile, algo=args.algo)
-    print(json.dumps(out))
+    device = resolve_device(args.device)
+    out = run_profile(args.preset, args.batch_size, args.warmup, args.steps, args.graph, args.bf16, device=device,
+                      compile=args.compile, algo=args.algo, table_steps=args.table_steps, top=args.top,
+                      tables=not args.no_tables, overrides=_parse_set(args.set))
+    if args.no_tables:
+        print(json.dumps(out))
+        return 0
+    text = f"# ramac profile on {device_name(device)}\n\n" + markdown(out)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out.with_suffix(".json"), {**out, "provenance": provenance(device)})
+        args.out.with_suffix(".md").write_text(text)
+        print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -116,7 +116,8 @@ class RADAC(PolicyAgent):
     def next_quantiles(self, next_obs: torch.Tensor, taus: torch.Tensor, noise) -> torch.Tensor:
         """The TD target's next-state quantiles: min of the target critics at the policy's next
         action (the EMA actor's, one launch), (B, K')."""
-        next_action = self.policy.sample_fast(next_obs, ema=True, noise=noise)
+        with nvtx_range("critic/next_action"):
+            next_action = self.policy.sample_fast(next_obs, ema=True, noise=noise)
         return torch.minimum(self.critic1_target(next_obs, next_action, taus),
                              self.critic2_target(next_obs, next_action, taus))
 

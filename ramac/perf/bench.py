@@ -8,6 +8,7 @@ times replays, which is what the op costs inside the graphed training step.
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import time
@@ -17,8 +18,9 @@ import torch
 
 from .. import kernels
 from ..diffusion import Diffusion
-from ..cuda_graphs import GraphedSampler, GraphedStudent, capture
+from ..cuda_graphs import GraphedSampler, GraphedStudent, on_side_stream
 from ..kernels.denoise import posterior_step_ref, posterior_step_triton
+from ..kernels.iqn_critic import iqn_quantiles_ref, iqn_quantiles_triton
 from ..kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
 from ..kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
 from ..kernels.sampler import sample_chain_ref, sample_chain_triton
@@ -62,31 +64,75 @@ def timeit(fn, cuda: bool, *, warmup: int = 10, blocks: int = 30, per_block: int
     return Timing(statistics.median(samples), q[0], q[-1], blocks * per_block)
 
 
-def _graphed(fn):
-    """Capture fn() once (after warm-up on a side stream) and return a replay function."""
-    g = capture(fn)
+def _graphed(fn, warmup: int = 3):
+    """Capture fn() once in a CUDA graph and return a replay function; its .outputs are what the
+    captured call returned (static: each replay overwrites them).
+
+    Warm-up and capture share one fresh side stream, so that what the warm-up creates lazily
+    (autograd nodes, which keep the stream they were made on; kernel caches) belongs to it. The
+    caller's current stream is restored whatever happens: torch.cuda.graph leaves its capture
+    stream current when the capture fails, and every later case would then run, and build its
+    autograd nodes, on that dead stream.
+    """
+    gc.collect()  # autograd graphs of earlier cases, held in cycles, go before this capture
     torch.cuda.synchronize()
-    return g.replay
+    caller = torch.cuda.current_stream()
+    stream = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with on_side_stream(stream):
+            for _ in range(warmup):
+                fn()
+        with torch.cuda.graph(graph, stream=stream):
+            outputs = fn()
+    finally:
+        torch.cuda.set_stream(caller)
+    torch.cuda.synchronize()
+
+    def replay():
+        graph.replay()
+
+    # the replay keeps fn alive: what fn holds (bwd's kept forward and its saved tensors) the graph reads
+    replay.graph, replay.outputs, replay.fn = graph, outputs, fn
+    return replay
 
 
 # --------------------------------------------------------------------------
 # kernels
 # --------------------------------------------------------------------------
 def _modes(make_out, params):
-    """fwd, bwd and full (fwd + bwd) closures for an op producing a scalar or vector."""
+    """fwd, bwd and full (fwd + bwd) closures for an op producing a scalar or vector; each returns
+    what it computed. Build one set per measurement.
+
+    Nothing runs here. bwd makes the forward it differentiates on its first call, on the stream
+    that call runs on (graphed: the capture's side stream, in the warm-up), and keeps it; full makes
+    a fresh forward each call. Why it matters: a leaf's AccumulateGrad node records the stream
+    current when it is made and lives as long as any autograd graph through the leaf. The old
+    harness made a forward here, on the default stream, and kept it for bwd: every later capture of
+    a backward through that leaf then had autograd sync the legacy default stream with the
+    capturing one, which invalidates the capture ("operation failed due to a previous error
+    during capture"; bench/results/README.md; bench/studies/qh_graph_check.py --legacy checks it).
+    """
+    state = {}
+
+    def grad_for(out):  # ones for a vector output, made once (outside any capture); a scalar needs none
+        if "grad" not in state:
+            state["grad"] = torch.ones_like(out) if out.dim() else None
+        return state["grad"]
 
     def fwd():
         with torch.no_grad():
-            make_out()
-
-    out = make_out()
-    grad = torch.ones_like(out) if out.dim() else None  # a scalar loss needs no grad_outputs
+            return make_out()
 
     def bwd():
-        torch.autograd.grad(out, params, grad, retain_graph=True)
+        if "out" not in state:
+            state["out"] = make_out()
+        out = state["out"]
+        return torch.autograd.grad(out, params, grad_for(out), retain_graph=True)
 
     def full():
-        torch.autograd.grad(make_out(), params, grad)
+        out = make_out()
+        return torch.autograd.grad(out, params, grad_for(out))
 
     return {"fwd": fwd, "bwd": bwd, "full": full}
 
@@ -111,28 +157,49 @@ def kernel_cases(device, B=16_384, K=32):
     post = {"reference": lambda: posterior_step_ref(x, eps, z, c), "triton": lambda: posterior_step_triton(x, eps, z, c)}
     u = torch.rand(B, K, device=device, generator=g)
     dist = {"reference": lambda: distort_ref(u, "wang", -0.7), "triton": lambda: distort_triton(u, "wang", -0.7)}
+    E, H, n_cos = 128, 256, K  # halfcheetah-medium-expert's critic (n_cos = n_quantiles, as published)
+    trunk = torch.relu(torch.randn(B, E, device=device, generator=g)).requires_grad_()
+    iqn_w = [(0.1 * torch.randn(*shape, device=device, generator=g)).requires_grad_()
+             for shape in ((E, n_cos), (E,), (H, E), (H,), (1, H), (1,))]  # cos_fc, head_fc, out
+    iqn = {"reference": lambda: iqn_quantiles_ref(trunk, taus, *iqn_w),
+           "triton": lambda: iqn_quantiles_triton(trunk, taus, *iqn_w)}
     return [
         ("quantile_huber", f"B={B} K=K'={K}", qh, [pred]),
         ("tail_mean", f"B={B} K={K}", tail, [z1, z2]),
         ("posterior_step", f"B={B} A=6", post, [x, eps]),
         ("distort_wang", f"N={B}x{K}", dist, None),
+        ("iqn_critic", f"B={B} K={K} emb={E} hidden={H} n_cos={n_cos}", iqn, [trunk, *iqn_w]),
     ]
 
 
 def bench_kernels(device, B=16_384, K=32, compile_ref=True, graph=True, ops=None) -> list[dict]:
+    """Each op of kernel_cases per provider, mode (fwd, bwd, full) and launch (eager; graph on CUDA).
+
+    A failing row keeps its error and the next row runs, unless the failure left the CUDA context
+    unusable (a sticky error): the rows after it then say so instead of failing for that reason.
+    """
     rows = []
+    launches = (False, True) if graph and device.type == "cuda" else (False,)
+    broken = None
     for name, shape, providers, params in kernel_cases(device, B, K):
         if ops and name not in ops:
             continue
         if compile_ref:
             providers = dict(providers, compile=torch.compile(providers["reference"], dynamic=False))
         for provider, make_out in providers.items():
-            modes = _modes(make_out, params) if params else {"fwd": make_out}
-            for mode, fn in modes.items():
-                # backward alone replays a graph recorded outside the capture: eager only
-                graphs = (False, True) if graph and device.type == "cuda" and mode != "bwd" else (False,)
-                for graphed in graphs:
-                    rows.append(_measure(fn, device, graphed, op=name, shape=shape, provider=provider, mode=mode))
+            for mode in ("fwd", "bwd", "full") if params else ("fwd",):
+                for graphed in launches:
+                    if broken:
+                        rows.append(dict(op=name, shape=shape, provider=provider, mode=mode,
+                                         launch="graph" if graphed else "eager", error=broken))
+                        continue
+                    # fresh closures per row: no autograd graph of one case lives on into another
+                    fn = _modes(make_out, params)[mode] if params else make_out
+                    row = _measure(fn, device, graphed, op=name, shape=shape, provider=provider, mode=mode)
+                    rows.append(row)
+                    del fn
+                    if "error" in row and device.type == "cuda" and not _cuda_usable(device):
+                        broken = f"not run: the CUDA context was unusable after {name} {provider} {mode}"
     return _with_speedups(rows, ("op", "shape", "mode", "launch"))
 
 
@@ -142,8 +209,32 @@ def _measure(fn, device, graphed, blocks=30, **fields) -> dict:
     try:
         row.update(asdict(timeit(fn, device.type == "cuda", graph=graphed, blocks=blocks)))
     except Exception as e:  # noqa: BLE001 - reported in the results
-        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        row["error"] = error_text(e)
     return row
+
+
+def error_text(e: BaseException) -> str:
+    """The first error of e's chain, then e when it differs: a capture that fails raises again on
+    leaving torch.cuda.graph ("operation failed due to a previous error during capture"), which
+    hides what went wrong first."""
+    chain = [e]
+    while (earlier := chain[-1].__cause__ or chain[-1].__context__) is not None and earlier not in chain:
+        chain.append(earlier)
+
+    def line(x):
+        text = str(x).strip().splitlines()
+        return f"{type(x).__name__}: {text[0][:200] if text else ''}"
+
+    return line(chain[-1]) if len(chain) == 1 else f"{line(chain[-1])} (then {line(e)})"
+
+
+def _cuda_usable(device) -> bool:
+    """Whether the CUDA context still runs work (after a sticky error, nothing in the process can)."""
+    try:
+        torch.cuda.synchronize(device)
+        return torch.ones(1, device=device).add_(1).item() == 2.0
+    except Exception:  # noqa: BLE001 - the answer is no
+        return False
 
 
 # --------------------------------------------------------------------------

@@ -94,7 +94,8 @@ class EagerUpdater:
             batch = self.data.gather(batch_indices(self.agent, self.data, self.batch_size))
         info = self.agent.update(batch)
         self.agent.advanced()
-        self.metrics.add(info, self.agent.steps)
+        with nvtx_range("metrics"):
+            self.metrics.add(info, self.agent.steps)
         self.metrics.count += 1
 
     def sync(self) -> None:
@@ -151,7 +152,8 @@ class FastUpdater:
                     else contextlib.nullcontext())
         with autocast:
             info = self.agent.update(b)
-        self.metrics.add(info, self.agent.step_t)  # the device step, advanced by the update
+        with nvtx_range("metrics"):
+            self.metrics.add(info, self.agent.step_t)  # the device step, advanced by the update
 
     def step(self, indices: torch.Tensor | None = None) -> None:
         """One update on the current stream: eager (CPU, warm-up) or a graph replay."""

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, get_backend, use_triton
 
 MAX_K = 128  # fractions per sample one row block can hold
 MAX_EMB = 256  # embedding width (and cosine features) the kernel tiles hold
@@ -424,14 +424,84 @@ def iqn_quantiles_triton(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b
                                 (block_m, block_n, programs))
 
 
+# --------------------------------------------------------------------------
+# the same kernels as an opaque operator for torch.compile
+# --------------------------------------------------------------------------
+# Under torch.compile the public op traces the reference by default (Inductor fuses it with its
+# neighbours, as for every kernel here). With RAMAC_IQN_UNDER_COMPILE=1 it calls the fused kernels
+# as the custom operator ramac::iqn_quantiles instead, which Inductor leaves whole (and a CUDA graph
+# captures): which of the two is faster is measured by bench/studies/iqn_critic_gpu.py.
+def under_compile() -> bool:
+    """Whether torch.compile'd code calls the fused kernels (RAMAC_IQN_UNDER_COMPILE=1)."""
+    return os.environ.get("RAMAC_IQN_UNDER_COMPILE", "0") == "1"
+
+
+@torch.library.custom_op("ramac::iqn_quantiles", mutates_args=())
+def _fused_op(trunk: torch.Tensor, taus: torch.Tensor, cos_w: torch.Tensor, cos_b: torch.Tensor,
+              head_w: torch.Tensor, head_b: torch.Tensor, out_w: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+    plan = _Plan(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, None, None, None)
+    q = plan.forward()
+    return q if plan.stacked else q[0]
+
+
+@_fused_op.register_fake
+def _(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
+    return trunk.new_empty((*trunk.shape[:-1], taus.shape[-1]), dtype=torch.float32)
+
+
+@torch.library.custom_op("ramac::iqn_quantiles_backward", mutates_args=())
+def _fused_backward_op(dq: torch.Tensor, trunk: torch.Tensor, taus: torch.Tensor, cos_w: torch.Tensor,
+                       cos_b: torch.Tensor, head_w: torch.Tensor, head_b: torch.Tensor, out_w: torch.Tensor,
+                       out_b: torch.Tensor, rows: bool, head: bool) -> list[torch.Tensor]:
+    """The seven gradients (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b); those of a part not
+    asked for (rows: trunk and the cos layer, head: the head and output weights) are left empty."""
+    plan = _Plan(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, None, None, None)
+    dq = (dq if plan.stacked else dq[None]).float().contiguous()
+    got_rows, got_head = plan.backward(dq, rows=rows, head=head)
+    grads = [torch.empty_like(t) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w)]
+    lift = (lambda g: g) if plan.stacked else (lambda g: g[0])
+    if got_rows:
+        grads[0], grads[1], grads[2] = (lift(g).to(t.dtype) for g, t in zip(got_rows, (trunk, cos_w, cos_b)))
+    if got_head:
+        hw, hb, ow = got_head
+        grads[3], grads[4], grads[5] = lift(hw).to(head_w.dtype), lift(hb).to(head_b.dtype), lift(ow[:, None]).to(out_w.dtype)
+    grads.append(lift(dq.sum((1, 2))[:, None]).to(out_b.dtype))
+    return grads
+
+
+@_fused_backward_op.register_fake
+def _(dq, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, rows, head):
+    return [torch.empty_like(t) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b)]
+
+
+def _fused_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _fused_grad(ctx, dq):
+    trunk, taus, *weights = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    rows, head = any(need[i] for i in (0, 2, 3)), any(need[i] for i in (4, 5, 6))
+    g = _fused_backward_op(dq, trunk, taus, *weights, rows, head)
+    return (g[0] if need[0] else None, None, *(g[i - 1] if need[i] else None for i in range(2, 8)))
+
+
+_fused_op.register_autograd(_fused_grad, setup_context=_fused_setup)
+
+
 def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
     """Quantiles q (B, K) (or (C, B, K) stacked) of IQN critics from their trunk output and fractions.
 
-    Triton on CUDA tensors, the reference op otherwise. Arguments as nn.Linear holds them:
+    Triton on CUDA tensors (under torch.compile only with RAMAC_IQN_UNDER_COMPILE=1, as the custom
+    operator ramac::iqn_quantiles), the reference op otherwise. Arguments as nn.Linear holds them:
     trunk (B, emb), taus (B, K) or (K,), cos_w (emb, n_cos), cos_b (emb,), head_w (hidden, emb),
     head_b (hidden,), out_w (1, hidden), out_b (1,); each with a leading C when stacked.
     """
     tensors = (trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b)
-    if use_triton(*tensors) and trunk.dim() in (2, 3) and _fits(trunk, taus, cos_w):
+    fits = trunk.dim() in (2, 3) and _fits(trunk, taus, cos_w) and trunk.shape[-2] > 0 and taus.shape[-1] > 0
+    if fits and torch.compiler.is_compiling() and under_compile() and HAS_TRITON and get_backend() != "reference":
+        _check_args(*tensors)
+        return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
+    if fits and use_triton(*tensors):
         return iqn_quantiles_triton(*tensors)
     return iqn_quantiles_ref(*tensors)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from . import kernels
+
 
 class SinusoidalPosEmb(nn.Module):
     """Transformer-style sinusoidal embedding of the (integer) diffusion step."""
@@ -77,7 +79,6 @@ class IQNCritic(nn.Module):
         self.cos_fc = nn.Linear(n_cos, embedding_dim)
         self.head_fc = nn.Linear(embedding_dim, hidden)
         self.out = nn.Linear(hidden, 1)
-        self.register_buffer("cos_freqs", math.pi * torch.arange(n_cos, dtype=torch.float32), persistent=False)
         # published init: hidden weights N(0, 0.1), hidden biases left at PyTorch's default
         # (zero biases leave many ReLUs dead and the low quantiles stuck for thousands of steps)
         for layer in (self.state_fc, self.action_fc, self.merge_fc, self.cos_fc, self.head_fc):
@@ -90,15 +91,13 @@ class IQNCritic(nn.Module):
         return torch.relu(self.merge_fc(h))
 
     def quantiles(self, trunk: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
-        # trunk (B, emb); taus (B, K) per sample or (K,) shared -> (B, K)
-        phi = torch.relu(self.cos_fc(torch.cos(taus[..., None] * self.cos_freqs)))  # (B|1, K, emb)
-        if phi.dim() == 2:
-            phi = phi[None]
-        h = torch.relu(self.head_fc(trunk[:, None, :] * phi))  # (B, K, hidden)
-        # the quantiles themselves stay fp32 under bf16 autocast: bf16 keeps ~3 digits, so values
-        # of tens would be rounded by ~0.1-0.5, a floor under the quantile loss
-        with torch.autocast(h.device.type, enabled=False):
-            return self.out(h.float()).squeeze(-1)
+        """trunk (B, emb); taus (B, K) per sample or (K,) shared -> (B, K): relu(cos_fc(cos(pi j tau)))
+        times the trunk, head_fc + ReLU, out. One fused op (kernels.iqn_quantiles: Triton on CUDA, no
+        (B, K, hidden) activation in memory; the same math in PyTorch elsewhere). The quantiles stay
+        fp32 under bf16 autocast: bf16 keeps ~3 digits, so values of tens would be rounded by ~0.1-0.5,
+        a floor under the quantile loss."""
+        return kernels.iqn_quantiles(trunk, taus, self.cos_fc.weight, self.cos_fc.bias, self.head_fc.weight,
+                                     self.head_fc.bias, self.out.weight, self.out.bias)
 
     def forward(self, state, action, taus):
         return self.quantiles(self.trunk(state, action), taus)

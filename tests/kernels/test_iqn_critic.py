@@ -175,3 +175,48 @@ def test_rejects_bad_shapes(device):
         iqn_quantiles_ref(params[0], torch.rand(5, 3, device=device), *params[1:])
     with pytest.raises(ValueError, match="at most"):
         iqn_quantiles_triton(params[0], torch.rand(MAX_K + 1, device=device), *params[1:])
+
+
+def _compiled_graphs(fn, *args):
+    """fn compiled by Dynamo with a backend that keeps each traced graph's code (and runs it eagerly)."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(gm.code)
+        return gm.forward
+
+    torch._dynamo.reset()
+    return torch.compile(fn, backend=backend, fullgraph=True)(*args), seen
+
+
+@pytest.mark.parametrize("stacked", [None, 2])
+def test_custom_operator_registrations(stacked):
+    # schema, fake (meta) shapes and autograd registration of ramac::iqn_quantiles, as torch.compile needs them
+    params, taus = make(stacked, 5, 4, 16, 8, 32, "sample")
+    torch.library.opcheck(torch.ops.ramac.iqn_quantiles.default, (params[0], taus, *params[1:]),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch):
+    # by default Inductor gets the reference to fuse; RAMAC_IQN_UNDER_COMPILE=1 puts the fused kernels
+    # (one opaque operator) into the compiled code, with the reference's values and gradients
+    params, taus = make(None, 9, 5, 16, 8, 32, "sample")
+    q_ref, grads_ref, g = value_and_grads(iqn_quantiles_ref, params, taus)
+
+    def step(*params):
+        q = iqn_quantiles(params[0], taus, *params[1:])
+        return q, torch.autograd.grad(q, params, g)
+
+    with kernels.use("auto"):
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "0")
+        _, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
+        assert seen and not any("iqn_quantiles" in code for code in seen)
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
+        q, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
+        assert any("ramac.iqn_quantiles" in code for code in seen)
+        torch._dynamo.reset()
+        q, grads = torch.compile(step, backend="aot_eager")(*params)
+    assert_close(q, q_ref, "q")
+    for name, got, want in zip(NAMES, grads, grads_ref):
+        assert_close(got, want, name)
+    torch._dynamo.reset()

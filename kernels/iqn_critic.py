@@ -41,6 +41,13 @@ from torch.autograd.function import once_differentiable
 
 from ._dispatch import HAS_TRITON, get_backend, use_triton
 
+# Where the public op takes the kernels by itself (H200, fwd + bwd replayed from a CUDA graph,
+# bench/results/iqn-critic-H200.md): a bf16 trunk at batch 256 (4,096-8,192 rows), 53-87 us against
+# 104-139 us for the reference (62-79 us compiled); fp32 (exact "ieee" dots, no tensor cores) loses
+# everywhere (172-609 us at batch 256, 36 ms against 5.3 ms at 16,384 x 32), and larger bf16
+# problems were not measured: those take the reference.
+AUTO_ROWS = 16_384  # B x K at most
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_K = 128  # fractions per sample one row block can hold
 MAX_EMB = 256  # embedding width (and cosine features) the kernel tiles hold
 PROGRAMS = 512  # backward programs over all stack entries (and hidden chunks), before capping at the blocks
@@ -492,16 +499,18 @@ _fused_op.register_autograd(_fused_grad, setup_context=_fused_setup)
 def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
     """Quantiles q (B, K) (or (C, B, K) stacked) of IQN critics from their trunk output and fractions.
 
-    Triton on CUDA tensors (under torch.compile only with RAMAC_IQN_UNDER_COMPILE=1, as the custom
-    operator ramac::iqn_quantiles), the reference op otherwise. Arguments as nn.Linear holds them:
+    Triton on CUDA tensors where it was measured faster (a bf16 trunk, B x K <= AUTO_ROWS; under
+    torch.compile only with RAMAC_IQN_UNDER_COMPILE=1, as the custom operator ramac::iqn_quantiles),
+    the reference op otherwise. Arguments as nn.Linear holds them:
     trunk (B, emb), taus (B, K) or (K,), cos_w (emb, n_cos), cos_b (emb,), head_w (hidden, emb),
     head_b (hidden,), out_w (1, hidden), out_b (1,); each with a leading C when stacked.
     """
     tensors = (trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b)
     fits = trunk.dim() in (2, 3) and _fits(trunk, taus, cos_w) and trunk.shape[-2] > 0 and taus.shape[-1] > 0
-    if fits and torch.compiler.is_compiling() and under_compile() and HAS_TRITON and get_backend() != "reference":
+    if (fits and torch.compiler.is_compiling() and under_compile() and HAS_TRITON and get_backend() != "reference"
+            and all(t.is_cuda or _INTERPRET for t in tensors)):
         _check_args(*tensors)
         return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
-    if fits and use_triton(*tensors):
+    if fits and trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS and use_triton(*tensors):
         return iqn_quantiles_triton(*tensors)
     return iqn_quantiles_ref(*tensors)

@@ -160,10 +160,15 @@ def test_public_op_on_cpu_is_the_reference():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the public op takes the kernel only on CUDA tensors")
-def test_public_op_on_cuda_takes_the_kernel():
-    params, taus = make(2, 9, 4, 16, 8, 32, device="cuda")
+def test_public_op_on_cuda_takes_the_kernel_where_it_was_measured_faster():
+    from ramac.kernels.iqn_critic import AUTO_ROWS
+
+    params, taus = make(2, 9, 4, 16, 8, 32, device="cuda", dtype=torch.bfloat16)
     assert type(iqn_quantiles(params[0], taus, *params[1:]).grad_fn).__name__ == "IQNQuantilesFnBackward"
     with kernels.use("reference"):
+        assert type(iqn_quantiles(params[0], taus, *params[1:]).grad_fn).__name__ != "IQNQuantilesFnBackward"
+    for dtype, B in ((torch.float32, 9), (torch.bfloat16, AUTO_ROWS // 4 + 1)):  # fp32, and too many rows
+        params, taus = make(None, B, 4, 16, 8, 32, device="cuda", dtype=dtype)
         assert type(iqn_quantiles(params[0], taus, *params[1:]).grad_fn).__name__ != "IQNQuantilesFnBackward"
 
 
@@ -190,17 +195,17 @@ def _compiled_graphs(fn, *args):
 
 
 @pytest.mark.parametrize("stacked", [None, 2])
-def test_custom_operator_registrations(stacked):
+def test_custom_operator_registrations(stacked, device):
     # schema, fake (meta) shapes and autograd registration of ramac::iqn_quantiles, as torch.compile needs them
-    params, taus = make(stacked, 5, 4, 16, 8, 32, "sample")
+    params, taus = make(stacked, 5, 4, 16, 8, 32, "sample", device=device)
     torch.library.opcheck(torch.ops.ramac.iqn_quantiles.default, (params[0], taus, *params[1:]),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
-def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch):
+def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch, device):
     # by default Inductor gets the reference to fuse; RAMAC_IQN_UNDER_COMPILE=1 puts the fused kernels
     # (one opaque operator) into the compiled code, with the reference's values and gradients
-    params, taus = make(None, 9, 5, 16, 8, 32, "sample")
+    params, taus = make(None, 9, 5, 16, 8, 32, "sample", device=device)
     q_ref, grads_ref, g = value_and_grads(iqn_quantiles_ref, params, taus)
 
     def step(*params):

@@ -328,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--time-limit", type=float, metavar="MINUTES",
                     help="start no (task, agent) unit after MINUTES of training; the tables of the complete tasks "
                          "are written and the rest is left for the next run of the same command")
+    sw.add_argument("--budget", type=float, metavar="MINUTES",
+                    help="wall-clock budget of this run (data sets included): start only the units whose recorded "
+                         "duration on this device (OUT/unit-times.json) fits what is left, skipping to later ones "
+                         "that do")
     sw.add_argument("--tasks", nargs="+", metavar="TASK", help="train only these of the sweep's tasks (the tables "
                                                                "cover every complete task)")
     sw.add_argument("--make-data", action="store_true",
@@ -687,15 +691,17 @@ def cmd_sweep(args) -> int:
             state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
             print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
         return 0
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise SweepError(f"--time-limit must be positive minutes, got {args.time_limit:g}")
+    for flag, value in (("--time-limit", args.time_limit), ("--budget", args.budget)):
+        if value is not None and not value > 0:
+            raise SweepError(f"{flag} must be positive minutes, got {value:g}")
 
     def line(msg: str) -> None:  # one write per line: the processes of a torchrun share the terminal
         sys.stdout.write(f"{msg}\n")
         sys.stdout.flush()
 
     report = run_sweep(spec, out, args.device, full=args.full, make_data=args.make_data, log=line,
-                       time_limit_s=None if args.time_limit is None else 60 * args.time_limit, tasks=args.tasks)
+                       time_limit_s=None if args.time_limit is None else 60 * args.time_limit, tasks=args.tasks,
+                       budget_s=None if args.budget is None else 60 * args.budget)
     if report is not None:
         print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
               f"({len(report['tasks'])} complete tasks; {len(report['unfinished'])} cells left)")

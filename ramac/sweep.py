@@ -174,26 +174,72 @@ def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
     return [c for unit in units(cells)[rank::world] for c in unit]
 
 
+class UnitTimes:
+    """Seconds each (task, agent) unit took on a device, training and second evaluation together,
+    kept in OUT/unit-times.json so that a later stretch of machine time can tell which units fit
+    what is left of its budget. A unit never timed on the device is predicted by the longest unit
+    of the same agent there, else the longest unit there, else not at all."""
+
+    def __init__(self, path: Path, device_name: str):
+        self.path, self.device_name = Path(path), device_name
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _key(self, task: str, agent: str, seeds: int, steps: int) -> str:
+        return f"{self.device_name} | {task} | {agent} | {seeds} seeds | {steps} steps"
+
+    def predict(self, task: str, agent: str, seeds: int, steps: int) -> float | None:
+        known = self._read()
+        if (exact := known.get(self._key(task, agent, seeds, steps))) is not None:
+            return float(exact)
+        here = {k: v for k, v in known.items() if k.split(" | ")[0] == self.device_name}
+        same = [v for k, v in here.items() if k.split(" | ")[2] == agent]
+        return float(max(same or here.values())) if here else None
+
+    def record(self, task: str, agent: str, seeds: int, steps: int, seconds: float) -> None:
+        known = self._read()  # read again: another process of the sweep may have written meanwhile
+        known[self._key(task, agent, seeds, steps)] = round(seconds, 1)
+        atomic_write_json(self.path, dict(sorted(known.items())))
+
+
 def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None,
-                after_unit=None) -> None:
+                after_unit=None, budget_s: float | None = None, times: UnitTimes | None = None,
+                t0: float | None = None) -> None:
     """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
     that hold a checkpoint). time_limit_s: start no unit after that many seconds (a unit under
-    way runs to its end), so a metered stretch of GPU time ends on finished cells. after_unit:
-    called with each unit's cells once they are trained (the sweep's second evaluation)."""
+    way runs to its end). budget_s: start only units predicted (by `times`) to end, second
+    evaluation included, within that many seconds of t0, skipping those that would not for later
+    ones that do; so a metered stretch of GPU time ends on finished cells. after_unit: called with
+    each unit's cells once they are trained (the sweep's second evaluation). times: where each
+    unit's duration is recorded."""
     import time
 
     from .train.group import Diverged, train_seeds
+    from .train.rundir import CHECKPOINT
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if t0 is None else t0
     for unit in units(cells):
         todo = [c for c in unit if not settled(c)]
         if not todo:
             continue
+        first = todo[0]
         if time_limit_s is not None and time.perf_counter() - t0 >= time_limit_s:
             log(f"  time limit reached ({time_limit_s:.0f} s): {unit[0].task} / {unit[0].agent} and later units "
                 f"left for the next run")
             return
-        first, t_unit = todo[0], time.perf_counter()
+        if budget_s is not None and times is not None:
+            left = budget_s - (time.perf_counter() - t0)
+            need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps)
+            if need is not None and need > left:
+                log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s, "
+                    f"{max(left, 0):.0f} s of the budget are left")
+                continue
+        t_unit = time.perf_counter()
+        fresh = not any((c.run_dir / CHECKPOINT).exists() for c in todo)  # a resumed unit's time says less
         results = train_seeds(first.agent_cfg, first.train_cfg, [c.seed for c in todo], [c.run_dir for c in todo],
                               progress=False, resume=True, log=lambda *a: None, plots=plots)
         for c, r in zip(todo, results):
@@ -203,6 +249,8 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
             f"{time.perf_counter() - t_unit:.0f} s ({time.perf_counter() - t0:.0f} s so far)")
         if after_unit is not None:
             after_unit(unit)
+        if times is not None and fresh:
+            times.record(first.task, first.agent, len(todo), first.train_cfg.steps, time.perf_counter() - t_unit)
 
 
 def settled(c: Cell) -> bool:
@@ -212,6 +260,12 @@ def settled(c: Cell) -> bool:
     from .train.group import diverged
 
     return is_finished(c.run_dir, c.train_cfg.steps) or diverged(c.run_dir) is not None
+
+
+def _device_name(dev) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def set_aside_unevaluable(c: Cell, log=print) -> bool:
@@ -269,16 +323,22 @@ def missing_data(spec: SweepSpec) -> list[str]:
 
 
 def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, log=print, plots: str = "final",
-              make_data: bool = False, time_limit_s: float | None = None, tasks: list[str] | None = None
-              ) -> dict | None:
+              make_data: bool = False, time_limit_s: float | None = None, tasks: list[str] | None = None,
+              budget_s: float | None = None) -> dict | None:
     """Train this process's cells, wait for the others, and (process 0) write the tables of every
     task whose cells have all finished. Returns the report on process 0 (its "unfinished" lists
     the cells left), None elsewhere. plots: each run's own figures ("final", "every" evaluation
     or "none"). make_data: build the missing MuJoCo data sets first (process 0; the others wait),
     else a missing one is an error before anything trains. time_limit_s: no unit starts after
-    that many seconds of training (train_units). tasks: train only these of the sweep's tasks
-    (the tables still cover every complete task)."""
+    that many seconds of training (train_units). budget_s: seconds for the whole run from this
+    call on (data sets included): a unit starts only if its recorded duration on this device
+    (OUT/unit-times.json) fits what is left. tasks: train only these of the sweep's tasks (the
+    tables still cover every complete task)."""
+    import time
+
     import torch
+
+    t_start = time.perf_counter()
 
     if tasks is not None:
         foreign = [t for t in tasks if t not in spec.tasks]
@@ -323,7 +383,9 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
                 set_aside_unevaluable(c, rank_log)
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
-        train_units(mine, rank_log, plots, time_limit_s, after_unit=again)
+        times = UnitTimes(out / "unit-times.json", _device_name(dev))
+        train_units(mine, rank_log, plots, time_limit_s, after_unit=again, budget_s=budget_s, times=times,
+                    t0=t_start)
         finished = [str(c.run_dir) for c in mine if settled(c)]
         if spec.eval:  # and the cells an earlier run trained but did not evaluate again
             reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log, ood_cache)

@@ -84,12 +84,14 @@ if HAS_TRITON:
         dtarget_ptr,  # (B, K') fp32 out: dL_b / dy_bj
         B, K, KP,
         stride_pb, stride_tb, stride_yb,
-        kappa, inv_k,
+        kappa, inv_k, grad_scale,
         HAS_WEIGHT: tl.constexpr,
         GRAD_PRED: tl.constexpr,
         GRAD_TARGET: tl.constexpr,
         BLOCK_B: tl.constexpr,
         BLOCK_K: tl.constexpr,
+        UNROLL: tl.constexpr,
+        KP_C: tl.constexpr,  # K' when UNROLL (else 0)
     ):
         # With g_bkj = |tau_bk - 1{u<0}| * clamp(u_bkj, -kappa, kappa) / kappa
         # (the derivative of the weighted Huber term w.r.t. u; the weight is a
@@ -114,24 +116,35 @@ if HAS_TRITON:
 
         loss_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
         dz_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
-        for j in range(0, KP):
-            y = tl.load(target_ptr + rows * stride_yb + j, mask=row_ok, other=0.0).to(tl.float32)
-            u = y[:, None] - z  # (BLOCK_B, BLOCK_K)
-            asym = tl.where(u < 0, below, tau)
-            abs_u = tl.abs(u)
-            huber = tl.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
-            loss_acc += asym * huber
-            g = tl.where(rk_ok, asym * tl.minimum(tl.maximum(u, -kappa), kappa), 0.0)
-            dz_acc += g
-            if GRAD_TARGET:
-                tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale, mask=row_ok)
+        if UNROLL:  # K' known at compile time: every target load can be issued up front
+            for j in tl.static_range(KP_C):
+                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale,
+                                              kappa, stride_yb, KP, j, loss_acc, dz_acc, GRAD_TARGET)
+        else:
+            for j in range(0, KP):
+                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale,
+                                              kappa, stride_yb, KP, j, loss_acc, dz_acc, GRAD_TARGET)
 
         loss = tl.sum(tl.where(rk_ok, loss_acc, 0.0), axis=1) * scale
         tl.store(loss_ptr + rows, loss, mask=row_ok)
-        if GRAD_PRED:
-            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * scale[:, None], mask=rk_ok)
+        if GRAD_PRED:  # times grad_scale: the 1/B of a "mean" reduction, so backward is one product
+            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * (scale * grad_scale)[:, None], mask=rk_ok)
 
-    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target):
+    @triton.jit
+    def _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale, kappa, stride_yb, KP, j,
+                   loss_acc, dz_acc, GRAD_TARGET: tl.constexpr):
+        # one target sample y_bj against the row's K predicted quantiles
+        y = tl.load(target_ptr + rows * stride_yb + j, mask=row_ok, other=0.0).to(tl.float32)
+        u = y[:, None] - z  # (BLOCK_B, BLOCK_K)
+        asym = tl.where(u < 0, below, tau)
+        abs_u = tl.abs(u)
+        huber = tl.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
+        g = tl.where(rk_ok, asym * tl.minimum(tl.maximum(u, -kappa), kappa), 0.0)
+        if GRAD_TARGET:
+            tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale, mask=row_ok)
+        return loss_acc + asym * huber, dz_acc + g
+
+    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target, grad_scale=1.0, unroll=False):
         B, K = pred.shape
         KP = target.shape[1]
         pred = pred if pred.stride(1) == 1 else pred.contiguous()
@@ -150,11 +163,12 @@ if HAS_TRITON:
             loss, dpred, dtarget,
             B, K, KP,
             pred.stride(0), stride_tb, target.stride(0),
-            float(kappa), 1.0 / K,
+            float(kappa), 1.0 / K, float(grad_scale),
             HAS_WEIGHT=weight is not None,
             GRAD_PRED=grad_pred,
             GRAD_TARGET=grad_target,
             BLOCK_B=block_b, BLOCK_K=block_k,
+            UNROLL=bool(unroll), KP_C=KP if unroll else 0,
             num_warps=4,
         )
         return loss, (dpred if grad_pred else None), (dtarget if grad_target else None)
@@ -164,9 +178,11 @@ class QuantileHuberFn(torch.autograd.Function):
     """Fused quantile-Huber loss; gradients for pred and target."""
 
     @staticmethod
-    def forward(ctx, pred, taus, target, weight, kappa, reduction):
+    def forward(ctx, pred, taus, target, weight, kappa, reduction, unroll=False):
         need_pred, _, need_target = ctx.needs_input_grad[:3]
-        loss, dpred, dtarget = _launch(pred, taus, target, weight, kappa, need_pred, need_target)
+        # with "mean", dL/dz comes out of the kernel already divided by B (one launch less in backward)
+        loss, dpred, dtarget = _launch(pred, taus, target, weight, kappa, need_pred, need_target,
+                                       1.0 / pred.shape[0] if reduction == "mean" else 1.0, unroll)
         ctx.save_for_backward(dpred, dtarget)
         ctx.reduction = reduction
         ctx.dtypes = (pred.dtype, target.dtype)
@@ -177,23 +193,22 @@ class QuantileHuberFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         dpred, dtarget = ctx.saved_tensors
-        if ctx.reduction == "none":
-            g = grad_out.float()[:, None]
-        else:
-            g = grad_out.float()
-            if ctx.reduction == "mean":
-                g = g / (dpred if dpred is not None else dtarget).shape[0]
+        g = grad_out.float()[:, None] if ctx.reduction == "none" else grad_out.float()
         grad_pred = (dpred * g).to(ctx.dtypes[0]) if dpred is not None else None
+        if dtarget is not None and ctx.reduction == "mean":
+            g = g / dtarget.shape[0]
         grad_target = (dtarget * g).to(ctx.dtypes[1]) if dtarget is not None else None
-        return grad_pred, None, grad_target, None, None, None
+        return grad_pred, None, grad_target, None, None, None, None
 
 
-def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduction="mean"):
-    """The Triton path, whatever the device (tests call it under TRITON_INTERPRET=1)."""
+def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduction="mean", unroll=False):
+    """The Triton path, whatever the device (tests call it under TRITON_INTERPRET=1). unroll: the loop
+    over the K' targets unrolled at compile time (one compilation per K'; which is faster is timed by
+    bench/studies/qh_graph_check.py)."""
     _check_args(pred, taus, target, kappa, weight, reduction)
     if pred.shape[1] > MAX_K:
         raise ValueError(f"the fused kernel holds at most {MAX_K} predicted quantiles, got {pred.shape[1]}")
-    return QuantileHuberFn.apply(pred, taus.detach(), target, weight, kappa, reduction)
+    return QuantileHuberFn.apply(pred, taus.detach(), target, weight, kappa, reduction, unroll)
 
 
 def quantile_huber_loss(pred, taus, target, kappa=1.0, weight=None, reduction="mean"):

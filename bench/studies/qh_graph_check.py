@@ -3,7 +3,8 @@ goal of <= 20 us at B = 16,384, K = K' = 32 (GPU):
 
     python -m bench.studies.qh_graph_check --legacy --out bench/results/qh-graph-H200.json
 
-Each provider (reference, compile = torch.compile of the reference, triton) and mode (fwd, bwd,
+Each provider (reference, compile = torch.compile of the reference, triton, and triton-unrolled: the
+kernel with its loop over the K' targets unrolled at compile time) and mode (fwd, bwd,
 full = fwd + bwd) is timed eagerly and as graph replays through the benchmark harness
 (ramac.perf.bench: fresh closures per row, warm-up and capture on one side stream); each graph's
 replayed output is compared with an eager call's. --legacy first captures full the way the old
@@ -31,7 +32,7 @@ from ramac.kernels.risk import tail_mean_ref
 from ramac.perf.bench import _graphed, _measure, _modes, error_text, timeit
 from ramac.utils import atomic_write_json, device_name, provenance, resolve_device
 
-PROVIDERS = ("reference", "compile", "triton")
+PROVIDERS = ("reference", "compile", "triton", "triton-unrolled")  # unrolled: the K' loop unrolled at compile time
 MODES = ("fwd", "bwd", "full")
 KEPT = ("none", "default", "side")  # where the old harness's kept forward was made (legacy cases)
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,8 @@ def qh_case(device, B: int, K: int, seed: int = 0):
         return quantile_huber_loss_ref(pred, taus, target)
 
     return pred, {"reference": reference, "compile": torch.compile(reference, dynamic=False),
-                  "triton": lambda: quantile_huber_loss_triton(pred, taus, target)}
+                  "triton": lambda: quantile_huber_loss_triton(pred, taus, target),
+                  "triton-unrolled": lambda: quantile_huber_loss_triton(pred, taus, target, unroll=True)}
 
 
 def _same(a, b) -> bool:

@@ -20,10 +20,11 @@ def make(B, K, KP, dtype, device, shared=False, seed=0):
 
 @pytest.mark.parametrize("B,K,KP", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_matches_reference(B, K, KP, dtype, device):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_matches_reference(B, K, KP, dtype, unroll, device):
     pred, taus, target = make(B, K, KP, dtype, device)
     g = torch.tensor(0.7, device=device)  # incoming gradient different from 1
-    assert_same(lambda p, y: quantile_huber_loss_triton(p, taus, y),
+    assert_same(lambda p, y: quantile_huber_loss_triton(p, taus, y, unroll=unroll),
                 lambda p, y: quantile_huber_loss_ref(p, taus, y), (pred, target), g, dtype)
 
 

@@ -327,7 +327,7 @@ class _Plan:
         self.bb_b = max(1, (block_m or bm_b) // self.k_p)
         self.programs = programs
         self.precision = "ieee" if trunk.dtype == torch.float32 else "tf32"  # ignored by bf16 dots
-        self.upcast = os.environ.get("TRITON_INTERPRET") == "1"
+        self.upcast = _INTERPRET
 
     def geometry(self):
         return dict(K_P=self.k_p, E_P=self.e_p, N_P=self.n_p, BN=self.bn, PRECISION=self.precision,
@@ -465,7 +465,7 @@ def _fused_backward_op(dq: torch.Tensor, trunk: torch.Tensor, taus: torch.Tensor
     plan = _Plan(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, None, None, None)
     dq = (dq if plan.stacked else dq[None]).float().contiguous()
     got_rows, got_head = plan.backward(dq, rows=rows, head=head)
-    grads = [torch.empty_like(t) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w)]
+    grads = [t.new_empty(t.shape) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w)]
     lift = (lambda g: g) if plan.stacked else (lambda g: g[0])
     if got_rows:
         grads[0], grads[1], grads[2] = (lift(g).to(t.dtype) for g, t in zip(got_rows, (trunk, cos_w, cos_b)))
@@ -473,12 +473,14 @@ def _fused_backward_op(dq: torch.Tensor, trunk: torch.Tensor, taus: torch.Tensor
         hw, hb, ow = got_head
         grads[3], grads[4], grads[5] = lift(hw).to(head_w.dtype), lift(hb).to(head_b.dtype), lift(ow[:, None]).to(out_w.dtype)
     grads.append(lift(dq.sum((1, 2))[:, None]).to(out_b.dtype))
-    return grads
+    # contiguous, as the fake says (the sums over programs are views of padded buffers: Inductor
+    # checks the strides of what an opaque operator returns)
+    return [g.contiguous() for g in grads]
 
 
 @_fused_backward_op.register_fake
 def _(dq, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, rows, head):
-    return [torch.empty_like(t) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b)]
+    return [t.new_empty(t.shape) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b)]
 
 
 def _fused_setup(ctx, inputs, output):
@@ -499,9 +501,11 @@ _fused_op.register_autograd(_fused_grad, setup_context=_fused_setup)
 def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
     """Quantiles q (B, K) (or (C, B, K) stacked) of IQN critics from their trunk output and fractions.
 
-    Triton on CUDA tensors where it was measured faster (a bf16 trunk, B x K <= AUTO_ROWS; under
-    torch.compile only with RAMAC_IQN_UNDER_COMPILE=1, as the custom operator ramac::iqn_quantiles),
-    the reference op otherwise. Arguments as nn.Linear holds them:
+    Triton on CUDA tensors where it was measured faster (a bf16 trunk, B x K <= AUTO_ROWS), the
+    reference op otherwise; under torch.compile the reference (for Inductor), unless
+    RAMAC_IQN_UNDER_COMPILE=1 asks for the custom operator ramac::iqn_quantiles, which then runs
+    for every shape and dtype the kernels take (the flag overrides the speed rule: it is there to
+    measure the operator against Inductor's code). Arguments as nn.Linear holds them:
     trunk (B, emb), taus (B, K) or (K,), cos_w (emb, n_cos), cos_b (emb,), head_w (hidden, emb),
     head_b (hidden,), out_w (1, hidden), out_b (1,); each with a leading C when stacked.
     """

@@ -182,7 +182,7 @@ class QuantileHuberFn(torch.autograd.Function):
         need_pred, _, need_target = ctx.needs_input_grad[:3]
         # with "mean", dL/dz comes out of the kernel already divided by B (one launch less in backward)
         loss, dpred, dtarget = _launch(pred, taus, target, weight, kappa, need_pred, need_target,
-                                       1.0 / pred.shape[0] if reduction == "mean" else 1.0, unroll)
+                                       1.0 / max(pred.shape[0], 1) if reduction == "mean" else 1.0, unroll)
         ctx.save_for_backward(dpred, dtarget)
         ctx.reduction = reduction
         ctx.dtypes = (pred.dtype, target.dtype)

@@ -196,24 +196,36 @@ class UnitTimes:
         known = self._read()
         if (exact := known.get(self._key(task, agent, seeds, steps))) is not None:
             return float(exact)
-        here = {k: v for k, v in known.items() if k.split(" | ")[0] == self.device_name}
-        same = [v for k, v in here.items() if k.split(" | ")[2] == agent]
-        return float(max(same or here.values())) if here else None
+        # units of the same size (seeds, steps) on this device: the same agent's longest, else the
+        # longest of any agent (an untimed agent is assumed as slow as the slowest one timed)
+        alike = {k.split(" | ")[2]: [] for k in known}
+        for k, v in known.items():
+            device, _, other, n, length = k.split(" | ")
+            if device == self.device_name and (n, length) == (f"{seeds} seeds", f"{steps} steps"):
+                alike[other].append(float(v))
+        everything = [v for values in alike.values() for v in values]
+        return max(alike.get(agent) or everything) if everything else None
 
     def record(self, task: str, agent: str, seeds: int, steps: int, seconds: float) -> None:
-        known = self._read()  # read again: another process of the sweep may have written meanwhile
-        known[self._key(task, agent, seeds, steps)] = round(seconds, 1)
-        atomic_write_json(self.path, dict(sorted(known.items())))
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:  # the processes of a torchrun
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            known = self._read()  # read under the lock: another process may have written meanwhile
+            known[self._key(task, agent, seeds, steps)] = round(seconds, 1)
+            atomic_write_json(self.path, dict(sorted(known.items())))
 
 
 def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None,
                 after_unit=None, budget_s: float | None = None, times: UnitTimes | None = None,
                 t0: float | None = None) -> None:
     """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
-    that hold a checkpoint). time_limit_s: start no unit after that many seconds (a unit under
-    way runs to its end). budget_s: start only units predicted (by `times`) to end, second
-    evaluation included, within that many seconds of t0, skipping those that would not for later
-    ones that do; so a metered stretch of GPU time ends on finished cells. after_unit: called with
+    that hold a checkpoint). time_limit_s: start no unit after that many seconds of training (a
+    unit under way runs to its end). budget_s: start only units predicted (by `times`) to end,
+    second evaluation included, within that many seconds of t0, skipping those that would not for
+    later ones that do (a unit never timed starts while any budget is left); so a metered stretch
+    of GPU time ends on finished cells. after_unit: called with
     each unit's cells once they are trained (the sweep's second evaluation). times: where each
     unit's duration is recorded."""
     import time
@@ -221,19 +233,24 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
     from .train.group import Diverged, train_seeds
     from .train.rundir import CHECKPOINT
 
-    t0 = time.perf_counter() if t0 is None else t0
+    t_train = time.perf_counter()  # --time-limit counts training only; the budget counts from t0
+    t0 = t_train if t0 is None else t0
     for unit in units(cells):
         todo = [c for c in unit if not settled(c)]
         if not todo:
             continue
         first = todo[0]
-        if time_limit_s is not None and time.perf_counter() - t0 >= time_limit_s:
+        if time_limit_s is not None and time.perf_counter() - t_train >= time_limit_s:
             log(f"  time limit reached ({time_limit_s:.0f} s): {unit[0].task} / {unit[0].agent} and later units "
                 f"left for the next run")
             return
-        if budget_s is not None and times is not None:
+        if budget_s is not None:
             left = budget_s - (time.perf_counter() - t0)
-            need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps)
+            if left <= 0:
+                log(f"  budget spent ({budget_s:.0f} s): {first.task} / {first.agent} and later units left for "
+                    f"the next run")
+                return
+            need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps) if times else None
             if need is not None and need > left:
                 log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s, "
                     f"{max(left, 0):.0f} s of the budget are left")
@@ -436,6 +453,8 @@ def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_c
 # --------------------------------------------------------------------------------------------
 def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, log=print) -> dict:
     from .report import aggregate, markdown, read_run
+
+    out.mkdir(parents=True, exist_ok=True)  # (nothing may have trained in this run)
 
     report = {"name": spec.name, "tasks": {}, "config": spec.text, "world_size": world,
               "provenance": provenance(resolve_device(cells[0].train_cfg.device if cells else "cpu")),

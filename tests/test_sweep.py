@@ -258,3 +258,6 @@ def test_a_budget_starts_only_the_units_whose_recorded_time_fits(tmp_path):
     run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")  # no budget: radac trains
     assert json.loads((out / "unit-times.json").read_text())[key.format("radac")] < 1e6
     assert main(["sweep", str(path), "--out", str(out), "--budget", "0"]) == 2
+    said, other = [], tmp_path / "other"  # a spent budget starts nothing, timed or not
+    run_sweep(load_spec(path), other, "cpu", log=said.append, plots="none", budget_s=1e-9)
+    assert not list(other.glob("runs/*/eval.json")) and any("budget spent" in line for line in said)

@@ -1,5 +1,7 @@
 """Fused IQN quantile head vs the reference op: values and gradients, stacked and not."""
 
+import math
+
 import pytest
 import torch
 
@@ -132,14 +134,36 @@ def test_some_inputs_without_grad(device):
         assert_close(got, iqn_quantiles_ref(params[0], taus, *params[1:]), "q")
 
 
+def _published_quantiles(critic, trunk, taus):
+    """IQNCritic.quantiles as it was written before it went through kernels.iqn_quantiles (8ffb385)."""
+    freqs = math.pi * torch.arange(critic.cos_fc.in_features, dtype=torch.float32)
+    phi = torch.relu(critic.cos_fc(torch.cos(taus[..., None] * freqs)))
+    if phi.dim() == 2:
+        phi = phi[None]
+    h = torch.relu(critic.head_fc(trunk[:, None, :] * phi))
+    with torch.autocast(h.device.type, enabled=False):
+        return critic.out(h.float()).squeeze(-1)
+
+
 @pytest.mark.parametrize("shared", [False, True])
-def test_reference_is_the_module(shared):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_reference_is_the_module(shared, bf16):
+    # the module, the reference op and the formula the module had before are one computation:
+    # values and every parameter's gradient, fp32 and under bf16 autocast
     torch.manual_seed(0)
     critic = IQNCritic(5, 3, embedding_dim=32, n_cos=16, hidden=64)
-    trunk = critic.trunk(torch.randn(7, 5), torch.randn(7, 3))
+    obs, act = torch.randn(7, 5), torch.randn(7, 3)
     taus = torch.rand(4 if shared else (7, 4))
+    results = []
+    for fn in (critic.quantiles, lambda t, u: _published_quantiles(critic, t, u)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            q = fn(critic.trunk(obs, act), taus)
+        results.append([q.detach(), *torch.autograd.grad(q.sum(), list(critic.parameters()))])
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
     args = (critic.cos_fc.weight, critic.cos_fc.bias, critic.head_fc.weight, critic.head_fc.bias,
             critic.out.weight, critic.out.bias)
+    trunk = critic.trunk(obs, act)
     assert torch.equal(iqn_quantiles_ref(trunk, taus, *args), critic.quantiles(trunk, taus))
 
 
@@ -196,10 +220,17 @@ def _compiled_graphs(fn, *args):
 
 @pytest.mark.parametrize("stacked", [None, 2])
 def test_custom_operator_registrations(stacked, device):
-    # schema, fake (meta) shapes and autograd registration of ramac::iqn_quantiles, as torch.compile needs them
-    params, taus = make(stacked, 5, 4, 16, 8, 32, "sample", device=device)
+    # schema, fake (meta) shapes and strides and the autograd registration of ramac::iqn_quantiles and
+    # of its backward operator, as torch.compile needs them; emb 12 and n_cos 8 are padded inside the
+    # kernels (their gradients come from padded buffers: the strides must still be the fake's)
+    params, taus = make(stacked, 5, 4, 12, 8, 32, "sample", device=device)
     torch.library.opcheck(torch.ops.ramac.iqn_quantiles.default, (params[0], taus, *params[1:]),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    dq = torch.randn(*params[0].shape[:-1], 4, device=device)
+    detached = [p.detach() for p in params]
+    torch.library.opcheck(torch.ops.ramac.iqn_quantiles_backward.default,
+                          (dq, detached[0], taus, *detached[1:], True, True),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch, device):

@@ -33,14 +33,22 @@ def weights_version(params) -> tuple:
 
 
 def capture(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
-    """Warm fn() up on a side stream, then capture one call into a CUDA graph."""
+    """Warm fn() up on a side stream, then capture one call into a CUDA graph on the same stream.
+
+    The caller's current stream is restored whatever happens: torch.cuda.graph leaves its capture
+    stream current when the capture fails, and all later work would then run on that dead stream.
+    """
+    caller = torch.cuda.current_stream()
     stream = torch.cuda.Stream()
-    with on_side_stream(stream):
-        for _ in range(warmup):
-            fn()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        fn()
+    try:
+        with on_side_stream(stream):
+            for _ in range(warmup):
+                fn()
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+    finally:
+        torch.cuda.set_stream(caller)
     return graph
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .. import kernels
 from ..diffusion import Diffusion
-from ..cuda_graphs import GraphedSampler, GraphedStudent, on_side_stream
+from ..cuda_graphs import GraphedSampler, GraphedStudent, capture
 from ..kernels.denoise import posterior_step_ref, posterior_step_triton
 from ..kernels.iqn_critic import iqn_quantiles_ref, iqn_quantiles_triton
 from ..kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
@@ -65,35 +65,25 @@ def timeit(fn, cuda: bool, *, warmup: int = 10, blocks: int = 30, per_block: int
 
 
 def _graphed(fn, warmup: int = 3):
-    """Capture fn() once in a CUDA graph and return a replay function; its .outputs are what the
-    captured call returned (static: each replay overwrites them).
-
-    Warm-up and capture share one fresh side stream, so that what the warm-up creates lazily
-    (autograd nodes, which keep the stream they were made on; kernel caches) belongs to it. The
-    caller's current stream is restored whatever happens: torch.cuda.graph leaves its capture
-    stream current when the capture fails, and every later case would then run, and build its
-    autograd nodes, on that dead stream.
-    """
+    """Capture fn() once in a CUDA graph (cuda_graphs.capture: warm-up and capture on one fresh side
+    stream, so that what the warm-up creates lazily, autograd nodes that keep the stream they were
+    made on and kernel caches, belongs to it) and return a replay function; its .outputs are what
+    the captured call returned (static: each replay overwrites them)."""
     gc.collect()  # autograd graphs of earlier cases, held in cycles, go before this capture
     torch.cuda.synchronize()
-    caller = torch.cuda.current_stream()
-    stream = torch.cuda.Stream()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with on_side_stream(stream):
-            for _ in range(warmup):
-                fn()
-        with torch.cuda.graph(graph, stream=stream):
-            outputs = fn()
-    finally:
-        torch.cuda.set_stream(caller)
+    returned = {}
+
+    def call():
+        returned["outputs"] = fn()
+
+    graph = capture(call, warmup)
     torch.cuda.synchronize()
 
     def replay():
         graph.replay()
 
     # the replay keeps fn alive: what fn holds (bwd's kept forward and its saved tensors) the graph reads
-    replay.graph, replay.outputs, replay.fn = graph, outputs, fn
+    replay.graph, replay.outputs, replay.fn = graph, returned["outputs"], fn
     return replay
 
 

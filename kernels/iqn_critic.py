@@ -373,6 +373,17 @@ class _Plan:
             out_head = dhw.sum(1)[:, :H, :E], dhb.sum(1)[:, :H], dow.sum(1)[:, :H]
         return out_rows, out_head
 
+    def gradients(self, dq, rows: bool, head: bool, out_bias: bool = True) -> list:
+        """The seven gradients (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b) from dq (the
+        output's shape), each in its input's dtype and shape; None for a part not asked for (rows:
+        trunk and the cos layer, head: the head and output weights, out_bias: out_b)."""
+        dq = (dq if self.stacked else dq[None]).float().contiguous()
+        got_rows, got_head = self.backward(dq, rows=rows, head=head)
+        parts = [*(got_rows or (None,) * 3), *((got_head[0], got_head[1], got_head[2][:, None]) if got_head
+                                                else (None,) * 3), dq.sum((1, 2))[:, None] if out_bias else None]
+        grads = [None if g is None else g.to(t.dtype) for g, t in zip(parts, (self.trunk, *self.tensors))]
+        return grads if self.stacked else [None if g is None else g[0] for g in grads]
+
 
 class IQNQuantilesFn(torch.autograd.Function):
     """Fused IQN quantile head: one Triton launch forward, two backward (row-wise and head weights)."""
@@ -392,20 +403,10 @@ class IQNQuantilesFn(torch.autograd.Function):
         plan = ctx.plan
         plan.trunk, plan.taus, *plan.tensors = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dq = (dq if plan.stacked else dq[None]).float().contiguous()
-        rows, head = plan.backward(dq, rows=any(need[i] for i in (0, 2, 3)), head=any(need[i] for i in (4, 5, 6)))
-        cw, cb, hw, hb, ow, ob = plan.tensors
-        grads = [None] * 9
-        if rows:
-            grads[0], grads[2], grads[3] = rows[0], rows[1].to(cw.dtype), rows[2].to(cb.dtype)
-        if head:
-            grads[4], grads[5], grads[6] = head[0].to(hw.dtype), head[1].to(hb.dtype), head[2][:, None].to(ow.dtype)
-        if need[7]:
-            grads[7] = dq.sum((1, 2))[:, None].to(ob.dtype)
-        if not plan.stacked:
-            grads = [g[0] if g is not None else None for g in grads]
+        g = plan.gradients(dq, rows=any(need[i] for i in (0, 2, 3)), head=any(need[i] for i in (4, 5, 6)),
+                           out_bias=need[7])
         plan.trunk = plan.taus = plan.tensors = None
-        return tuple(grads)
+        return g[0], None, *g[1:], None  # no gradient for taus and the launch configuration
 
 
 def _fits(trunk, taus, cos_w):
@@ -463,19 +464,11 @@ def _fused_backward_op(dq: torch.Tensor, trunk: torch.Tensor, taus: torch.Tensor
     """The seven gradients (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b); those of a part not
     asked for (rows: trunk and the cos layer, head: the head and output weights) are left empty."""
     plan = _Plan(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, None, None, None)
-    dq = (dq if plan.stacked else dq[None]).float().contiguous()
-    got_rows, got_head = plan.backward(dq, rows=rows, head=head)
-    grads = [t.new_empty(t.shape) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w)]
-    lift = (lambda g: g) if plan.stacked else (lambda g: g[0])
-    if got_rows:
-        grads[0], grads[1], grads[2] = (lift(g).to(t.dtype) for g, t in zip(got_rows, (trunk, cos_w, cos_b)))
-    if got_head:
-        hw, hb, ow = got_head
-        grads[3], grads[4], grads[5] = lift(hw).to(head_w.dtype), lift(hb).to(head_b.dtype), lift(ow[:, None]).to(out_w.dtype)
-    grads.append(lift(dq.sum((1, 2))[:, None]).to(out_b.dtype))
+    grads = plan.gradients(dq, rows, head)
     # contiguous, as the fake says (the sums over programs are views of padded buffers: Inductor
-    # checks the strides of what an opaque operator returns)
-    return [g.contiguous() for g in grads]
+    # checks the strides of what an opaque operator returns); a custom operator returns no None
+    return [t.new_empty(t.shape) if g is None else g.contiguous()
+            for g, t in zip(grads, (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b))]
 
 
 @_fused_backward_op.register_fake

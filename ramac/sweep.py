@@ -45,7 +45,7 @@ import numpy as np
 
 from .agents.registry import ALGOS
 from .config import TrainConfig, agent_shares, build_configs, preset_of, task_names
-from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
+from .utils import atomic_write_bytes, atomic_write_json, device_name, provenance, resolve_device
 
 
 DATA_WORKERS = 8  # --make-data's rollout processes: fixed, as the data set depends on it (not the core count)
@@ -225,9 +225,8 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
     unit under way runs to its end). budget_s: start only units predicted (by `times`) to end,
     second evaluation included, within that many seconds of t0, skipping those that would not for
     later ones that do (a unit never timed starts while any budget is left); so a metered stretch
-    of GPU time ends on finished cells. after_unit: called with
-    each unit's cells once they are trained (the sweep's second evaluation). times: where each
-    unit's duration is recorded."""
+    of GPU time ends on finished cells. after_unit: called with each unit's cells once they are
+    trained (the sweep's second evaluation). times: where each unit's duration is recorded."""
     import time
 
     from .train.group import Diverged, train_seeds
@@ -277,12 +276,6 @@ def settled(c: Cell) -> bool:
     from .train.group import diverged
 
     return is_finished(c.run_dir, c.train_cfg.steps) or diverged(c.run_dir) is not None
-
-
-def _device_name(dev) -> str:
-    import torch
-
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def set_aside_unevaluable(c: Cell, log=print) -> bool:
@@ -400,7 +393,7 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
                 set_aside_unevaluable(c, rank_log)
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
-        times = UnitTimes(out / "unit-times.json", _device_name(dev))
+        times = UnitTimes(out / "unit-times.json", device_name(dev))
         train_units(mine, rank_log, plots, time_limit_s, after_unit=again, budget_s=budget_s, times=times,
                     t0=t_start)
         finished = [str(c.run_dir) for c in mine if settled(c)]

@@ -9,9 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from ramac.cli import main
 from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep
+from ramac.utils import device_name
 
 TINY = """
 name = "tiny"
@@ -245,7 +247,7 @@ def test_a_trained_cell_whose_checkpoint_is_gone_before_its_second_evaluation_tr
 def test_a_budget_starts_only_the_units_whose_recorded_time_fits(tmp_path):
     path, out = write(tmp_path, steps=20), tmp_path / "out"
     out.mkdir()
-    key = "cpu | bandit | {} | 2 seeds | 20 steps"
+    key = f"{device_name(torch.device('cpu'))} | bandit | {{}} | 2 seeds | 20 steps"
     (out / "unit-times.json").write_text(json.dumps({key.format("bc"): 0.5, key.format("radac"): 1e6}))
     said = []
     report = run_sweep(load_spec(path), out, "cpu", log=said.append, plots="none", budget_s=600)

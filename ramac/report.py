@@ -123,16 +123,19 @@ def markdown(rows: list[dict]) -> str:
 
 def plot(runs: list[dict], path) -> bool:
     """Risk profile (CVaR_alpha over alpha) of each method's pooled returns; False when no run saved them."""
-    by_method = defaultdict(list)
-    for run in runs:
-        if run["returns"] is not None:
-            by_method[f"{run['task']} / {run['algo']}"].append(np.asarray(run["returns"], dtype=np.float64).ravel())
-    if not by_method:
+    saved = [run for run in runs if run["returns"] is not None]
+    if not saved:
         return False
+    tasks = sorted({run["task"] for run in saved})
+    by_method = defaultdict(list)  # one task: the methods' names alone label the curves
+    for run in saved:
+        name = run["algo"] if len(tasks) == 1 else f"{run['task']} / {run['algo']}"
+        by_method[name].append(np.asarray(run["returns"], dtype=np.float64).ravel())
     from .evaluation import plot_risk_profile
 
+    title = f"{tasks[0]}: " if len(tasks) == 1 else ""
     plot_risk_profile({k: np.concatenate(v) for k, v in sorted(by_method.items())}, path,
-                      "risk profile, returns pooled over seeds")
+                      f"{title}risk profile, returns pooled over seeds")
     return True
 
 

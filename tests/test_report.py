@@ -94,3 +94,20 @@ def test_ramac_report_on_trained_runs(tmp_path, capsys):
     assert rows[0]["seeds"] == [0, 1]
     assert main(["report", str(tmp_path / "r")]) == 2  # not a run directory: one line
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_the_risk_profile_names_methods_alone_when_every_run_is_of_one_task(monkeypatch, tmp_path):
+    import ramac.evaluation
+    from ramac.report import plot
+
+    seen = []
+    monkeypatch.setattr(ramac.evaluation, "plot_risk_profile", lambda curves, path, title="": seen.append((curves, title)))
+    runs = [{"task": t, "algo": a, "returns": np.arange(4.0) + i}
+            for i, (t, a) in enumerate([("hop", "radac"), ("hop", "bc"), ("hop", "radac")])]
+    assert plot(runs, tmp_path / "a.png")
+    curves, title = seen[-1]
+    assert sorted(curves) == ["bc", "radac"] and title.startswith("hop: ")
+    assert len(curves["radac"]) == 8  # the seeds' returns pooled
+    assert plot(runs + [{"task": "cheetah", "algo": "bc", "returns": np.zeros(2)}], tmp_path / "b.png")
+    assert sorted(seen[-1][0]) == ["cheetah / bc", "hop / bc", "hop / radac"]
+    assert not plot([{"task": "hop", "algo": "bc", "returns": None}], tmp_path / "c.png")

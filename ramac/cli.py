@@ -594,7 +594,7 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from .perf import bench
-    from .utils import device_name, resolve_device
+    from .utils import atomic_write_bytes, device_name, resolve_device
 
     device = resolve_device(args.device)
     if device.type != "cuda":
@@ -640,7 +640,7 @@ def cmd_bench(args) -> int:
     bench.write_results(out, args.what, rows, device, settings)
     table = bench.markdown_table(rows, cols + (["error"] if any("error" in r for r in rows) else []))
     table += bench.top_kernel_tables(rows)
-    out.with_suffix(".md").write_text(f"# ramac bench {args.what} on {name}\n\n{table}\n")
+    atomic_write_bytes(out.with_suffix(".md"), f"# ramac bench {args.what} on {name}\n\n{table}\n".encode())
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
@@ -648,7 +648,7 @@ def cmd_bench(args) -> int:
 
 def cmd_profile(args) -> int:
     from .perf.profile import markdown, run_profile
-    from .utils import atomic_write_json, device_name, provenance, resolve_device
+    from .utils import atomic_write_bytes, atomic_write_json, device_name, provenance, resolve_device
 
     device = resolve_device(args.device)
     out = run_profile(args.preset, args.batch_size, args.warmup, args.steps, args.graph, args.bf16, device=device,
@@ -662,7 +662,7 @@ def cmd_profile(args) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out.with_suffix(".json"), {**out, "provenance": provenance(device)})
-        args.out.with_suffix(".md").write_text(text)
+        atomic_write_bytes(args.out.with_suffix(".md"), text.encode())
         print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
     return 0
 

@@ -4,6 +4,7 @@ the trainer itself) and compute what one process computes on the combined batch.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,13 @@ def test_two_processes_compute_one_process_on_the_combined_batch(tmp_path, boots
     ramac_train([*common, "--run-dir", str(tmp_path / "one")])
     assert_same_weights(tmp_path / "one", tmp_path / "two")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # one writer: process 0
+    # the logged losses are the global batch's (the mean over both slices), not process 0's slice
+    logged = {name: [r for r in map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
+                     if r["kind"] == "train"] for name in ("one", "two")}
+    assert [r["step"] for r in logged["one"]] == [r["step"] for r in logged["two"]] == [10, 20, 30]
+    for one, two in zip(logged["one"], logged["two"]):
+        for key in ("critic/loss1", "critic/loss2", "actor/bc", "critic/z_mean"):
+            assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (one["step"], key)
 
 
 def test_a_data_parallel_run_resumes_on_another_number_of_processes(tmp_path):  # ~35 s of torchrun

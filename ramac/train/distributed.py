@@ -12,8 +12,10 @@ world processes on B / world transitions each compute what one process computes 
 the order of floating-point sums; mean losses, the BC filters' weights and Diffusion-QL's Q
 normalisation are computed per slice, which for the filters and the normalisation is an
 approximation of the global batch's). Process 0 writes the run directory (metrics, checkpoints,
-evaluations); the others train alongside without writing. A checkpoint holds nothing of the
-world size, so a run resumes on any number of processes with the same global batch.
+evaluations); the others train alongside without writing. The logged metrics are means over every
+process's slice, and a non-finite loss on any process stops all of them at the same step. A
+checkpoint holds nothing of the world size, so a run resumes on any number of processes with the
+same global batch.
 
 Backends: NCCL on CUDA (the all-reduce is recorded in the update's CUDA graph), gloo on CPU.
 """
@@ -81,6 +83,20 @@ class GradMean:
         dist.all_reduce(flat, group=self.group)
         flat.div_(self.world)
         return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
+
+
+def metrics_over_processes(sums: torch.Tensor, counts: torch.Tensor, first_bad: torch.Tensor):
+    """DeviceMetrics.reduce of a data-parallel run: every process's metric sums and counts added
+    up (each slice's mean loss averaged over the equal slices: the global batch's mean) and the
+    earliest step at which any process saw a non-finite loss (-1: none), so that every process
+    logs the same numbers and all of them stop together."""
+    sums, counts = sums.clone(), counts.clone()
+    dist.all_reduce(sums)
+    dist.all_reduce(counts)
+    never = torch.iinfo(torch.long).max
+    bad = torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad)
+    dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+    return sums, counts, torch.where(bad == never, torch.full_like(bad, -1), bad)
 
 
 def shard_agent(agent, shard: Shard) -> None:

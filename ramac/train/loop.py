@@ -25,7 +25,7 @@ from .rundir import (CHECKPOINT, CONFIG, LOCK, METRICS, RECORDS, MetricsLog, Run
                      load_agent_state, open_run_dir, parse_metrics, read_checkpoint, read_metrics,
                      save_returns, settings_of, warn as warn_line, write_figures)
 from .curves import curves_png
-from .distributed import Shard, local_batch, same_everywhere, shard_agent
+from .distributed import Shard, local_batch, metrics_over_processes, same_everywhere, shard_agent
 from .tasks import make_task
 from .tensorboard import TensorBoardLog, check_available as check_tensorboard, remove as remove_tensorboard
 from .updaters import make_updater
@@ -188,6 +188,8 @@ class Trainer:
         one whose step() the caller makes (seeds side by side), read by this trainer for metrics."""
         self._hold()
         self.updater = updater if updater is not None else self.make_updater()
+        if self.shard.world > 1:
+            self.updater.metrics.reduce = metrics_over_processes
         self.t0, self.last_eval = time.perf_counter(), None
         self._t_log, self._step_log = self.t0, self.step
         self.bar = progress_bar(total=self.cfg.steps, initial=self.step, disable=not self.progress,

@@ -42,6 +42,8 @@ class DeviceMetrics:
         self.counts: dict[str, torch.Tensor] = {}  # updates that reported each metric (ORAAC's actor: every 2nd)
         self.first_bad = None
         self.count = 0
+        # a data-parallel run: read() combines the processes' sums (every process reads at the same steps)
+        self.reduce = None
 
     def add(self, info: dict, step) -> None:
         """info: one update's metrics; step: the number of updates made so far, that one included."""
@@ -65,9 +67,12 @@ class DeviceMetrics:
             return {}, -1
         keys = list(self.sums)
         sums, counts = torch.stack([self.sums[k] for k in keys]), torch.stack([self.counts[k] for k in keys])
+        first_bad = self.first_bad
+        if self.reduce is not None:
+            sums, counts, first_bad = self.reduce(sums, counts, first_bad)
         sums, counts = sums.tolist(), counts.tolist()
         means = {k: s / c for k, s, c in zip(keys, sums, counts) if c > 0}
-        first_bad = int(self.first_bad)
+        first_bad = int(first_bad)
         for v in (*self.sums.values(), *self.counts.values()):
             v.zero_()
         self.first_bad.fill_(-1)

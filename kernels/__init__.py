@@ -7,6 +7,7 @@ everywhere else.
 """
 
 from ._dispatch import BACKENDS, HAS_TRITON, get_backend, set_backend, use, use_triton
+from .chain_grad import denoise_chain, denoise_chain_ref, fused_chain_enabled
 from .denoise import StepCoefs, posterior_step, posterior_step_ref
 from .iqn_critic import iqn_quantiles, iqn_quantiles_ref
 from .quantile_huber import quantile_huber_loss, quantile_huber_loss_ref
@@ -25,6 +26,7 @@ from .student import PackedStudent, pack_student, student_forward_ref, student_s
 
 __all__ = [
     "BACKENDS", "HAS_TRITON", "get_backend", "set_backend", "use", "use_triton",
+    "denoise_chain", "denoise_chain_ref", "fused_chain_enabled",
     "StepCoefs", "posterior_step", "posterior_step_ref",
     "iqn_quantiles", "iqn_quantiles_ref",
     "quantile_huber_loss", "quantile_huber_loss_ref",

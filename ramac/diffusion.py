@@ -108,11 +108,18 @@ class Diffusion(nn.Module):
         """Full T-step chain, differentiable through every step (reparameterised noise).
 
         noise: optional (T + 1, B, A) with noise[T] = x_T and noise[t] the noise
-        added at step t (the layout of `kernels.sample_chain`).
+        added at step t (the layout of `kernels.sample_chain`). With RAMAC_FUSED_CHAIN=1 the
+        whole chain is one op (`kernels.denoise_chain`: fused forward and backward kernels on CUDA).
         """
         B, A = state.shape[0], model.action_dim
         if noise is None:
             noise = torch.randn(self.T + 1, B, A, device=state.device, dtype=state.dtype)
+        if kernels.fused_chain_enabled() and hasattr(model, "mid"):  # the Diffusion-QL denoiser
+            # all T steps, forward and backward, in two launches (kernels.denoise_chain)
+            l1, l2, l3 = model.mid[0], model.mid[2], model.mid[4]
+            t_emb = model.time_mlp(torch.arange(self.T, device=state.device))
+            return kernels.denoise_chain(state, noise, l1.weight, l1.bias, l2.weight, l2.bias, l3.weight, l3.bias,
+                                         model.final.weight, model.final.bias, t_emb, self.coefs, self.max_action)
         x = noise[self.T]
         for t in reversed(range(self.T)):
             steps = torch.full((B,), t, device=state.device, dtype=torch.long)

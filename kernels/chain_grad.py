@@ -1,0 +1,298 @@
+"""The differentiable denoising chain of the actor's risk term (SPEC 2.3, 5): all T steps of the
+Diffusion-QL denoiser and the posterior step, forward and backward, in two launches plus one GEMM
+per weight.
+
+    a1 = [x_t, temb(t), s] W1^T + b1,  a2 = mish(a1) W2^T + b2,  a3 = mish(a2) W3^T + b3
+    eps = mish(a3) W4^T + b4,  x_{t-1} = mean1 clamp(recip x_t - recipm1 eps) + mean2 x_t + sigma z_t
+
+Forward (`_chain_fwd_kernel`): one program per block of states runs the whole chain, as the
+forward-only sampler does, and also writes what the backward needs: each step's input x_t, the
+pre-activations a1, a2, a3 and eps, and the chain's last value before its clamp. Backward
+(`_chain_bwd_kernel`): one program per block walks the steps in reverse and writes each step's
+deltas (d eps, d a1, d a2, d a3); x's gradient stays in registers from step to step. The weight
+gradients are then one matrix product per weight over all T x B rows (dW2 = mish(A1)^T dA2, ...)
+and sums for the biases, in PyTorch. The reference path (`denoise_chain_ref`) is the same chain
+in plain PyTorch, differentiated by autograd: it equals `Diffusion.sample` with the reference
+posterior step.
+
+The time embedding enters layer 1 through c_time = temb W1[:, A:A+td]^T + b1, a (T, H) table
+computed differentiably outside the kernels, so gradients reach the time MLP and b1 by autograd.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ._dispatch import HAS_TRITON, use_triton
+
+
+def _pad(n: int) -> int:
+    """A tile width for n columns: a power of two, at least 16 (tl.dot's minimum K)."""
+    return max(16, 1 << (n - 1).bit_length())
+
+
+def _check(state, noise, w1, w2, t_emb, coefs):
+    T = len(coefs)
+    H = w2.shape[0]
+    if state.dim() != 2 or noise.dim() != 3 or noise.shape[0] != T + 1 or noise.shape[1] != state.shape[0]:
+        raise ValueError(f"state must be (B, S) and noise (T + 1, B, A) with T = {T}, got {tuple(state.shape)} "
+                         f"and {tuple(noise.shape)}")
+    A, S = noise.shape[2], state.shape[1]
+    if t_emb.dim() != 2 or t_emb.shape[0] != T or w1.shape != (H, A + t_emb.shape[1] + S):
+        raise ValueError(f"w1 must be (H, A + t_dim + S) = ({H}, {A + t_emb.shape[-1] + S}) and t_emb (T, t_dim), "
+                         f"got {tuple(w1.shape)} and {tuple(t_emb.shape)}")
+
+
+def denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float):
+    """Plain-PyTorch chain (autograd differentiates it). state (B, S); noise (T + 1, B, A) with
+    noise[T] = x_T; w1..b4 the denoiser's linear layers (nn.Linear layout); t_emb (T, t_dim) the
+    time MLP's output for steps 0..T-1; coefs: per step (recip, recipm1, mean1, mean2, sigma)."""
+    _check(state, noise, w1, w2, t_emb, coefs)
+    B, T = state.shape[0], len(coefs)
+    x = noise[T]
+    for t in reversed(range(T)):
+        h = torch.cat([x, t_emb[t].expand(B, -1), state], dim=-1)
+        h = F.mish(F.linear(h, w1, b1))
+        h = F.mish(F.linear(h, w2, b2))
+        h = F.mish(F.linear(h, w3, b3))
+        eps = F.linear(h, w4, b4)
+        recip, recipm1, mean1, mean2, sigma = coefs[t][:5]
+        x0 = (recip * x - recipm1 * eps).clamp(-max_action, max_action)
+        x = mean1 * x0 + mean2 * x + sigma * noise[t]
+    return x.clamp(-max_action, max_action)
+
+
+def fused_chain_enabled() -> bool:
+    """Whether Diffusion.sample takes this op (RAMAC_FUSED_CHAIN=1): opt-in until it is timed
+    against the per-step path on a GPU."""
+    return os.environ.get("RAMAC_FUSED_CHAIN") == "1"
+
+
+def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
+                  precision: str = "tf32"):
+    """The differentiable chain: fused Triton forward and backward on CUDA (fp32 tensors, hidden
+    width a power of two >= 16; inside torch.compile it stays an eager op between compiled parts,
+    as the one-launch sampler does), the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
+    (T, >= 5) tensor on the device (CUDA-graph capturable) or a list of tuples. precision: the
+    kernels' dot inputs, "tf32" (fp32 rounded to tf32, fp32 accumulate) or "ieee" (exact fp32)."""
+    H = w2.shape[0]
+    ok = (HAS_TRITON and use_triton(state, noise, w1) and H >= 16 and H & (H - 1) == 0
+          and all(t.dtype == torch.float32 for t in (state, noise, w1, w2, w3, w4)))
+    if not ok:
+        return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
+    return denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
+
+
+@torch.compiler.disable
+def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
+                         precision: str = "tf32", block_m: int | None = None):
+    _check(state, noise, w1, w2, t_emb, coefs)
+    if precision not in ("tf32", "ieee"):
+        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+    A, td = noise.shape[2], t_emb.shape[1]
+    # layer 1 split by its inputs; the time part and b1 become a (T, H) table (autograd takes
+    # their gradients back to W1, b1 and the time MLP)
+    w_x, w_s = w1[:, :A].t(), w1[:, A + td:].t()
+    c_time = t_emb @ w1[:, A:A + td].t() + b1
+    if torch.is_tensor(coefs):
+        coef_t = coefs[:, :5].float().contiguous()
+    else:  # (a host-to-device copy: not inside a CUDA-graph capture)
+        coef_t = torch.tensor([[float(v) for v in c[:5]] for c in coefs], dtype=torch.float32, device=state.device)
+    return _Chain.apply(state, noise, w_x, w_s, c_time, w2.t(), b2, w3.t(), b3, w4.t(), b4, coef_t,
+                        float(max_action), precision, block_m)
+
+
+class _Chain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out, coef_t, max_action,
+                precision, block_m):
+        B, S = state.shape
+        A, H, T = noise.shape[2], w2t.shape[0], coef_t.shape[0]
+        A_P, S_P = _pad(A), _pad(S)
+        dev = state.device
+
+        def padded(t, rows, cols):
+            out = torch.zeros(rows, cols, device=dev, dtype=torch.float32)
+            out[:t.shape[0], :t.shape[1]] = t
+            return out
+
+        weights = dict(w_x=padded(w_x, A_P, H), w_s=padded(w_s, S_P, H), c_time=c_time.float().contiguous(),
+                       w2t=w2t.float().contiguous(), b2=b2.float().contiguous(), w3t=w3t.float().contiguous(),
+                       b3=b3.float().contiguous(), w_outt=padded(w_outt, H, A_P),
+                       b_out=padded(b_out[None, :], 1, A_P)[0])
+        state_c, noise_c = state.float().contiguous(), noise.float().contiguous()
+        saved = dict(x_in=torch.empty(T, B, A_P, device=dev), a1=torch.empty(T, B, H, device=dev),
+                     a2=torch.empty(T, B, H, device=dev), a3=torch.empty(T, B, H, device=dev),
+                     eps=torch.empty(T, B, A_P, device=dev), x_pre=torch.empty(B, A_P, device=dev))
+        out = torch.empty(B, A, device=dev)
+        bm = block_m or (16 if B <= 16 else 32)
+        if B:
+            _chain_fwd_kernel[(triton.cdiv(B, bm),)](
+                state_c, noise_c, out, weights["w_x"], weights["w_s"], weights["c_time"], weights["w2t"],
+                weights["b2"], weights["w3t"], weights["b3"], weights["w_outt"], weights["b_out"], coef_t,
+                saved["x_in"], saved["a1"], saved["a2"], saved["a3"], saved["eps"], saved["x_pre"],
+                B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
+                PRECISION=precision, UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+        ctx.save_for_backward(state_c, coef_t, *weights.values(), *saved.values())
+        ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (state, coef_t, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out,
+         x_in, a1, a2, a3, eps, x_pre) = ctx.saved_tensors
+        A, S, H, T, bm, max_action, precision = ctx.shapes
+        B = state.shape[0]
+        A_P = w_x.shape[0]
+        d_eps, d_a1 = torch.empty_like(eps), torch.empty_like(a1)
+        d_a2, d_a3 = torch.empty_like(a2), torch.empty_like(a3)
+        g = g.float().contiguous()
+        if B:
+            _chain_bwd_kernel[(triton.cdiv(B, bm),)](
+                g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
+                B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
+                PRECISION=precision, UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+        rows = T * B  # each weight's gradient: one product over every step and state
+        h1, h2, h3 = (F.mish(a).reshape(rows, H) for a in (a1, a2, a3))
+        d_a1r = d_a1.reshape(rows, H)
+        grads = dict(
+            w_x=x_in.reshape(rows, A_P)[:, :A].t() @ d_a1r,
+            w_s=state.t() @ d_a1.sum(0),
+            c_time=d_a1.sum(1),
+            w2t=h1.t() @ d_a2.reshape(rows, H), b2=d_a2.sum((0, 1)),
+            w3t=h2.t() @ d_a3.reshape(rows, H), b3=d_a3.sum((0, 1)),
+            w_outt=h3.t() @ d_eps.reshape(rows, A_P)[:, :A], b_out=d_eps.sum((0, 1))[:A])
+        need = ctx.needs_input_grad
+        names = ("w_x", "w_s", "c_time", "w2t", "b2", "w3t", "b3", "w_outt", "b_out")
+        return (None, None, *(grads[n] if need[2 + i] else None for i, n in enumerate(names)),
+                None, None, None, None)
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .sampler import _dot, _mish
+
+    @triton.jit
+    def _mish_grad(a):
+        # d/da [a tanh(softplus(a))] = tanh(sp) + a sigmoid(a) (1 - tanh(sp)^2); = 1 for large a
+        e = tl.exp(tl.minimum(a, 20.0))
+        n = e * (e + 2.0)
+        th = n / (n + 2.0)
+        return tl.where(a > 20.0, 1.0, th + a * (e / (1.0 + e)) * (1.0 - th * th))
+
+    @triton.jit
+    def _chain_fwd_kernel(
+        state_ptr, noise_ptr, out_ptr,  # (B, S), (T + 1, B, A), (B, A) fp32
+        w_x_ptr, w_s_ptr, c_time_ptr,  # (A_P, H), (S_P, H), (T, H)
+        w2_ptr, b2_ptr, w3_ptr, b3_ptr,  # (H, H) W2^T, (H,), (H, H) W3^T, (H,)
+        w_out_ptr, b_out_ptr,  # (H, A_P) W4^T, (A_P,)
+        coef_ptr,  # (T, 5) recip, recipm1, mean1, mean2, sigma
+        x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr, x_pre_ptr,  # saved: (T, B, A_P), 3 x (T, B, H), (T, B, A_P), (B, A_P)
+        B, S, A, T, max_action,
+        H: tl.constexpr, A_P: tl.constexpr, S_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        row_ok = rows < B
+        a_cols = tl.arange(0, A_P)
+        s_cols = tl.arange(0, S_P)
+        hk = tl.arange(0, H)
+        bn = tl.arange(0, BN)
+        x_ok = row_ok[:, None] & (a_cols < A)[None, :]
+        h_ok = row_ok[:, None] & (hk < H)[None, :]
+        s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :],
+                    mask=row_ok[:, None] & (s_cols < S)[None, :], other=0.0)
+        s_part = _dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), None, PRECISION, UPCAST)
+        noise_offs = rows[:, None] * A + a_cols[None, :]
+        keep_a = rows[:, None] * A_P + a_cols[None, :]  # (B, A_P) layout of the saved x_t and eps
+        keep_h = rows[:, None] * H + hk[None, :]
+        x = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
+        w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
+        w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
+        b3 = tl.load(b3_ptr + hk)
+        b_out = tl.load(b_out_ptr + a_cols)
+        for i in range(T):
+            t = T - 1 - i
+            tl.store(x_in_ptr + t * B * A_P + keep_a, x, mask=row_ok[:, None])
+            a1 = _dot(x, w_x, s_part, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
+            tl.store(a1_ptr + t * B * H + keep_h, a1, mask=h_ok)
+            h1 = _mish(a1)
+            acc = tl.zeros([BM, H], dtype=tl.float32)
+            for n0 in range(0, H, BN):
+                w2c = tl.load(w2_ptr + hk[:, None] * H + n0 + bn[None, :])  # (H, BN)
+                a2c = _dot(h1, w2c, None, PRECISION, UPCAST) + tl.load(b2_ptr + n0 + bn)[None, :]
+                tl.store(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], a2c, mask=row_ok[:, None])
+                w3c = tl.load(w3_ptr + (n0 + bn[:, None]) * H + hk[None, :])  # (BN, H)
+                acc = _dot(_mish(a2c), w3c, acc, PRECISION, UPCAST)
+            a3 = acc + b3[None, :]
+            tl.store(a3_ptr + t * B * H + keep_h, a3, mask=h_ok)
+            eps = _dot(_mish(a3), w_out, None, PRECISION, UPCAST) + b_out[None, :]
+            tl.store(eps_ptr + t * B * A_P + keep_a, eps, mask=row_ok[:, None])
+            recip = tl.load(coef_ptr + t * 5 + 0)
+            recipm1 = tl.load(coef_ptr + t * 5 + 1)
+            mean1 = tl.load(coef_ptr + t * 5 + 2)
+            mean2 = tl.load(coef_ptr + t * 5 + 3)
+            sigma = tl.load(coef_ptr + t * 5 + 4)
+            x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
+            z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)
+            x = tl.where(x_ok, mean1 * x0 + mean2 * x + sigma * z, 0.0)  # padded columns stay 0
+        tl.store(x_pre_ptr + keep_a, x, mask=row_ok[:, None])
+        tl.store(out_ptr + noise_offs, tl.minimum(tl.maximum(x, -max_action), max_action), mask=x_ok)
+
+    @triton.jit
+    def _chain_bwd_kernel(
+        g_ptr,  # (B, A) gradient of the chain's output
+        w_x_ptr, w2_ptr, w3_ptr, w_out_ptr, coef_ptr,  # as in the forward
+        x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr, x_pre_ptr,  # the forward's saves
+        d_eps_ptr, d_a1_ptr, d_a2_ptr, d_a3_ptr,  # out: (T, B, A_P), 3 x (T, B, H)
+        B, A, T, max_action,
+        H: tl.constexpr, A_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ):
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        row_ok = rows < B
+        a_cols = tl.arange(0, A_P)
+        hk = tl.arange(0, H)
+        bn = tl.arange(0, BN)
+        x_ok = row_ok[:, None] & (a_cols < A)[None, :]
+        h_ok = row_ok[:, None] & (hk < H)[None, :]
+        keep_a = rows[:, None] * A_P + a_cols[None, :]
+        keep_h = rows[:, None] * H + hk[None, :]
+        g = tl.load(g_ptr + rows[:, None] * A + a_cols[None, :], mask=x_ok, other=0.0)
+        x_pre = tl.load(x_pre_ptr + keep_a, mask=x_ok, other=0.0)
+        g = tl.where((x_pre >= -max_action) & (x_pre <= max_action), g, 0.0)  # the final clamp
+        w_out_t = tl.load(w_out_ptr + hk[None, :] * A_P + a_cols[:, None])  # (A_P, H): W4
+        w_x_t = tl.load(w_x_ptr + a_cols[None, :] * H + hk[:, None])  # (H, A_P)
+        for t in range(T):  # the forward ran t = T-1 .. 0; the backward goes t = 0 .. T-1
+            recip = tl.load(coef_ptr + t * 5 + 0)
+            recipm1 = tl.load(coef_ptr + t * 5 + 1)
+            mean1 = tl.load(coef_ptr + t * 5 + 2)
+            mean2 = tl.load(coef_ptr + t * 5 + 3)
+            x_t = tl.load(x_in_ptr + t * B * A_P + keep_a, mask=x_ok, other=0.0)
+            eps = tl.load(eps_ptr + t * B * A_P + keep_a, mask=x_ok, other=0.0)
+            u = recip * x_t - recipm1 * eps
+            d_x0 = tl.where((u >= -max_action) & (u <= max_action), mean1 * g, 0.0)
+            d_eps = -recipm1 * d_x0
+            tl.store(d_eps_ptr + t * B * A_P + keep_a, d_eps, mask=row_ok[:, None])
+            d_x = mean2 * g + recip * d_x0
+            a3 = tl.load(a3_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
+            d_a3 = _dot(d_eps, w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
+            tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=h_ok)
+            d_h1 = tl.zeros([BM, H], dtype=tl.float32)
+            for n0 in range(0, H, BN):
+                w3c = tl.load(w3_ptr + (n0 + bn[None, :]) * H + hk[:, None])  # (H, BN): W3 block
+                a2c = tl.load(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], mask=row_ok[:, None],
+                              other=0.0)
+                d_a2c = _dot(d_a3, w3c, None, PRECISION, UPCAST) * _mish_grad(a2c)
+                tl.store(d_a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], d_a2c, mask=row_ok[:, None])
+                w2c = tl.load(w2_ptr + hk[None, :] * H + n0 + bn[:, None])  # (BN, H): W2 block
+                d_h1 = _dot(d_a2c, w2c, d_h1, PRECISION, UPCAST)
+            a1 = tl.load(a1_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
+            d_a1 = d_h1 * _mish_grad(a1)
+            tl.store(d_a1_ptr + t * B * H + keep_h, d_a1, mask=h_ok)
+            g = tl.where(x_ok, _dot(d_a1, w_x_t, d_x, PRECISION, UPCAST), 0.0)

@@ -1,0 +1,129 @@
+"""The differentiable chain (kernels.chain_grad): the reference op is Diffusion.sample's chain, and the
+fused forward + backward kernels match it in value and in every weight's gradient."""
+
+import pytest
+import torch
+
+from ramac import kernels
+from ramac.diffusion import Diffusion
+from ramac.kernels.chain_grad import denoise_chain, denoise_chain_ref, denoise_chain_triton
+from ramac.nets import Denoiser
+
+NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "t_emb")
+
+
+def setup(B, S, A, H, T, device, seed=0, max_action=1.0, scale=1.0):
+    """A denoiser with random weights (scaled up so that the clamps and Mish's curved part are both
+    reached), its chain's noise and a state batch."""
+    torch.manual_seed(seed)
+    model = Denoiser(S, A, H).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    diffusion = Diffusion(T, "vp", max_action=max_action).to(device)
+    g = torch.Generator().manual_seed(seed + 1)
+    state = torch.randn(B, S, generator=g).to(device)
+    noise = torch.randn(T + 1, B, A, generator=g).to(device)
+    return model, diffusion, state, noise
+
+
+def chain_args(model, diffusion):
+    l1, l2, l3 = model.mid[0], model.mid[2], model.mid[4]
+    t_emb = model.time_mlp(torch.arange(diffusion.T, device=l1.weight.device))
+    coefs = [tuple(c)[:5] for c in diffusion._steps]
+    return [l1.weight, l1.bias, l2.weight, l2.bias, l3.weight, l3.bias, model.final.weight, model.final.bias,
+            t_emb], coefs
+
+
+def run(fn, model, diffusion, state, noise, g_out, **kw):
+    params, coefs = chain_args(model, diffusion)
+    wrt = list(model.parameters())
+    out = fn(state, noise, *params, coefs, diffusion.max_action, **kw)
+    return out.detach(), torch.autograd.grad(out, wrt, g_out)
+
+
+def test_the_reference_op_is_diffusion_sample(device):
+    model, diffusion, state, noise = setup(9, 5, 3, 32, 4, device, scale=2.0)
+    g_out = torch.randn(9, 3, device=device)
+    with kernels.use("reference"):
+        want = model(noise[0], torch.zeros(9, dtype=torch.long, device=device), state)  # (touch the model once)
+        want = diffusion.sample(model, state, noise)
+        grads_want = torch.autograd.grad(want, list(model.parameters()), g_out)
+    got, grads_got = run(denoise_chain_ref, model, diffusion, state, noise, g_out)
+    torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=1e-6)
+    for name, a, b in zip([n for n, _ in model.named_parameters()], grads_got, grads_want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+
+
+# (B, S, A, H, T, max_action, weight scale): partial row blocks (B 37), one state, one action dim,
+# S and A padded (17 -> 32, 6 -> 16), one step, clamps binding (small max_action, large weights)
+SHAPES = [
+    (37, 17, 6, 32, 5, 1.0, 1.0),
+    (1, 3, 1, 16, 1, 100.0, 1.0),  # (no clamp binds: one sample, whose gradient must not be clamped to 0)
+    (20, 11, 3, 64, 3, 0.3, 2.0),
+    (33, 5, 2, 16, 5, 1.0, 3.0),
+]
+
+
+@pytest.mark.parametrize("B, S, A, H, T, max_action, scale", SHAPES)
+def test_the_fused_chain_matches_the_reference_in_value_and_every_gradient(B, S, A, H, T, max_action, scale, device):
+    model, diffusion, state, noise = setup(B, S, A, H, T, device, seed=B, max_action=max_action, scale=scale)
+    g_out = torch.randn(B, A, generator=torch.Generator().manual_seed(7)).to(device)
+    want, grads_want = run(denoise_chain_ref, model, diffusion, state, noise, g_out)
+    got, grads_got = run(denoise_chain_triton, model, diffusion, state, noise, g_out, precision="ieee")
+    assert got.shape == (B, A) and got.abs().max() <= max_action
+    tol = 1e-4 if device.type == "cpu" else 1e-3  # fp32 sums in another order (GPU: ieee dots)
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    for (name, _), a, b in zip(model.named_parameters(), grads_got, grads_want):
+        scale_b = max(1e-6, b.abs().max().item())  # relative to the largest entry, however small
+        torch.testing.assert_close(a, b, atol=tol * scale_b, rtol=tol, msg=name)
+
+
+def test_only_the_fused_path_runs_on_cuda_and_the_reference_elsewhere(device, monkeypatch):
+    import ramac.kernels.chain_grad as chain_grad
+
+    model, diffusion, state, noise = setup(4, 5, 2, 16, 2, device)
+    params, coefs = chain_args(model, diffusion)
+    called = []
+    monkeypatch.setattr(chain_grad, "denoise_chain_triton", lambda *a, **k: called.append(1) or a[1][0][:, :2])
+    denoise_chain(state, noise, *params, coefs, 1.0)
+    assert called == ([1] if device.type == "cuda" else [])
+    with kernels.use("reference"):
+        denoise_chain(state, noise, *params, coefs, 1.0)
+    assert len(called) == (1 if device.type == "cuda" else 0)
+
+
+def test_bad_shapes_are_one_clear_error():
+    model, diffusion, state, noise = setup(4, 5, 2, 16, 2, torch.device("cpu"))
+    params, coefs = chain_args(model, diffusion)
+    with pytest.raises(ValueError, match="noise"):
+        denoise_chain_ref(state, noise[1:], *params, coefs, 1.0)
+    with pytest.raises(ValueError, match="w1 must be"):
+        denoise_chain_ref(state[:, :4], noise, *params, coefs, 1.0)
+
+
+def test_diffusion_sample_takes_the_fused_chain_when_asked(device, monkeypatch):
+    """RAMAC_FUSED_CHAIN=1: Diffusion.sample is kernels.denoise_chain (coefficients from the
+    device buffer), with the same values and gradients as its per-step chain."""
+    model, diffusion, state, noise = setup(21, 7, 4, 32, 5, device, scale=2.0)
+    g_out = torch.randn(21, 4, generator=torch.Generator().manual_seed(3)).to(device)
+
+    def sampled():
+        out = diffusion.sample(model, state, noise)
+        return out.detach(), torch.autograd.grad(out, list(model.parameters()), g_out)
+
+    monkeypatch.delenv("RAMAC_FUSED_CHAIN", raising=False)
+    want, grads_want = sampled()
+    monkeypatch.setenv("RAMAC_FUSED_CHAIN", "1")
+    import ramac.kernels.chain_grad as chain_grad
+
+    calls = []
+    real = chain_grad.denoise_chain_triton
+    monkeypatch.setattr(chain_grad, "denoise_chain_triton",
+                        lambda *a, **k: calls.append(1) or real(*a, **{**k, "precision": "ieee"}))
+    got, grads_got = sampled()
+    assert calls == ([1] if device.type == "cuda" else [])
+    tol = 1e-4 if device.type == "cpu" else 1e-3
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    for (name, _), a, b in zip(model.named_parameters(), grads_got, grads_want):
+        torch.testing.assert_close(a, b, atol=tol * max(1e-6, b.abs().max().item()), rtol=tol, msg=name)

@@ -46,7 +46,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"critic_vs_realised: no finished run directories in {a.runs}")
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["task"], r["algo"])].append(r)
+        if r["series"].get("critic/z_mean"):  # methods with critics (BC has none to compare)
+            groups[(r["task"], r["algo"])].append(r)
     lines = ["| task | method | seeds | " + " | ".join(f"{k} first -> last" for k, _ in PANELS) + " |",
              "|---|---|---|" + "---|" * len(PANELS)]
     for (task, algo), members in sorted(groups.items()):

@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "that do")
     sw.add_argument("--tasks", nargs="+", metavar="TASK", help="train only these of the sweep's tasks (the tables "
                                                                "cover every complete task)")
+    sw.add_argument("--tables-only", action="store_true",
+                    help="train nothing: write the tables of every complete task from the run directories already "
+                         "in OUT/runs (no data set or GPU needed; for a sweep trained elsewhere)")
     sw.add_argument("--make-data", action="store_true",
                     help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
 
@@ -690,6 +693,13 @@ def cmd_sweep(args) -> int:
         for c in cells:
             state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
             print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
+        return 0
+    if args.tables_only:
+        from .sweep import sweep_tables
+
+        report = sweep_tables(spec, out, log=print)
+        print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
+              f"({len(report['tasks'])} complete tasks; {len(report['unfinished'])} cells left)")
         return 0
     for flag, value in (("--time-limit", args.time_limit), ("--budget", args.budget)):
         if value is not None and not value > 0:

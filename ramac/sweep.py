@@ -408,21 +408,44 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             return None
         done = set(finished)  # and the cells of tasks this run did not train, finished in an earlier one
         done |= {str(c.run_dir) for c in cells if c.task not in training and settled(c)}
-        # with [eval], a cell counts once its second evaluation is there (a table never mixes the
-        # training run's last evaluation with the second one's)
-        unfinished = [c for c in cells if str(c.run_dir) not in done or (spec.eval and not evaluated_again(c))]
-        left = {c.task for c in unfinished}
-        report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
-        report["unfinished"] = [str(c.run_dir) for c in unfinished]
+        report = _tables_of_complete_tasks(spec, cells, done, out, world, log)
         if group is not None:  # (an abort at exit was seen when process 1 tore gloo down alone)
             group.barrier()
-        if unfinished:
-            log(f"{len(unfinished)} cell(s) not finished yet, in {', '.join(t for t in spec.tasks if t in left)}; "
-                f"tables written for the {len(report['tasks'])} complete task(s); rerun the same command to go on")
+        if report["unfinished"]:
+            log("rerun the same command to go on")
         return report
     finally:
         if group is not None:
             group.destroy_process_group()
+
+
+def _tables_of_complete_tasks(spec: SweepSpec, cells: list[Cell], done: set, out: Path, world: int, log) -> dict:
+    """write_tables for the tasks all of whose cells are done; the report lists the others' cells."""
+    # with [eval], a cell counts once its second evaluation is there (a table never mixes the
+    # training run's last evaluation with the second one's)
+    unfinished = [c for c in cells if str(c.run_dir) not in done or (spec.eval and not evaluated_again(c))]
+    left = {c.task for c in unfinished}
+    report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
+    report["unfinished"] = [str(c.run_dir) for c in unfinished]
+    if unfinished:
+        log(f"{len(unfinished)} cell(s) not finished yet, in {', '.join(t for t in spec.tasks if t in left)}; "
+            f"tables written for the {len(report['tasks'])} complete task(s)")
+    return report
+
+
+def sweep_tables(spec: SweepSpec, out, log=print) -> dict:
+    """The tables of every complete task from the run directories already in OUT/runs, nothing
+    trained, no data set or GPU needed: for a sweep trained elsewhere (stretches of GPU time whose
+    run directories were copied back). sweep.json's provenance is then this machine's; each run's
+    own (config.json) says where it trained."""
+    out = Path(out)
+    if not (out / "runs").is_dir():
+        raise SweepError(f"{out / 'runs'} does not exist: no run directories to tabulate")
+    cells = plan(spec, out / "runs", "cpu", full=True)  # (run directories do not depend on the sizing)
+    report = _tables_of_complete_tasks(spec, cells, {str(c.run_dir) for c in cells if settled(c)}, out, 1, log)
+    report["tables_only"] = True
+    atomic_write_json(out / "sweep.json", {k: v for k, v in report.items() if k != "unfinished"})
+    return report
 
 
 def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_cache: dict | None = None) -> None:

@@ -263,3 +263,25 @@ def test_a_budget_starts_only_the_units_whose_recorded_time_fits(tmp_path):
     said, other = [], tmp_path / "other"  # a spent budget starts nothing, timed or not
     run_sweep(load_spec(path), other, "cpu", log=said.append, plots="none", budget_s=1e-9)
     assert not list(other.glob("runs/*/eval.json")) and any("budget spent" in line for line in said)
+
+
+def test_tables_only_rebuilds_the_tables_from_the_run_directories_and_trains_nothing(tmp_path, capsys):
+    path, out = write(tmp_path, steps=20), tmp_path / "out"
+    report = run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    want = json.loads((out / "bandit.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    for name in ("bandit.md", "bandit.csv", "bandit.json", "bandit-risk.png", "sweep.json"):
+        (out / name).unlink()
+    assert main(["sweep", str(path), "--out", str(out), "--tables-only"]) == 0
+    assert json.loads((out / "bandit.json").read_text()) == want == report["tasks"]["bandit"]
+    assert (out / "bandit-risk.png").exists() and json.loads((out / "sweep.json").read_text())["tables_only"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}  # nothing trained
+    assert "1 complete tasks; 0 cells left" in capsys.readouterr().out
+    # a cell gone: its task is incomplete, its table not written, and the cell named as left
+    shutil.rmtree(out / "runs" / "bandit-radac-seed1")
+    (out / "bandit.md").unlink()
+    assert main(["sweep", str(path), "--out", str(out), "--tables-only"]) == 0
+    assert not (out / "bandit.md").exists() and "0 complete tasks; 1 cells left" in capsys.readouterr().out
+    assert not (out / "runs" / "bandit-radac-seed1").exists()
+    assert main(["sweep", str(path), "--out", str(tmp_path / "nowhere"), "--tables-only"]) == 2
+    assert "does not exist" in capsys.readouterr().err

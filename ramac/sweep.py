@@ -412,7 +412,7 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         if group is not None:  # (an abort at exit was seen when process 1 tore gloo down alone)
             group.barrier()
         if report["unfinished"]:
-            log("rerun the same command to go on")
+            log(f"{_left(spec, report)}; rerun the same command to go on")
         return report
     finally:
         if group is not None:
@@ -427,10 +427,13 @@ def _tables_of_complete_tasks(spec: SweepSpec, cells: list[Cell], done: set, out
     left = {c.task for c in unfinished}
     report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
     report["unfinished"] = [str(c.run_dir) for c in unfinished]
-    if unfinished:
-        log(f"{len(unfinished)} cell(s) not finished yet, in {', '.join(t for t in spec.tasks if t in left)}; "
-            f"tables written for the {len(report['tasks'])} complete task(s)")
+    report["unfinished_tasks"] = [t for t in spec.tasks if t in left]
     return report
+
+
+def _left(spec: SweepSpec, report: dict) -> str:
+    return (f"{len(report['unfinished'])} cell(s) not finished yet, in {', '.join(report['unfinished_tasks'])}; "
+            f"tables written for the {len(report['tasks'])} complete task(s)")
 
 
 def sweep_tables(spec: SweepSpec, out, log=print) -> dict:
@@ -444,7 +447,9 @@ def sweep_tables(spec: SweepSpec, out, log=print) -> dict:
     cells = plan(spec, out / "runs", "cpu", full=True)  # (run directories do not depend on the sizing)
     report = _tables_of_complete_tasks(spec, cells, {str(c.run_dir) for c in cells if settled(c)}, out, 1, log)
     report["tables_only"] = True
-    atomic_write_json(out / "sweep.json", {k: v for k, v in report.items() if k != "unfinished"})
+    atomic_write_json(out / "sweep.json", {k: v for k, v in report.items() if not k.startswith("unfinished")})
+    if report["unfinished"]:
+        log(_left(spec, report))
     return report
 
 

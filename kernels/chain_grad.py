@@ -29,6 +29,9 @@ import torch.nn.functional as F
 from ._dispatch import HAS_TRITON, use_triton
 
 
+PRECISIONS = ("tf32", "ieee", "bf16")  # the dots' inputs: fp32 rounded to tf32, exact fp32, or bf16
+
+
 def _pad(n: int) -> int:
     """A tile width for n columns: a power of two, at least 16 (tl.dot's minimum K)."""
     return max(16, 1 << (n - 1).bit_length())
@@ -72,17 +75,23 @@ def fused_chain_enabled() -> bool:
 
 
 def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
-                  precision: str = "tf32"):
+                  precision: str | None = None):
     """The differentiable chain: fused Triton forward and backward on CUDA (fp32 tensors, hidden
     width a power of two >= 16; inside torch.compile it stays an eager op between compiled parts,
     as the one-launch sampler does), the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
     (T, >= 5) tensor on the device (CUDA-graph capturable) or a list of tuples. precision: the
-    kernels' dot inputs, "tf32" (fp32 rounded to tf32, fp32 accumulate) or "ieee" (exact fp32)."""
+    kernels' dot inputs, "tf32" (fp32 rounded to tf32), "ieee" (exact fp32) or "bf16", always
+    with fp32 accumulation, pre-activations and weight gradients; default bf16 under bf16
+    autocast (as the reference's matmuls would run), else tf32."""
     H = w2.shape[0]
     ok = (HAS_TRITON and use_triton(state, noise, w1) and H >= 16 and H & (H - 1) == 0
           and all(t.dtype == torch.float32 for t in (state, noise, w1, w2, w3, w4)))
     if not ok:
         return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
+    if precision is None:
+        bf16 = torch.is_autocast_enabled(state.device.type) and \
+            torch.get_autocast_dtype(state.device.type) == torch.bfloat16
+        precision = "bf16" if bf16 else "tf32"
     return denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
 
 
@@ -90,8 +99,8 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
 def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                          precision: str = "tf32", block_m: int | None = None):
     _check(state, noise, w1, w2, t_emb, coefs)
-    if precision not in ("tf32", "ieee"):
-        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     A, td = noise.shape[2], t_emb.shape[1]
     # layer 1 split by its inputs; the time part and b1 become a (T, H) table (autograd takes
     # their gradients back to W1, b1 and the time MLP)
@@ -114,15 +123,17 @@ class _Chain(torch.autograd.Function):
         A_P, S_P = _pad(A), _pad(S)
         dev = state.device
 
-        def padded(t, rows, cols):
-            out = torch.zeros(rows, cols, device=dev, dtype=torch.float32)
+        dot_t = torch.bfloat16 if precision == "bf16" else torch.float32  # the weights' dtype in the dots
+
+        def padded(t, rows, cols, dtype=dot_t):
+            out = torch.zeros(rows, cols, device=dev, dtype=dtype)
             out[:t.shape[0], :t.shape[1]] = t
             return out
 
         weights = dict(w_x=padded(w_x, A_P, H), w_s=padded(w_s, S_P, H), c_time=c_time.float().contiguous(),
-                       w2t=w2t.float().contiguous(), b2=b2.float().contiguous(), w3t=w3t.float().contiguous(),
+                       w2t=w2t.to(dot_t).contiguous(), b2=b2.float().contiguous(), w3t=w3t.to(dot_t).contiguous(),
                        b3=b3.float().contiguous(), w_outt=padded(w_outt, H, A_P),
-                       b_out=padded(b_out[None, :], 1, A_P)[0])
+                       b_out=padded(b_out[None, :], 1, A_P, torch.float32)[0])
         state_c, noise_c = state.float().contiguous(), noise.float().contiguous()
         saved = dict(x_in=torch.empty(T, B, A_P, device=dev), a1=torch.empty(T, B, H, device=dev),
                      a2=torch.empty(T, B, H, device=dev), a3=torch.empty(T, B, H, device=dev),
@@ -135,7 +146,7 @@ class _Chain(torch.autograd.Function):
                 weights["b2"], weights["w3t"], weights["b3"], weights["w_outt"], weights["b_out"], coef_t,
                 saved["x_in"], saved["a1"], saved["a2"], saved["a3"], saved["eps"], saved["x_pre"],
                 B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
-                PRECISION=precision, UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
         ctx.save_for_backward(state_c, coef_t, *weights.values(), *saved.values())
         ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
         return out
@@ -154,7 +165,7 @@ class _Chain(torch.autograd.Function):
             _chain_bwd_kernel[(triton.cdiv(B, bm),)](
                 g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
                 B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
-                PRECISION=precision, UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
         rows = T * B  # each weight's gradient: one product over every step and state
         h1, h2, h3 = (F.mish(a).reshape(rows, H) for a in (a1, a2, a3))
         d_a1r = d_a1.reshape(rows, H)
@@ -176,6 +187,16 @@ if HAS_TRITON:
     import triton.language as tl
 
     from .sampler import _dot, _mish
+
+    @triton.jit
+    def _as_dot(x, w, UPCAST: tl.constexpr):
+        # x (fp32) as the left operand of a dot with w: w's dtype. The interpreter's fp32 -> bf16 cast
+        # truncates (twice the error of a GPU's round to nearest even), so interpreted runs round
+        # to nearest even by hand and keep the bf16 value in fp32 (_dot's UPCAST multiplies in fp32)
+        if UPCAST and w.dtype == tl.bfloat16:
+            bits = x.to(tl.int32, bitcast=True)
+            return ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+        return x.to(w.dtype)
 
     @triton.jit
     def _mish_grad(a):
@@ -207,7 +228,8 @@ if HAS_TRITON:
         h_ok = row_ok[:, None] & (hk < H)[None, :]
         s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :],
                     mask=row_ok[:, None] & (s_cols < S)[None, :], other=0.0)
-        s_part = _dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), None, PRECISION, UPCAST)
+        w_s = tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :])
+        s_part = _dot(_as_dot(s, w_s, UPCAST), w_s, None, PRECISION, UPCAST)
         noise_offs = rows[:, None] * A + a_cols[None, :]
         keep_a = rows[:, None] * A_P + a_cols[None, :]  # (B, A_P) layout of the saved x_t and eps
         keep_h = rows[:, None] * H + hk[None, :]
@@ -219,19 +241,19 @@ if HAS_TRITON:
         for i in range(T):
             t = T - 1 - i
             tl.store(x_in_ptr + t * B * A_P + keep_a, x, mask=row_ok[:, None])
-            a1 = _dot(x, w_x, s_part, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
+            a1 = _dot(_as_dot(x, w_x, UPCAST), w_x, s_part, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
             tl.store(a1_ptr + t * B * H + keep_h, a1, mask=h_ok)
             h1 = _mish(a1)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
                 w2c = tl.load(w2_ptr + hk[:, None] * H + n0 + bn[None, :])  # (H, BN)
-                a2c = _dot(h1, w2c, None, PRECISION, UPCAST) + tl.load(b2_ptr + n0 + bn)[None, :]
+                a2c = _dot(_as_dot(h1, w2c, UPCAST), w2c, None, PRECISION, UPCAST) + tl.load(b2_ptr + n0 + bn)[None, :]
                 tl.store(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], a2c, mask=row_ok[:, None])
                 w3c = tl.load(w3_ptr + (n0 + bn[:, None]) * H + hk[None, :])  # (BN, H)
-                acc = _dot(_mish(a2c), w3c, acc, PRECISION, UPCAST)
+                acc = _dot(_as_dot(_mish(a2c), w3c, UPCAST), w3c, acc, PRECISION, UPCAST)
             a3 = acc + b3[None, :]
             tl.store(a3_ptr + t * B * H + keep_h, a3, mask=h_ok)
-            eps = _dot(_mish(a3), w_out, None, PRECISION, UPCAST) + b_out[None, :]
+            eps = _dot(_as_dot(_mish(a3), w_out, UPCAST), w_out, None, PRECISION, UPCAST) + b_out[None, :]
             tl.store(eps_ptr + t * B * A_P + keep_a, eps, mask=row_ok[:, None])
             recip = tl.load(coef_ptr + t * 5 + 0)
             recipm1 = tl.load(coef_ptr + t * 5 + 1)
@@ -281,18 +303,18 @@ if HAS_TRITON:
             tl.store(d_eps_ptr + t * B * A_P + keep_a, d_eps, mask=row_ok[:, None])
             d_x = mean2 * g + recip * d_x0
             a3 = tl.load(a3_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
-            d_a3 = _dot(d_eps, w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
+            d_a3 = _dot(_as_dot(d_eps, w_out_t, UPCAST), w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
             tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=h_ok)
             d_h1 = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
                 w3c = tl.load(w3_ptr + (n0 + bn[None, :]) * H + hk[:, None])  # (H, BN): W3 block
                 a2c = tl.load(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], mask=row_ok[:, None],
                               other=0.0)
-                d_a2c = _dot(d_a3, w3c, None, PRECISION, UPCAST) * _mish_grad(a2c)
+                d_a2c = _dot(_as_dot(d_a3, w3c, UPCAST), w3c, None, PRECISION, UPCAST) * _mish_grad(a2c)
                 tl.store(d_a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], d_a2c, mask=row_ok[:, None])
                 w2c = tl.load(w2_ptr + hk[None, :] * H + n0 + bn[:, None])  # (BN, H): W2 block
-                d_h1 = _dot(d_a2c, w2c, d_h1, PRECISION, UPCAST)
+                d_h1 = _dot(_as_dot(d_a2c, w2c, UPCAST), w2c, d_h1, PRECISION, UPCAST)
             a1 = tl.load(a1_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
             d_a1 = d_h1 * _mish_grad(a1)
             tl.store(d_a1_ptr + t * B * H + keep_h, d_a1, mask=h_ok)
-            g = tl.where(x_ok, _dot(d_a1, w_x_t, d_x, PRECISION, UPCAST), 0.0)
+            g = tl.where(x_ok, _dot(_as_dot(d_a1, w_x_t, UPCAST), w_x_t, d_x, PRECISION, UPCAST), 0.0)

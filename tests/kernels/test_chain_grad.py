@@ -127,3 +127,23 @@ def test_diffusion_sample_takes_the_fused_chain_when_asked(device, monkeypatch):
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
     for (name, _), a, b in zip(model.named_parameters(), grads_got, grads_want):
         torch.testing.assert_close(a, b, atol=tol * max(1e-6, b.abs().max().item()), rtol=tol, msg=name)
+
+
+@pytest.mark.parametrize("B, S, A, H, T", [(37, 17, 6, 32, 5), (5, 3, 2, 16, 3)])
+def test_bf16_dots_err_no_more_than_twice_torchs_own_bf16(B, S, A, H, T, device):
+    """precision="bf16" (bf16 dot inputs, fp32 accumulation and pre-activations) against the fp32
+    reference: at most twice the error of the reference itself under bf16 autocast (flash-attention's
+    rule), plus 1 % of the largest value, for the actions and every gradient."""
+    model, diffusion, state, noise = setup(B, S, A, H, T, device, seed=B, scale=1.5)
+    g_out = torch.randn(B, A, generator=torch.Generator().manual_seed(5)).to(device)
+    want, grads_want = run(denoise_chain_ref, model, diffusion, state, noise, g_out)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        lowp, grads_lowp = run(denoise_chain_ref, model, diffusion, state, noise, g_out)
+    got, grads_got = run(denoise_chain_triton, model, diffusion, state, noise, g_out, precision="bf16")
+    for name, a, lo, b in zip(["action"] + [n for n, _ in model.named_parameters()], [got, *grads_got],
+                              [lowp, *grads_lowp], [want, *grads_want]):
+        scale = b.abs().max().item()
+        bound = 2 * (lo.float() - b).abs().max().item() + 1e-2 * scale
+        err = (a.float() - b).abs().max().item()
+        assert err <= bound, f"{name}: error {err:.3g} > {bound:.3g} (torch bf16: {bound / 2:.3g})"
+    assert (got - want).abs().max() > 0  # (the bf16 path did round)

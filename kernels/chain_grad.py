@@ -74,11 +74,13 @@ def fused_chain_enabled() -> bool:
     return os.environ.get("RAMAC_FUSED_CHAIN") == "1"
 
 
+@torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
+# torch.compile use_triton would otherwise answer False and the reference would be traced
 def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                   precision: str | None = None):
     """The differentiable chain: fused Triton forward and backward on CUDA (fp32 tensors, hidden
-    width a power of two >= 16; inside torch.compile it stays an eager op between compiled parts,
-    as the one-launch sampler does), the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
+    width a power of two >= 16; inside torch.compile too, as an eager op between compiled parts),
+    the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
     (T, >= 5) tensor on the device (CUDA-graph capturable) or a list of tuples. precision: the
     kernels' dot inputs, "tf32" (fp32 rounded to tf32), "ieee" (exact fp32) or "bf16", always
     with fp32 accumulation, pre-activations and weight gradients; default bf16 under bf16
@@ -95,7 +97,6 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
     return denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
 
 
-@torch.compiler.disable
 def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                          precision: str = "tf32", block_m: int | None = None):
     _check(state, noise, w1, w2, t_emb, coefs)
@@ -118,6 +119,9 @@ class _Chain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out, coef_t, max_action,
                 precision, block_m):
+        if ctx.needs_input_grad[1]:
+            raise ValueError("denoise_chain: the fused chain takes no gradient to its noise (reparameterised "
+                             "draws are constants); detach it")
         B, S = state.shape
         A, H, T = noise.shape[2], w2t.shape[0], coef_t.shape[0]
         A_P, S_P = _pad(A), _pad(S)
@@ -146,13 +150,21 @@ class _Chain(torch.autograd.Function):
                 weights["b2"], weights["w3t"], weights["b3"], weights["w_outt"], weights["b_out"], coef_t,
                 saved["x_in"], saved["a1"], saved["a2"], saved["a3"], saved["eps"], saved["x_pre"],
                 B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
-                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+                **_launch(H, precision))
         ctx.save_for_backward(state_c, coef_t, *weights.values(), *saved.values())
         ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
         return out
 
     @staticmethod
     def backward(ctx, g):
+        # the weight gradients' GEMMs in fp32, also when the backward runs inside bf16 autocast (the
+        # updaters run forward and backward in one autocast region)
+        with torch.autocast(g.device.type, enabled=False):
+            return _Chain._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         (state, coef_t, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out,
          x_in, a1, a2, a3, eps, x_pre) = ctx.saved_tensors
         A, S, H, T, bm, max_action, precision = ctx.shapes
@@ -165,11 +177,13 @@ class _Chain(torch.autograd.Function):
             _chain_bwd_kernel[(triton.cdiv(B, bm),)](
                 g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
                 B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
-                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+                **_launch(H, precision))
         rows = T * B  # each weight's gradient: one product over every step and state
         h1, h2, h3 = (F.mish(a).reshape(rows, H) for a in (a1, a2, a3))
         d_a1r = d_a1.reshape(rows, H)
         grads = dict(
+            state=d_a1.sum(0) @ w_s[:S].float().t(),  # state enters layer 1 at every step
             w_x=x_in.reshape(rows, A_P)[:, :A].t() @ d_a1r,
             w_s=state.t() @ d_a1.sum(0),
             c_time=d_a1.sum(1),
@@ -178,8 +192,14 @@ class _Chain(torch.autograd.Function):
             w_outt=h3.t() @ d_eps.reshape(rows, A_P)[:, :A], b_out=d_eps.sum((0, 1))[:A])
         need = ctx.needs_input_grad
         names = ("w_x", "w_s", "c_time", "w2t", "b2", "w3t", "b3", "w_outt", "b_out")
-        return (None, None, *(grads[n] if need[2 + i] else None for i, n in enumerate(names)),
-                None, None, None, None)
+        return (grads["state"] if need[0] else None, None,
+                *(grads[n] if need[2 + i] else None for i, n in enumerate(names)), None, None, None, None)
+
+
+def _launch(H: int, precision: str) -> dict:
+    """Warps and pipeline stages: fp32 weight tiles take twice the shared memory (one stage, as the
+    sampler's fp32 path), and wide hidden layers spread their (BM, H) tiles over 8 warps."""
+    return {"num_warps": 8 if H >= 128 else 4, "num_stages": 2 if precision == "bf16" else 1}
 
 
 if HAS_TRITON:
@@ -228,20 +248,19 @@ if HAS_TRITON:
         h_ok = row_ok[:, None] & (hk < H)[None, :]
         s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :],
                     mask=row_ok[:, None] & (s_cols < S)[None, :], other=0.0)
-        w_s = tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :])
-        s_part = _dot(_as_dot(s, w_s, UPCAST), w_s, None, PRECISION, UPCAST)
+        s = _as_dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), UPCAST)  # kept: (BM, S_P) only
         noise_offs = rows[:, None] * A + a_cols[None, :]
         keep_a = rows[:, None] * A_P + a_cols[None, :]  # (B, A_P) layout of the saved x_t and eps
         keep_h = rows[:, None] * H + hk[None, :]
         x = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
-        w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
-        w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
         b3 = tl.load(b3_ptr + hk)
         b_out = tl.load(b_out_ptr + a_cols)
-        for i in range(T):
+        for i in range(T):  # (weights reloaded each step, from L2: fewer live registers than keeping them)
             t = T - 1 - i
             tl.store(x_in_ptr + t * B * A_P + keep_a, x, mask=row_ok[:, None])
-            a1 = _dot(_as_dot(x, w_x, UPCAST), w_x, s_part, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
+            a1 = _dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), None, PRECISION, UPCAST)
+            w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
+            a1 = _dot(_as_dot(x, w_x, UPCAST), w_x, a1, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
             tl.store(a1_ptr + t * B * H + keep_h, a1, mask=h_ok)
             h1 = _mish(a1)
             acc = tl.zeros([BM, H], dtype=tl.float32)
@@ -253,6 +272,7 @@ if HAS_TRITON:
                 acc = _dot(_as_dot(_mish(a2c), w3c, UPCAST), w3c, acc, PRECISION, UPCAST)
             a3 = acc + b3[None, :]
             tl.store(a3_ptr + t * B * H + keep_h, a3, mask=h_ok)
+            w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
             eps = _dot(_as_dot(_mish(a3), w_out, UPCAST), w_out, None, PRECISION, UPCAST) + b_out[None, :]
             tl.store(eps_ptr + t * B * A_P + keep_a, eps, mask=row_ok[:, None])
             recip = tl.load(coef_ptr + t * 5 + 0)
@@ -288,8 +308,6 @@ if HAS_TRITON:
         g = tl.load(g_ptr + rows[:, None] * A + a_cols[None, :], mask=x_ok, other=0.0)
         x_pre = tl.load(x_pre_ptr + keep_a, mask=x_ok, other=0.0)
         g = tl.where((x_pre >= -max_action) & (x_pre <= max_action), g, 0.0)  # the final clamp
-        w_out_t = tl.load(w_out_ptr + hk[None, :] * A_P + a_cols[:, None])  # (A_P, H): W4
-        w_x_t = tl.load(w_x_ptr + a_cols[None, :] * H + hk[:, None])  # (H, A_P)
         for t in range(T):  # the forward ran t = T-1 .. 0; the backward goes t = 0 .. T-1
             recip = tl.load(coef_ptr + t * 5 + 0)
             recipm1 = tl.load(coef_ptr + t * 5 + 1)
@@ -303,6 +321,7 @@ if HAS_TRITON:
             tl.store(d_eps_ptr + t * B * A_P + keep_a, d_eps, mask=row_ok[:, None])
             d_x = mean2 * g + recip * d_x0
             a3 = tl.load(a3_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
+            w_out_t = tl.load(w_out_ptr + hk[None, :] * A_P + a_cols[:, None])  # (A_P, H): W4
             d_a3 = _dot(_as_dot(d_eps, w_out_t, UPCAST), w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
             tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=h_ok)
             d_h1 = tl.zeros([BM, H], dtype=tl.float32)
@@ -317,4 +336,5 @@ if HAS_TRITON:
             a1 = tl.load(a1_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
             d_a1 = d_h1 * _mish_grad(a1)
             tl.store(d_a1_ptr + t * B * H + keep_h, d_a1, mask=h_ok)
+            w_x_t = tl.load(w_x_ptr + a_cols[None, :] * H + hk[:, None])  # (H, A_P)
             g = tl.where(x_ok, _dot(_as_dot(d_a1, w_x_t, UPCAST), w_x_t, d_x, PRECISION, UPCAST), 0.0)

@@ -336,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "cover every complete task)")
     sw.add_argument("--tables-only", action="store_true",
                     help="train nothing: write the tables of every complete task from the run directories already "
-                         "in OUT/runs (no data set or GPU needed; for a sweep trained elsewhere)")
+                         "in OUT/runs (no data set or GPU needed; for a sweep trained elsewhere: add --full on a "
+                         "CPU when the runs trained on a GPU and the file leaves their length to the presets)")
     sw.add_argument("--make-data", action="store_true",
                     help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
 
@@ -683,6 +684,7 @@ def cmd_report(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .sweep import SweepError, load_spec, plan, run_sweep
+    from .utils import resolve_device
 
     spec = load_spec(args.config)
     out = args.out or Path("results") / spec.name
@@ -697,7 +699,8 @@ def cmd_sweep(args) -> int:
     if args.tables_only:
         from .sweep import sweep_tables
 
-        report = sweep_tables(spec, out, log=print)
+        full = args.full or resolve_device(args.device).type != "cpu"  # (the sizing the runs trained with)
+        report = sweep_tables(spec, out, full=full, log=print)
         print(f"wrote {out}/<task>.md|csv|json, <task>-risk.png, <task>-curves.png and sweep.json "
               f"({len(report['tasks'])} complete tasks; {len(report['unfinished'])} cells left)")
         return 0

@@ -134,5 +134,7 @@ def plot_risk_profile(returns_by_method: dict, path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from .utils import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -45,7 +45,7 @@ import numpy as np
 
 from .agents.registry import ALGOS
 from .config import TrainConfig, agent_shares, build_configs, preset_of, task_names
-from .utils import atomic_write_bytes, atomic_write_json, device_name, provenance, resolve_device
+from .utils import atomic_write_bytes, atomic_write_json, device_name, provenance, resolve_device, save_figure
 
 
 DATA_WORKERS = 8  # --make-data's rollout processes: fixed, as the data set depends on it (not the core count)
@@ -436,15 +436,22 @@ def _left(spec: SweepSpec, report: dict) -> str:
             f"tables written for the {len(report['tasks'])} complete task(s)")
 
 
-def sweep_tables(spec: SweepSpec, out, log=print) -> dict:
+def sweep_tables(spec: SweepSpec, out, full: bool = True, log=print) -> dict:
     """The tables of every complete task from the run directories already in OUT/runs, nothing
     trained, no data set or GPU needed: for a sweep trained elsewhere (stretches of GPU time whose
-    run directories were copied back). sweep.json's provenance is then this machine's; each run's
-    own (config.json) says where it trained."""
+    run directories were copied back). full: the runs' lengths are the full-size presets' (a GPU
+    run, or `--full` on a CPU), else the CPU-sized ones' (matters only where the file sets no
+    [train] steps). sweep.json's provenance is then this machine's; each run's own (config.json)
+    says where it trained."""
     out = Path(out)
     if not (out / "runs").is_dir():
         raise SweepError(f"{out / 'runs'} does not exist: no run directories to tabulate")
-    cells = plan(spec, out / "runs", "cpu", full=True)  # (run directories do not depend on the sizing)
+    cells = plan(spec, out / "runs", "cpu", full=full)
+    other = [c for c in cells if (c.run_dir / "eval.json").exists() and not settled(c)]
+    if other:
+        log(f"{len(other)} run(s) evaluated at another length than {other[0].train_cfg.steps} steps "
+            f"(e.g. {other[0].run_dir.name}): trained with {'CPU-sized' if full else 'full-size'} presets? "
+            f"{'drop' if full else 'add'} --full")
     report = _tables_of_complete_tasks(spec, cells, {str(c.run_dir) for c in cells if settled(c)}, out, 1, log)
     report["tables_only"] = True
     atomic_write_json(out / "sweep.json", {k: v for k, v in report.items() if not k.startswith("unfinished")})
@@ -544,5 +551,5 @@ def _plot_task(task: str, runs: list[dict], cells: list[Cell], out: Path) -> Non
     ax.set_xlabel("step"), ax.set_ylabel(f"{key} (mean over seeds; band: min..max)"), ax.set_title(task)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{task}-curves.png", dpi=100)
+    save_figure(fig, out / f"{task}-curves.png", dpi=100)  # (lanes side by side may write it at once)
     plt.close(fig)

@@ -72,6 +72,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_figure(fig, path, **kwargs) -> None:
+    """fig.savefig written atomically (atomic_write_bytes): a reader, or another process writing
+    the same figure (sweep lanes side by side), never sees half a file."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ramac.cli import main
-from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep
+from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep, sweep_tables
 from ramac.utils import device_name
 
 TINY = """
@@ -285,3 +285,7 @@ def test_tables_only_rebuilds_the_tables_from_the_run_directories_and_trains_not
     assert not (out / "runs" / "bandit-radac-seed1").exists()
     assert main(["sweep", str(path), "--out", str(tmp_path / "nowhere"), "--tables-only"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # runs of another length than the file's (e.g. full-size presets read with CPU-sized ones): said
+    said = []
+    report = sweep_tables(load_spec(write(tmp_path, steps=40, name="longer.toml")), out, full=False, log=said.append)
+    assert not report["tasks"] and any("3 run(s) evaluated at another length than 40 steps" in s for s in said)

@@ -6,7 +6,7 @@
 #   OUT=/some/folder DEADLINE_S=520 bash bench/studies/gpu_issue18.sh
 #
 # 1. the differentiable chain's parity tests on the GPU (tests/kernels/test_chain_grad.py) and
-#    ramac bench train at batch 256 and 4,096 on graph-kernels and graph-compile-bf16 with the per-step
+#    ramac bench train at batch 256 and 4,096 on graph-kernels, graph-kernels-bf16 and graph-compile-bf16 with the per-step
 #    chain (RAMAC_FUSED_CHAIN unset) and the fused chain (=1)
 # 2. the quantile-Huber capture check with the unrolled kernel (bench/studies/qh_graph_check.py)
 # 3. the IQN op alone against an fp64 yardstick (bench/studies/iqn_critic_gpu.py)
@@ -44,8 +44,8 @@ if [[ ${ALL:-0} == 1 ]]; then
 fi
 stage pytest-chain 90 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_chain_grad.py
 for fused in 0 1; do
-  stage "train-chain$fused" 150 env RAMAC_FUSED_CHAIN=$fused python3 -m ramac bench train --batch-size 256 4096 \
-    --paths graph-kernels graph-compile-bf16 --top-kernels 12 --out "$R/train-chain$fused.json"
+  stage "train-chain$fused" 170 env RAMAC_FUSED_CHAIN=$fused python3 -m ramac bench train --batch-size 256 4096 \
+    --paths graph-kernels graph-kernels-bf16 graph-compile-bf16 --top-kernels 12 --out "$R/train-chain$fused.json"
 done
 stage qh-graph 80 python3 -m bench.studies.qh_graph_check --legacy --out "$R/qh-graph.json"
 stage iqn-op 150 python3 -m bench.studies.iqn_critic_gpu --out "$R/iqn-critic.json"

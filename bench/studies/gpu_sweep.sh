@@ -7,15 +7,17 @@
 # then archive the sweep's folder without its checkpoints into $OUT/sweep.tgz with the logs and the
 # data sets' provenance. MINUTES (optional) also stops starting units after that many minutes. Run
 # from the repository root after the package is installed; rerun it (next stretch) to go on. Keep
-# LIMIT_S under the device call's own limit, or the archive is never written.
+# LIMIT_S under the device call's own limit less ~40 s (the install, the lanes' 3 s starts, the
+# 15 s kill grace, the data-set records and the archive come on top of it), or the archive is never
+# written: LIMIT_S=540 for a 600 s call.
 #
 # TASKS: the tasks of one sweep process. LANES: several processes side by side on the one GPU, their
 # task lists separated by ";" (two lanes gain ~15 % over one: at 5 seeds the graphed update already
 # keeps an H200 busy, but one lane's evaluations and data building then overlap the other's
 # training). Each lane logs to $OUT/sweep-logs/lane-N.log; unit-times.json is shared (locked).
 #
-#   OUT=/some/folder TASKS="halfcheetah-medium-replay" LIMIT_S=560 bash bench/studies/gpu_sweep.sh
-#   OUT=/some/folder LANES="hopper-medium-replay;walker2d-medium-replay" LIMIT_S=560 \
+#   OUT=/some/folder TASKS="halfcheetah-medium-replay" LIMIT_S=540 bash bench/studies/gpu_sweep.sh
+#   OUT=/some/folder LANES="hopper-medium-replay;walker2d-medium-replay" LIMIT_S=540 \
 #     bash bench/studies/gpu_sweep.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}

@@ -147,3 +147,33 @@ def test_bf16_dots_err_no_more_than_twice_torchs_own_bf16(B, S, A, H, T, device)
         err = (a.float() - b).abs().max().item()
         assert err <= bound, f"{name}: error {err:.3g} > {bound:.3g} (torch bf16: {bound / 2:.3g})"
     assert (got - want).abs().max() > 0  # (the bf16 path did round)
+
+
+def test_the_state_gets_its_gradient_and_the_noise_is_refused(device):
+    model, diffusion, state, noise = setup(19, 5, 3, 16, 3, device, scale=2.0, max_action=100.0)
+    params, coefs = chain_args(model, diffusion)
+    g_out = torch.randn(19, 3, generator=torch.Generator().manual_seed(2)).to(device)
+    s = state.clone().requires_grad_()
+    want = torch.autograd.grad(denoise_chain_ref(s, noise, *params, coefs, 100.0), s, g_out)[0]
+    got = torch.autograd.grad(denoise_chain_triton(s, noise, *params, coefs, 100.0, precision="ieee"), s, g_out)[0]
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, atol=1e-4 * want.abs().max().item(), rtol=1e-4)
+    with pytest.raises(ValueError, match="no gradient to its noise"):
+        denoise_chain_triton(state, noise.clone().requires_grad_(), *params, coefs, 100.0)
+
+
+def test_the_backward_keeps_fp32_weight_gradients_inside_bf16_autocast(device):
+    """The updaters run forward and backward in one autocast region: the backward's GEMMs must not
+    drop to bf16 there (the same gradients as a backward outside autocast, bit for bit)."""
+    model, diffusion, state, noise = setup(23, 5, 3, 32, 3, device, scale=1.5)
+    g_out = torch.randn(23, 3, generator=torch.Generator().manual_seed(4)).to(device)
+    params, coefs = chain_args(model, diffusion)
+    wrt = list(model.parameters())
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        out = denoise_chain_triton(state, noise, *params, coefs, 1.0, precision="bf16")
+        inside = torch.autograd.grad(out, wrt, g_out, retain_graph=True)
+    outside = torch.autograd.grad(out, wrt, g_out)
+    assert all(a.dtype == torch.float32 for a in inside)
+    for (name, _), a, b in zip(model.named_parameters(), inside, outside):
+        if name.startswith(("mid.2", "mid.4", "final")):  # gradients from the op's own GEMMs alone (the
+            assert torch.equal(a, b), name  # time MLP's also pass through autocast-recorded ops outside it)

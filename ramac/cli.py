@@ -383,6 +383,9 @@ def cmd_train(args) -> int:
             raise ValueError("--data-parallel trains one run; --seeds trains several side by side: give one of them")
         if args.run_dir is None and args.resume is None:
             raise ValueError("--data-parallel needs --run-dir (every process must name the same directory)")
+        if args.resume and not (args.resume / "checkpoint.pt").exists() and seed_runs_in(args.resume):
+            raise ValueError(f"--data-parallel trains one run; {args.resume} holds seeds side by side: resume them "
+                             f"without --data-parallel")
         kind = resolve_device(args.device or "auto").type
         shard = distributed.init(kind)
         if kind == "cuda":

@@ -84,11 +84,17 @@ def test_a_data_parallel_run_resumes_on_another_number_of_processes(tmp_path):  
     (["--data-parallel", "--run-dir", "R"], "runs under torchrun"),
     (["--data-parallel"], "needs --run-dir"),
     (["--data-parallel", "--seeds", "0-1", "--run-dir", "R"], "one of them"),
+    (["--data-parallel", "--resume", "SEEDS"], "holds seeds side by side"),
 ])
 def test_bad_data_parallel_requests_get_one_line(args, message, tmp_path):
-    out = ramac_train([a if a != "R" else str(tmp_path / "r") for a in args], check=False)
+    seeds = tmp_path / "seeds"  # a `ramac train --seeds` directory (each process would train every seed)
+    for n in (0, 1):
+        (seeds / f"seed{n}").mkdir(parents=True)
+        (seeds / f"seed{n}" / "checkpoint.pt").write_bytes(b"")
+    stamps = {p: p.stat().st_mtime_ns for p in seeds.rglob("*")}
+    out = ramac_train([{"R": str(tmp_path / "r"), "SEEDS": str(seeds)}.get(a, a) for a in args], check=False)
     assert out.returncode != 0 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists() and stamps == {p: p.stat().st_mtime_ns for p in seeds.rglob("*")}
 
 
 def test_a_global_batch_that_does_not_split_is_refused():

@@ -206,7 +206,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .sampler import _dot, _mish
+    from .sampler import _dot, _mish, _step_coefs
 
     @triton.jit
     def _as_dot(x, w, UPCAST: tl.constexpr):
@@ -275,11 +275,7 @@ if HAS_TRITON:
             w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
             eps = _dot(_as_dot(_mish(a3), w_out, UPCAST), w_out, None, PRECISION, UPCAST) + b_out[None, :]
             tl.store(eps_ptr + t * B * A_P + keep_a, eps, mask=row_ok[:, None])
-            recip = tl.load(coef_ptr + t * 5 + 0)
-            recipm1 = tl.load(coef_ptr + t * 5 + 1)
-            mean1 = tl.load(coef_ptr + t * 5 + 2)
-            mean2 = tl.load(coef_ptr + t * 5 + 3)
-            sigma = tl.load(coef_ptr + t * 5 + 4)
+            recip, recipm1, mean1, mean2, sigma = _step_coefs(coef_ptr, t, 5)
             x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
             z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)
             x = tl.where(x_ok, mean1 * x0 + mean2 * x + sigma * z, 0.0)  # padded columns stay 0
@@ -309,10 +305,7 @@ if HAS_TRITON:
         x_pre = tl.load(x_pre_ptr + keep_a, mask=x_ok, other=0.0)
         g = tl.where((x_pre >= -max_action) & (x_pre <= max_action), g, 0.0)  # the final clamp
         for t in range(T):  # the forward ran t = T-1 .. 0; the backward goes t = 0 .. T-1
-            recip = tl.load(coef_ptr + t * 5 + 0)
-            recipm1 = tl.load(coef_ptr + t * 5 + 1)
-            mean1 = tl.load(coef_ptr + t * 5 + 2)
-            mean2 = tl.load(coef_ptr + t * 5 + 3)
+            recip, recipm1, mean1, mean2, _ = _step_coefs(coef_ptr, t, 5)
             x_t = tl.load(x_in_ptr + t * B * A_P + keep_a, mask=x_ok, other=0.0)
             eps = tl.load(eps_ptr + t * B * A_P + keep_a, mask=x_ok, other=0.0)
             u = recip * x_t - recipm1 * eps

@@ -168,6 +168,12 @@ if HAS_TRITON:
         return tl.where(x > 20.0, x, x * n / (n + 2.0))
 
     @triton.jit
+    def _step_coefs(coef_ptr, t, STRIDE: tl.constexpr):
+        # step t's (recip, recipm1, mean1, mean2, sigma): the first five of its STRIDE schedule constants
+        row = coef_ptr + t * STRIDE
+        return tl.load(row), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3), tl.load(row + 4)
+
+    @triton.jit
     def _round_tf32(x):
         # fp32 -> the nearest tf32 (10 mantissa bits, ties away from zero), still stored as fp32:
         # what cuBLAS's cvt.rna.tf32.f32 does. tl.dot's tf32 inputs are otherwise truncated (the
@@ -245,11 +251,7 @@ if HAS_TRITON:
             w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
             eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
 
-            recip = tl.load(coef_ptr + t * 8 + 0)
-            recipm1 = tl.load(coef_ptr + t * 8 + 1)
-            mean1 = tl.load(coef_ptr + t * 8 + 2)
-            mean2 = tl.load(coef_ptr + t * 8 + 3)
-            sigma = tl.load(coef_ptr + t * 8 + 4)
+            recip, recipm1, mean1, mean2, sigma = _step_coefs(coef_ptr, t, 8)
             x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
             if HAS_NOISE:
                 z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)

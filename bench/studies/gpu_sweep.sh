@@ -31,6 +31,9 @@ export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$PWD/build/minari}  # ignore
 unset TRITON_INTERPRET || true
 mkdir -p "$OUT/sweep-logs"
 IFS=';' read -r -a lanes <<<"$LANES"
+for i in "${!lanes[@]}"; do
+  [[ -z ${lanes[$i]// /} ]] && { echo "gpu_sweep.sh: lane $i names no task (LANES=\"$LANES\")" >&2; exit 2; }
+done
 finish() {
   for t in ${LANES//;/ }; do python3 -m ramac data info "$t" >"$OUT/sweep-logs/data-$t.json" 2>&1; done
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/sweep-logs/gpu.txt" 2>&1
@@ -50,5 +53,9 @@ for i in "${!lanes[@]}"; do
   pids+=($!)
   sleep 3  # the lanes' first writes of the sweep folder do not race
 done
-for p in "${pids[@]}"; do wait "$p"; done
+rc=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { rc=1; echo "gpu_sweep.sh: lane $i ended with an error (sweep-logs/lane-$i.log)" >&2; }
+done
 grep -h -e "side by side in" -e "left for the next run" -e "budget spent" "$OUT"/sweep-logs/lane-*.log
+exit $rc

@@ -174,6 +174,7 @@ class _Chain(torch.autograd.Function):
         d_a2, d_a3 = torch.empty_like(a2), torch.empty_like(a3)
         g = g.float().contiguous()
         if B:
+            bm = 16 if H >= 256 else bm  # the backward keeps two (BM, H) fp32 tiles live: smaller blocks spill less
             _chain_bwd_kernel[(triton.cdiv(B, bm),)](
                 g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
                 B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
@@ -262,11 +263,11 @@ if HAS_TRITON:
             w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
             a1 = _dot(_as_dot(x, w_x, UPCAST), w_x, a1, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
             tl.store(a1_ptr + t * B * H + keep_h, a1, mask=h_ok)
-            h1 = _mish(a1)
+            h1 = _as_dot(_mish(a1), w_x, UPCAST)  # in the dots' dtype once (bf16: half the live registers)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
                 w2c = tl.load(w2_ptr + hk[:, None] * H + n0 + bn[None, :])  # (H, BN)
-                a2c = _dot(_as_dot(h1, w2c, UPCAST), w2c, None, PRECISION, UPCAST) + tl.load(b2_ptr + n0 + bn)[None, :]
+                a2c = _dot(h1, w2c, None, PRECISION, UPCAST) + tl.load(b2_ptr + n0 + bn)[None, :]
                 tl.store(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], a2c, mask=row_ok[:, None])
                 w3c = tl.load(w3_ptr + (n0 + bn[:, None]) * H + hk[None, :])  # (BN, H)
                 acc = _dot(_as_dot(_mish(a2c), w3c, UPCAST), w3c, acc, PRECISION, UPCAST)
@@ -317,12 +318,13 @@ if HAS_TRITON:
             w_out_t = tl.load(w_out_ptr + hk[None, :] * A_P + a_cols[:, None])  # (A_P, H): W4
             d_a3 = _dot(_as_dot(d_eps, w_out_t, UPCAST), w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
             tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=h_ok)
+            d_a3 = _as_dot(d_a3, w_out_t, UPCAST)  # the chunk loop's left operand, cast once
             d_h1 = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
                 w3c = tl.load(w3_ptr + (n0 + bn[None, :]) * H + hk[:, None])  # (H, BN): W3 block
                 a2c = tl.load(a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], mask=row_ok[:, None],
                               other=0.0)
-                d_a2c = _dot(_as_dot(d_a3, w3c, UPCAST), w3c, None, PRECISION, UPCAST) * _mish_grad(a2c)
+                d_a2c = _dot(d_a3, w3c, None, PRECISION, UPCAST) * _mish_grad(a2c)
                 tl.store(d_a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], d_a2c, mask=row_ok[:, None])
                 w2c = tl.load(w2_ptr + hk[None, :] * H + n0 + bn[:, None])  # (BN, H): W2 block
                 d_h1 = _dot(_as_dot(d_a2c, w2c, UPCAST), w2c, d_h1, PRECISION, UPCAST)

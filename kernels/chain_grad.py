@@ -27,14 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import HAS_TRITON, use_triton
+from .sampler import _pad
 
 
 PRECISIONS = ("tf32", "ieee", "bf16")  # the dots' inputs: fp32 rounded to tf32, exact fp32, or bf16
-
-
-def _pad(n: int) -> int:
-    """A tile width for n columns: a power of two, at least 16 (tl.dot's minimum K)."""
-    return max(16, 1 << (n - 1).bit_length())
 
 
 def _check(state, noise, w1, w2, t_emb, coefs):
@@ -86,7 +82,7 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
     with fp32 accumulation, pre-activations and weight gradients; default bf16 under bf16
     autocast (as the reference's matmuls would run), else tf32."""
     H = w2.shape[0]
-    ok = (HAS_TRITON and use_triton(state, noise, w1) and H >= 16 and H & (H - 1) == 0
+    ok = (use_triton(state, noise, w1) and H >= 16 and H & (H - 1) == 0
           and all(t.dtype == torch.float32 for t in (state, noise, w1, w2, w3, w4)))
     if not ok:
         return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
@@ -152,7 +148,8 @@ class _Chain(torch.autograd.Function):
                 B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
                 PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
                 **_launch(H, precision))
-        ctx.save_for_backward(state_c, coef_t, *weights.values(), *saved.values())
+        ctx.save_for_backward(state_c, coef_t, *(weights[k] for k in ("w_x", "w_s", "w2t", "w3t", "w_outt")),
+                              *saved.values())
         ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
         return out
 
@@ -165,8 +162,7 @@ class _Chain(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, g):
-        (state, coef_t, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out,
-         x_in, a1, a2, a3, eps, x_pre) = ctx.saved_tensors
+        state, coef_t, w_x, w_s, w2t, w3t, w_outt, x_in, a1, a2, a3, eps, x_pre = ctx.saved_tensors
         A, S, H, T, bm, max_action, precision = ctx.shapes
         B = state.shape[0]
         A_P = w_x.shape[0]
@@ -246,7 +242,6 @@ if HAS_TRITON:
         hk = tl.arange(0, H)
         bn = tl.arange(0, BN)
         x_ok = row_ok[:, None] & (a_cols < A)[None, :]
-        h_ok = row_ok[:, None] & (hk < H)[None, :]
         s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :],
                     mask=row_ok[:, None] & (s_cols < S)[None, :], other=0.0)
         s = _as_dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), UPCAST)  # kept: (BM, S_P) only
@@ -262,7 +257,7 @@ if HAS_TRITON:
             a1 = _dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :]), None, PRECISION, UPCAST)
             w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
             a1 = _dot(_as_dot(x, w_x, UPCAST), w_x, a1, PRECISION, UPCAST) + tl.load(c_time_ptr + t * H + hk)[None, :]
-            tl.store(a1_ptr + t * B * H + keep_h, a1, mask=h_ok)
+            tl.store(a1_ptr + t * B * H + keep_h, a1, mask=row_ok[:, None])
             h1 = _as_dot(_mish(a1), w_x, UPCAST)  # in the dots' dtype once (bf16: half the live registers)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
@@ -272,7 +267,7 @@ if HAS_TRITON:
                 w3c = tl.load(w3_ptr + (n0 + bn[:, None]) * H + hk[None, :])  # (BN, H)
                 acc = _dot(_as_dot(_mish(a2c), w3c, UPCAST), w3c, acc, PRECISION, UPCAST)
             a3 = acc + b3[None, :]
-            tl.store(a3_ptr + t * B * H + keep_h, a3, mask=h_ok)
+            tl.store(a3_ptr + t * B * H + keep_h, a3, mask=row_ok[:, None])
             w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
             eps = _dot(_as_dot(_mish(a3), w_out, UPCAST), w_out, None, PRECISION, UPCAST) + b_out[None, :]
             tl.store(eps_ptr + t * B * A_P + keep_a, eps, mask=row_ok[:, None])
@@ -299,7 +294,6 @@ if HAS_TRITON:
         hk = tl.arange(0, H)
         bn = tl.arange(0, BN)
         x_ok = row_ok[:, None] & (a_cols < A)[None, :]
-        h_ok = row_ok[:, None] & (hk < H)[None, :]
         keep_a = rows[:, None] * A_P + a_cols[None, :]
         keep_h = rows[:, None] * H + hk[None, :]
         g = tl.load(g_ptr + rows[:, None] * A + a_cols[None, :], mask=x_ok, other=0.0)
@@ -314,10 +308,10 @@ if HAS_TRITON:
             d_eps = -recipm1 * d_x0
             tl.store(d_eps_ptr + t * B * A_P + keep_a, d_eps, mask=row_ok[:, None])
             d_x = mean2 * g + recip * d_x0
-            a3 = tl.load(a3_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
+            a3 = tl.load(a3_ptr + t * B * H + keep_h, mask=row_ok[:, None], other=0.0)
             w_out_t = tl.load(w_out_ptr + hk[None, :] * A_P + a_cols[:, None])  # (A_P, H): W4
             d_a3 = _dot(_as_dot(d_eps, w_out_t, UPCAST), w_out_t, None, PRECISION, UPCAST) * _mish_grad(a3)
-            tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=h_ok)
+            tl.store(d_a3_ptr + t * B * H + keep_h, d_a3, mask=row_ok[:, None])
             d_a3 = _as_dot(d_a3, w_out_t, UPCAST)  # the chunk loop's left operand, cast once
             d_h1 = tl.zeros([BM, H], dtype=tl.float32)
             for n0 in range(0, H, BN):
@@ -328,8 +322,8 @@ if HAS_TRITON:
                 tl.store(d_a2_ptr + t * B * H + rows[:, None] * H + n0 + bn[None, :], d_a2c, mask=row_ok[:, None])
                 w2c = tl.load(w2_ptr + hk[None, :] * H + n0 + bn[:, None])  # (BN, H): W2 block
                 d_h1 = _dot(_as_dot(d_a2c, w2c, UPCAST), w2c, d_h1, PRECISION, UPCAST)
-            a1 = tl.load(a1_ptr + t * B * H + keep_h, mask=h_ok, other=0.0)
+            a1 = tl.load(a1_ptr + t * B * H + keep_h, mask=row_ok[:, None], other=0.0)
             d_a1 = d_h1 * _mish_grad(a1)
-            tl.store(d_a1_ptr + t * B * H + keep_h, d_a1, mask=h_ok)
+            tl.store(d_a1_ptr + t * B * H + keep_h, d_a1, mask=row_ok[:, None])
             w_x_t = tl.load(w_x_ptr + a_cols[None, :] * H + hk[:, None])  # (H, A_P)
             g = tl.where(x_ok, _dot(_as_dot(d_a1, w_x_t, UPCAST), w_x_t, d_x, PRECISION, UPCAST), 0.0)

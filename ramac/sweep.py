@@ -419,13 +419,15 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             group.destroy_process_group()
 
 
-def _tables_of_complete_tasks(spec: SweepSpec, cells: list[Cell], done: set, out: Path, world: int, log) -> dict:
-    """write_tables for the tasks all of whose cells are done; the report lists the others' cells."""
+def _tables_of_complete_tasks(spec: SweepSpec, cells: list[Cell], done: set, out: Path, world: int, log,
+                              **extra) -> dict:
+    """write_tables for the tasks all of whose cells are done (extra: more keys for sweep.json); the
+    report lists the others' cells."""
     # with [eval], a cell counts once its second evaluation is there (a table never mixes the
     # training run's last evaluation with the second one's)
     unfinished = [c for c in cells if str(c.run_dir) not in done or (spec.eval and not evaluated_again(c))]
     left = {c.task for c in unfinished}
-    report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log)
+    report = write_tables(spec, [c for c in cells if c.task not in left], out, world, log, **extra)
     report["unfinished"] = [str(c.run_dir) for c in unfinished]
     report["unfinished_tasks"] = [t for t in spec.tasks if t in left]
     return report
@@ -452,9 +454,8 @@ def sweep_tables(spec: SweepSpec, out, full: bool = True, log=print) -> dict:
         log(f"{len(other)} run(s) evaluated at another length than {other[0].train_cfg.steps} steps "
             f"(e.g. {other[0].run_dir.name}): trained with {'CPU-sized' if full else 'full-size'} presets? "
             f"{'drop' if full else 'add'} --full")
-    report = _tables_of_complete_tasks(spec, cells, {str(c.run_dir) for c in cells if settled(c)}, out, 1, log)
-    report["tables_only"] = True
-    atomic_write_json(out / "sweep.json", {k: v for k, v in report.items() if not k.startswith("unfinished")})
+    report = _tables_of_complete_tasks(spec, cells, {str(c.run_dir) for c in cells if settled(c)}, out, 1, log,
+                                       tables_only=True)
     if report["unfinished"]:
         log(_left(spec, report))
     return report
@@ -479,14 +480,15 @@ def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_c
 # --------------------------------------------------------------------------------------------
 # tables and figures
 # --------------------------------------------------------------------------------------------
-def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, log=print) -> dict:
+def write_tables(spec: SweepSpec, cells: list[Cell], out: Path, world: int = 1, log=print, **extra) -> dict:
     from .report import aggregate, markdown, read_run
 
     out.mkdir(parents=True, exist_ok=True)  # (nothing may have trained in this run)
 
     report = {"name": spec.name, "tasks": {}, "config": spec.text, "world_size": world,
               "provenance": provenance(resolve_device(cells[0].train_cfg.device if cells else "cpu")),
-              "cells": [{"task": c.task, "agent": c.agent, "seed": c.seed, "run_dir": str(c.run_dir)} for c in cells]}
+              "cells": [{"task": c.task, "agent": c.agent, "seed": c.seed, "run_dir": str(c.run_dir)} for c in cells],
+              **extra}
     from .train.group import diverged
 
     report["diverged"] = []

@@ -89,8 +89,8 @@ def metrics_over_processes(sums: torch.Tensor, counts: torch.Tensor, first_bad: 
     """DeviceMetrics.reduce of a data-parallel run: every process's metric sums and counts added
     up (each slice's mean loss averaged over the equal slices: the global batch's mean) and the
     earliest step at which any process saw a non-finite loss (-1: none), so that every process
-    logs the same numbers and all of them stop together."""
-    sums, counts = sums.clone(), counts.clone()
+    logs the same numbers and all of them stop together. (sums and counts: read()'s own stacks,
+    reduced in place.)"""
     dist.all_reduce(sums)
     dist.all_reduce(counts)
     never = torch.iinfo(torch.long).max

@@ -92,23 +92,20 @@ def pack_denoiser(w1, b1, w2, b2, w3, b3, w4, b4, time_emb, coefs, state_dim, ma
     if d_in != A + E + S:
         raise ValueError(f"layer 1 takes {d_in} inputs, expected action {A} + time {E} + state {S}")
     a_p, s_p = _pad(A), _pad(S)
-    f32 = dict(dtype=torch.float32, device=w1.device)
     w1, b1, w2, b2, w3, b3, w4, b4 = (t.detach() for t in (w1, b1, w2, b2, w3, b3, w4, b4))
 
     def copy(t):  # a private fp32 copy: the pack must not alias (or track) live parameters
         return t.float().clone().contiguous()
 
-    w_x = torch.zeros(a_p, H, **f32)
-    w_x[:A] = w1[:, :A].t()
-    w_s = torch.zeros(s_p, H, **f32)
-    w_s[:S] = w1[:, A + E:].t()
+    def padded(t, rows=0, cols=0):  # zero rows / columns appended, out of place (so torch.func.vmap can batch it)
+        return F.pad(t.float(), (0, cols, 0, rows)).contiguous()
+
+    w_x = padded(w1[:, :A].t(), rows=a_p - A)
+    w_s = padded(w1[:, A + E:].t(), rows=s_p - S)
     c_time = time_emb.detach().float() @ w1[:, A:A + E].t().float() + b1.float()
-    w_out = torch.zeros(H, a_p, **f32)
-    w_out[:, :A] = w4.t()
-    b_out = torch.zeros(a_p, **f32)
-    b_out[:A] = b4
-    coef_table = torch.zeros(T, 8, **f32)
-    coef_table[:, :5] = coefs.detach().float()
+    w_out = padded(w4.t(), cols=a_p - A)
+    b_out = F.pad(b4.float(), (0, a_p - A))
+    coef_table = padded(coefs.detach(), cols=3)
     return PackedDenoiser(
         w_x=w_x, w_s=w_s, c_time=c_time.contiguous(), w2=copy(w2.t()), b2=copy(b2), w3=copy(w3.t()), b3=copy(b3),
         w_out=w_out, b_out=b_out,

@@ -28,7 +28,12 @@ def on_side_stream(stream: torch.cuda.Stream | None):
 def weights_version(params) -> tuple:
     """A key that changes when any of these parameters is replaced or updated in place eagerly
     (their storages and version counters). CUDA-graph replays do not bump version counters, so
-    code that replays updates drops what it keyed on this (the samplers' forget_packs)."""
+    code that replays updates drops what it keyed on this (the samplers' forget_packs). None for
+    weights that are one seed's slice inside torch.func.vmap (seeds stacked): they have no storage
+    of their own, and what was packed from them must not outlive the call; callers cache nothing then."""
+    params = list(params)
+    if any(torch._C._functorch.is_functorch_wrapped_tensor(p) for p in params):
+        return None
     return tuple((p.data_ptr(), p._version) for p in params)
 
 

@@ -140,9 +140,10 @@ class Diffusion(nn.Module):
         Parameter version counters detect eager in-place updates; CUDA-graph replays
         do not bump them, so code that replays updates calls `forget_packs()`.
         """
-        key = (id(model),) + weights_version(model.parameters())
+        version = weights_version(model.parameters())
+        key = None if version is None else (id(model),) + version
         cached = getattr(self, "_pack_cache", None)
-        if cached is not None and cached[0] == key:
+        if key is not None and cached is not None and cached[0] == key:
             return cached[1]
         with torch.no_grad():
             steps = torch.arange(self.T, device=self.coefs.device)
@@ -152,7 +153,7 @@ class Diffusion(nn.Module):
                 model.final.weight, model.final.bias, model.time_mlp(steps), self.coefs,
                 state_dim=model.state_dim, max_action=self.max_action, coefs_host=[c[:5] for c in self._steps],
             )
-        self._pack_cache = (key, packed)
+        self._pack_cache = None if key is None else (key, packed)
         return packed
 
     def forget_packs(self) -> None:

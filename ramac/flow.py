@@ -109,10 +109,10 @@ class FlowPolicy(nn.Module):
         """
         student = self.actor.student
         key = weights_version(student.parameters())
-        if self._pack_cache is not None and self._pack_cache[0] == key:
+        if key is not None and self._pack_cache is not None and self._pack_cache[0] == key:
             return self._pack_cache[1]
         packed = kernels.pack_student(student, self.cfg.max_action)
-        self._pack_cache = (key, packed)
+        self._pack_cache = None if key is None else (key, packed)
         return packed
 
     def update_ema(self, step: torch.Tensor) -> None:

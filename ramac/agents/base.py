@@ -13,6 +13,9 @@ mirror, advanced by `advanced()` once per update that really ran (eager or repla
     agent.noise_shard               (rank, world): this process's slice of a data-parallel batch
     agent.phase()                   the update's control flow at this step (one graph each)
     agent.update(batch) -> dict     one update, graph-safe: no host reads, device metrics
+    Agent.losses                    the methods update() calls for its losses: functions of the
+                                    parameters, buffers and arguments only (seeds stacked run them
+                                    under torch.func.vmap, ramac.train.stacked); () opts out
     agent.advanced()                the updater ran one update (eager or a replay)
     agent.optimizers()              the optimisers it owns (the updater picks their kernels)
     agent.before_capture()          drop caches a capture must not read (weight packs)
@@ -36,6 +39,7 @@ from ..noise import Noise
 class Agent(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    losses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, state_dim: int, action_dim: int, cfg):
         super().__init__()
@@ -119,8 +123,10 @@ class Agent(nn.Module):
 
     # ---- state ------------------------------------------------------------------------
     def full_state(self) -> dict:
-        return {"model": self.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers()],
-                "steps": self.steps}
+        """Parameters, buffers, optimiser states and the step; tensors that are views (seeds stacked:
+        this seed's slice of the stack's tensors) copied, so that a checkpoint saves its own seed only."""
+        return _owned({"model": self.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers()],
+                       "steps": self.steps})
 
     def load_full_state(self, state: dict) -> None:
         model = dict(state["model"])
@@ -138,3 +144,15 @@ class Agent(nn.Module):
             opt.load_state_dict(s)
         self.steps = steps
         self.step_t.fill_(steps)
+
+
+def _owned(obj):
+    """obj with every tensor that is a part of a larger storage (a view, or a detached view: a stacked
+    seed's parameter in state_dict()) replaced by a copy: torch.save writes the whole storage."""
+    if isinstance(obj, dict):
+        return {k: _owned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_owned(v) for v in obj)
+    if torch.is_tensor(obj) and obj.untyped_storage().nbytes() > obj.numel() * obj.element_size():
+        return obj.clone()
+    return obj

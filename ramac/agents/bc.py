@@ -11,6 +11,7 @@ from .policy import PolicyAgent, set_grads
 class BC(PolicyAgent):
     name = "bc"
     Config = BCConfig
+    losses = ("actor_loss",)
 
     def actor_loss(self, b):
         bc = self.policy.bc_loss(b.obs, b.action, noise=self.noise("actor"))

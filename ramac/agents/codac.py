@@ -45,6 +45,7 @@ class CODAC(RADAC):
     name = "codac"
     Config = CODACConfig
     Policy = GaussianPolicy
+    losses = ("critic_losses", "actor_loss", "lagrange_loss")
 
     def __init__(self, state_dim: int, action_dim: int, cfg: CODACConfig):
         super().__init__(state_dim, action_dim, cfg)

@@ -31,6 +31,7 @@ class ORAAC(RADAC):
     name = "oraac"
     Config = ORAACConfig
     Policy = ORAACPolicy
+    losses = ("vae_loss", "critic_loss", "actor_loss")
 
     def phase(self) -> bool:
         """Whether this step updates the actor and the targets (every actor_every-th step)."""

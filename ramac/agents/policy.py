@@ -23,9 +23,12 @@ def set_grads(loss, groups, sync=None) -> None:
     The gradients are stored contiguous: a compiled backward may hand one out with padded strides
     (Inductor pads a (256, 39) weight's gradient to a row stride of 40), and a compiled optimiser
     step traced on contiguous gradients does not guard their strides: it fails its own stride
-    assertion (on the GPU when the actor's risk term starts after a BC-only warm-up)."""
+    assertion (on the GPU when the actor's risk term starts after a BC-only warm-up).
+
+    A loss per seed (seeds stacked, ramac.train.stacked) is summed: seed k's parameters reach
+    only seed k's loss, so each gets its own loss's gradient."""
     params = [p for _, net, _ in groups for p in net.parameters()]
-    grads = torch.autograd.grad(loss, params)
+    grads = torch.autograd.grad(loss.sum() if loss.dim() else loss, params)
     if sync is not None:
         grads = sync(list(grads))
     for p, g in zip(params, grads):

@@ -30,6 +30,7 @@ _OLD_POLICY_KEYS = ("actor.", "actor_ema.", "diffusion.")
 class RADAC(PolicyAgent):
     name = "radac"
     Config = RADACConfig
+    losses = ("critic_loss", "actor_loss")
 
     def __init__(self, state_dim: int, action_dim: int, cfg: RADACConfig):
         super().__init__(state_dim, action_dim, cfg)

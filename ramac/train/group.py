@@ -115,7 +115,9 @@ def _train_group(runs: list[tuple], progress: bool, resume: bool, log, plots: st
 def _run(trainers: list[Trainer], cfg: TrainConfig, progress: bool, log=print) -> list[RunResult | Diverged]:
     first = trainers[0]
     updater = make_seeds_updater([t.agent for t in trainers], first.data, [t.batch_size for t in trainers],
-                                 graph=cfg.graph, bf16=cfg.bf16, compile=cfg.compile)
+                                 graph=cfg.graph, bf16=cfg.bf16, compile=cfg.compile,
+                                 # stacked seeds step together: only runs that start and end together
+                                 stack=len({(t.step, t.cfg.steps) for t in trainers}) == 1)
     for trainer, own in zip(trainers, updater.updaters):
         trainer.start(updater=own)
     total = sum(t.cfg.steps for t in trainers)

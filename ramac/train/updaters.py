@@ -284,9 +284,11 @@ class SeedsUpdater:
 
 
 def make_seeds_updater(agents, data: OfflineDataset, batch_size, *, graph: bool = True, bf16: bool = False,
-                       compile: bool = True, warmup: int = 3) -> SeedsUpdater:
+                       compile: bool = True, warmup: int = 3, stack: bool = True):
     """make_updater's choice for each agent, stepped together (see SeedsUpdater); batch_size: one
-    for all, or one per agent. Compiled, each
+    for all, or one per agent. With RAMAC_STACK_SEEDS=1 and stack (the runs start and end at the
+    same steps), agents of one class and settings are stacked instead (one computation over
+    parameters with a seed dimension: ramac.train.stacked). Compiled, each
     agent's methods are a guarded entry of the same compiled code (Inductor's cache makes the second
     and later ones cheap): the recompile limits grow with the number of agents."""
     cuda = data.obs.device.type == "cuda"
@@ -296,6 +298,11 @@ def make_seeds_updater(agents, data: OfflineDataset, batch_size, *, graph: bool 
         if hasattr(cfg, "accumulated_recompile_limit"):
             cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 32 * len(agents) + 256)
     sizes = [batch_size] * len(agents) if isinstance(batch_size, int) else list(batch_size)
+    if stack and os.environ.get("RAMAC_STACK_SEEDS") == "1" and len(set(sizes)) == 1:
+        from .stacked import StackedSeedsUpdater, unstackable
+
+        if unstackable(agents) is None:  # else side by side, as below
+            return StackedSeedsUpdater(agents, data, sizes[0], graph=graph, bf16=bf16, compile=compile, warmup=warmup)
     alone = graph and cuda and len(agents) == 1  # one agent graphs its own updates
     updaters = [FastUpdater(a, data, b, graph=alone, bf16=bf16, compile=compile and cuda, warmup=warmup)
                 if (cuda and (graph or compile)) or bf16 else EagerUpdater(a, data, b)  # make_updater's rule

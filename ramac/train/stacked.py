@@ -1,0 +1,336 @@
+"""Seeds stacked: K agents of one class and settings, whose seeds alone differ, updated as one
+computation (issue "Many seeds in one graph", item 1: stacked parameters and optimiser states).
+
+One *stack* agent (a copy of the first) holds every parameter and buffer with a leading seed
+dimension K; its update() is the agent's own, with three changes:
+  - the methods that compute losses (the agent's `losses`, see ramac.agents.base) run under
+    torch.func.vmap over the seeds: each seed's slice of the parameters, buffers and batch, so
+    every draw of ramac.noise comes from that seed's noise seed, and a loss becomes K losses;
+  - set_grads differentiates their sum: seed k's parameters get seed k's gradient alone;
+  - the optimiser steps clip each seed's gradient norm on its own (one norm per seed, as
+    clip_grad_norm_ on one run) and take one Adam step over the stacked tensors, which is K
+    independent Adam steps (Adam is elementwise; every seed is at the same step).
+EMA, Polyak averaging and the step counter are elementwise or shared, so they run as written.
+The kernels count of an update is then about one seed's, each kernel K times wider.
+
+The K agents stay: their parameters, buffers and optimiser states become views into the stack's
+tensors (evaluation, checkpoints, `ramac eval` and resume work per seed as before; a checkpoint
+saves its own seed's slice: Agent.full_state compacts views). Seed i computes what it computes
+alone up to float rounding (tests/test_stacked.py).
+
+Opt in with RAMAC_STACK_SEEDS=1 (ramac.train.updaters.make_seeds_updater), until the GPU
+measurements say it pays (`ramac bench train --seeds K`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.nn.utils.stateless import _reparametrize_module
+
+from .. import kernels
+from ..data import Batch
+from .updaters import LOSS_KEYS, FastUpdater, EagerUpdater, batch_indices
+
+SHARED_BUFFERS = ("step_t",)  # one step counter for all seeds: they update together
+
+
+def unstackable(agents) -> str | None:
+    """Why these agents cannot be stacked (None: they can)."""
+    first = agents[0]
+    if len(agents) < 2:
+        return "one seed"
+    if not type(first).losses:
+        return f"{type(first).__name__} does not name its loss methods (Agent.losses)"
+    for a in agents[1:]:
+        if type(a) is not type(first) or a.cfg != first.cfg:
+            return "the agents differ in class or settings"
+        if a.steps != first.steps:
+            return "the agents are at different steps"
+    if any(a.grad_sync is not None for a in agents):
+        return "data-parallel agents"
+    return None
+
+
+class SeedStack:
+    """The stack agent of K agents (see the module's docstring); `stack.agent` is the one the
+    updater steps; `call(fn, *args)` runs fn(*args) once per seed under vmap, each seed's slice
+    of the stack agent's state in place of the stacked one."""
+
+    def __init__(self, agents: list):
+        why = unstackable(agents)
+        if why is not None:
+            raise ValueError(f"cannot stack these seeds: {why}")
+        self.agents, self.K = list(agents), len(agents)
+        stack = copy.deepcopy(agents[0])
+        stack.sync()  # no weight pack of the first agent's is kept
+        named = [dict(a.named_parameters()) for a in agents]
+        self.params: dict[str, torch.nn.Parameter] = {}
+        replaced = {}
+        for name, old in list(stack.named_parameters()):
+            value = torch.stack([n[name].detach() for n in named])
+            new = torch.nn.Parameter(value, requires_grad=old.requires_grad)
+            _set(stack, name, new, parameter=True)
+            self.params[name], replaced[id(old)] = new, new
+        buffers = [dict(a.named_buffers()) for a in agents]
+        self.buffers: dict[str, torch.Tensor] = {}
+        for name, _ in list(stack.named_buffers()):
+            if name.rsplit(".", 1)[-1] not in SHARED_BUFFERS:
+                self.buffers[name] = torch.stack([b[name] for b in buffers])
+                _set(stack, name, self.buffers[name], parameter=False)
+        for opt in stack.optimizers():
+            for group in opt.param_groups:
+                group["params"] = [replaced[id(p)] for p in group["params"]]
+            opt.state.clear()
+        self.agent = stack
+        self._inside = False
+        self._wrap_losses()
+        stack._optimise = optimise_per_seed
+        self._bind_agents()
+
+    # ---- the vmapped calls ----------------------------------------------------------
+    def call(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) for each seed, under torch.func.vmap: positional Batch arguments and
+        tensors with a leading dimension are taken per seed (a loss method's batch, a penalty made
+        by another loss method), 0-d tensors, python values and keyword arguments are shared (eta,
+        flags); the outputs get a leading seed dimension. Reference ops: the Triton kernels' autograd functions have no
+        vmap rule (and under torch.compile the reference ops are traced anyway)."""
+        if self._inside:  # a loss method calling another: already one seed's slice
+            return fn(*args, **kwargs)
+        dims = tuple(0 if isinstance(a, Batch) or (torch.is_tensor(a) and a.dim() > 0) else None for a in args)
+        state = {**self.params, **self.buffers}
+
+        def one(state, *args):
+            self._inside = True
+            try:
+                with _reparametrize_module(self.agent, state):
+                    return fn(*args, **kwargs)
+            finally:
+                self._inside = False
+
+        with kernels.use("reference"):
+            return torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args)
+
+    def _wrap_losses(self) -> None:
+        for name in type(self.agent).losses:
+            method = getattr(self.agent, name)
+
+            def per_seed(*args, _method=method, **kwargs):
+                return self.call(_method, *args, **kwargs)
+            setattr(self.agent, name, per_seed)
+
+    # ---- the K agents as views ------------------------------------------------------
+    def _bind_agents(self) -> None:
+        """Each agent's parameters, buffers and optimiser states become views of its seed's slice."""
+        step = self.agent.step_t
+        for k, a in enumerate(self.agents):
+            for name, p in a.named_parameters():
+                p.data = self.params[name].data[k]
+            for name, _ in list(a.named_buffers()):
+                shared = name.rsplit(".", 1)[-1] in SHARED_BUFFERS
+                _set(a, name, step if shared else self.buffers[name][k], parameter=False)
+            a.sync()
+
+    def init_optimizer_states(self) -> None:
+        """The stack's optimiser states: stacked from the agents' (a resumed run) or fresh, in the
+        layout the optimisers' flags ask for; then each agent's state becomes views of its slice.
+        Call after the optimisers' kernels are chosen (capturable, fused)."""
+        for opt_i, opt in enumerate(self.agent.optimizers()):
+            own = [a.optimizers()[opt_i] for a in self.agents]
+            for g_i, group in enumerate(opt.param_groups):
+                own_params = [o.param_groups[g_i]["params"] for o in own]
+                for p_i, p in enumerate(group["params"]):
+                    states = [o.state.get(ps[p_i]) for o, ps in zip(own, own_params)]
+                    opt.state[p] = _stacked_state(states, p, group)
+                    for k, (o, ps) in enumerate(zip(own, own_params)):
+                        o.state[ps[p_i]] = {key: v if key == "step" else v[k] for key, v in opt.state[p].items()}
+
+
+def _stacked_state(states, p, group) -> dict:
+    """Adam's state for the stacked parameter p: the agents' stacked (all have one) or zeros."""
+    if all(s for s in states):
+        out = {key: torch.stack([s[key] for s in states]).to(p.device) for key in states[0] if key != "step"}
+        step = states[0]["step"]
+    elif not any(states):
+        out = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        if group.get("amsgrad"):
+            out["max_exp_avg_sq"] = torch.zeros_like(p)
+        step = torch.zeros(())
+    else:
+        raise ValueError("some seeds have optimiser states and some do not: resume them on their own")
+    on_device = group.get("capturable") or group.get("fused")
+    out["step"] = step.detach().clone().float().to(p.device if on_device else "cpu")
+    return out
+
+
+def _set(module, name: str, value, parameter: bool) -> None:
+    """Replace the parameter or buffer `name` (dotted) of module."""
+    *path, leaf = name.split(".")
+    for part in path:
+        module = getattr(module, part)
+    (module._parameters if parameter else module._buffers)[leaf] = value
+
+
+def optimise_per_seed(groups, grad_norm: float) -> dict:
+    """ramac.agents.policy.optimise for stacked parameters: each seed's gradient norm clipped on
+    its own (clip_grad_norm_'s arithmetic, per seed), then one optimiser step for all seeds; the
+    pre-clip norms (K,) by metric key."""
+    norms = {}
+    for opt, net, key in groups:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        if grad_norm > 0 and grads:
+            sq = torch.stack([g.float().square().flatten(1).sum(1) for g in grads]).sum(0)
+            norms[key] = sq.sqrt()
+            coef = (grad_norm / (norms[key] + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+        opt.step()
+    return norms
+
+
+class StackedMetrics:
+    """DeviceMetrics for K stacked seeds: sums (K,) per metric, a first bad step per seed; `view(k)`
+    is seed k's metrics (read() as DeviceMetrics.read, its own column)."""
+
+    def __init__(self, K: int):
+        self.K = K
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, torch.Tensor] = {}
+        self.first_bad = None
+        self.count = 0
+
+    def add(self, info: dict, step) -> None:
+        for key, v in info.items():
+            v = v.detach().float()
+            v = v.expand(self.K) if v.dim() == 0 else v
+            if key not in self.sums:
+                self.sums[key] = torch.zeros(self.K, device=v.device)
+                self.counts[key] = torch.zeros(self.K, device=v.device)
+            self.sums[key].add_(v)
+            self.counts[key].add_(1)
+        loss = sum(info[key].float() for key in LOSS_KEYS if key in info)
+        loss = loss.expand(self.K) if torch.is_tensor(loss) and loss.dim() == 0 else loss
+        if self.first_bad is None:
+            self.first_bad = torch.full((self.K,), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad.copy_(torch.where(bad, step, self.first_bad))
+
+    def view(self, k: int) -> "SeedMetrics":
+        return SeedMetrics(self, k)
+
+
+class SeedMetrics:
+    """Seed k's column of StackedMetrics, read as DeviceMetrics is."""
+
+    def __init__(self, stacked: StackedMetrics, k: int):
+        self.stacked, self.k, self.count, self.reduce = stacked, k, 0, None
+
+    def read(self) -> tuple[dict, int]:
+        s, k = self.stacked, self.k
+        if not self.count or not s.sums:
+            return {}, -1
+        keys = list(s.sums)
+        col = torch.stack([torch.stack([s.sums[key][k], s.counts[key][k]]) for key in keys]).tolist()
+        means = {key: total / n for key, (total, n) in zip(keys, col) if n > 0}
+        first_bad = int(s.first_bad[k])
+        for key in keys:
+            s.sums[key][k] = 0.0
+            s.counts[key][k] = 0.0
+        s.first_bad[k] = -1
+        self.count = 0
+        return means, first_bad
+
+
+class _StackedUpdate:
+    """What the stacked updaters share: each seed's batch (its own draws) and the metrics."""
+
+    def _stacked_update(self) -> None:
+        stack = self.seeds
+        idx = stack.call(lambda: batch_indices(stack.agent, self.data, self.batch_size))  # (K, B)
+        b = self.data.gather(idx)
+        info = self._run_update(b)
+        self.metrics.add(info, stack.agent.step_t)
+
+
+class StackedFastUpdater(_StackedUpdate, FastUpdater):
+    """FastUpdater (CUDA graphs per phase, bf16, torch.compile) over the stack agent."""
+
+    def __init__(self, seeds: SeedStack, data, batch_size: int, **kw):
+        self.seeds = seeds
+        super().__init__(seeds.agent, data, batch_size, **kw)
+        seeds.init_optimizer_states()
+        self.metrics = StackedMetrics(seeds.K)
+
+    def _run_update(self, b):
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
+                    else _null())
+        with autocast:
+            return self.agent.update(b)
+
+    def _update(self) -> None:
+        self._stacked_update()
+
+
+class StackedEagerUpdater(_StackedUpdate, EagerUpdater):
+    """EagerUpdater over the stack agent (CPU)."""
+
+    def __init__(self, seeds: SeedStack, data, batch_size: int):
+        self.seeds = seeds
+        super().__init__(seeds.agent, data, batch_size)
+        seeds.init_optimizer_states()
+        self.metrics = StackedMetrics(seeds.K)
+
+    def _run_update(self, b):
+        return self.agent.update(b)
+
+    def step(self) -> None:
+        self._stacked_update()
+        self.agent.advanced()
+        self.metrics.count += 1
+
+
+class SeedView:
+    """Seed k of a stacked updater, as a trainer sees its updater (metrics, sync)."""
+
+    def __init__(self, agent, metrics: SeedMetrics, stack_agent):
+        self.agent, self.metrics, self._stack_agent = agent, metrics, stack_agent
+
+    def sync(self) -> None:
+        self._stack_agent.sync()
+        self.agent.sync()
+
+
+class StackedSeedsUpdater:
+    """SeedsUpdater's interface (step(active), updaters, sync) over one stacked updater: every step
+    updates every seed (the seeds of a stack are at the same step; a seed that stopped on non-finite
+    values goes on being computed, unread, beside the others, which it cannot touch)."""
+
+    def __init__(self, agents, data, batch_size: int, *, graph: bool, bf16: bool, compile: bool, warmup: int):
+        self.seeds = SeedStack(agents)
+        cuda = data.obs.device.type == "cuda"
+        if (cuda and (graph or compile)) or bf16:
+            self.inner = StackedFastUpdater(self.seeds, data, batch_size, graph=graph and cuda, bf16=bf16,
+                                            warmup=warmup, compile=compile and cuda)
+        else:
+            self.inner = StackedEagerUpdater(self.seeds, data, batch_size)
+        self.updaters = [SeedView(a, self.inner.metrics.view(k), self.seeds.agent) for k, a in enumerate(agents)]
+
+    def step(self, active=None) -> None:
+        active = range(len(self.updaters)) if active is None else active
+        if not len(active):
+            return
+        self.inner.step()
+        for i in range(len(self.updaters)):
+            self.updaters[i].agent.advanced()
+            self.updaters[i].metrics.count += 1
+
+    def sync(self) -> None:
+        for u in self.updaters:
+            u.sync()
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -1,0 +1,160 @@
+"""Seeds stacked (ramac.train.stacked): K seeds of one agent as one computation over parameters with
+a leading seed dimension. Seed i computes what a single run of seed i computes; each agent stays
+usable on its own (evaluation, checkpoints) as views of its slice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ramac.train.stacked import SeedStack, StackedSeedsUpdater, optimise_per_seed, unstackable
+from ramac.train.updaters import SeedsUpdater, make_seeds_updater, make_updater
+
+from test_agents import B, dataset, flat
+from test_seeds import SEEDS, seeded_agent
+
+STEPS = 6  # across the BC-only warm-up (3 steps) and the risk phase
+
+
+def _states(agent):
+    """Every parameter and every optimiser state tensor (Adam's moments), flattened."""
+    moments = [v.flatten() for o in agent.optimizers() for s in o.state.values() for k, v in s.items() if k != "step"]
+    return torch.cat([flat(agent), *moments])
+
+
+@pytest.mark.parametrize("algo", ["radac", "rafmac", "oraac", "bc", "codac"])
+def test_seed_i_of_a_stack_equals_seed_i_alone(algo, monkeypatch):
+    """Parameters and Adam's moments of each seed after six updates. Fails when a seed's draws come
+    from another's noise seed, when the gradient norm is clipped over all seeds at once (tried:
+    one norm for the stack), or when an optimiser state is shared."""
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    data = dataset()
+    stacked = [seeded_agent(algo, s, torch.device("cpu")) for s in SEEDS]
+    group = make_seeds_updater(stacked, data, B, graph=False, compile=False)
+    assert isinstance(group, StackedSeedsUpdater)
+    for _ in range(STEPS):
+        group.step()
+    group.sync()
+    for seed, agent in zip(SEEDS, stacked):
+        alone = seeded_agent(algo, seed, torch.device("cpu"))
+        upd = make_updater(alone, data, B, graph=False, compile=False)
+        for _ in range(STEPS):
+            upd.step()
+        assert agent.steps == alone.steps == STEPS and int(agent.step_t) == STEPS
+        torch.testing.assert_close(_states(agent), _states(alone), atol=2e-5, rtol=1e-4)
+        means, bad = group.updaters[SEEDS.index(seed)].metrics.read()
+        want, want_bad = upd.metrics.read()
+        assert bad == want_bad == -1 and means.keys() == want.keys()
+        torch.testing.assert_close(torch.tensor([means[k] for k in want]), torch.tensor(list(want.values())),
+                                   atol=1e-4, rtol=1e-4)
+    assert not torch.equal(flat(stacked[0]), flat(stacked[1]))
+
+
+def test_the_clip_is_per_seed():
+    """optimise_per_seed on a stacked gradient scales each seed's slice as clip_grad_norm_ does alone."""
+    net = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.randn(2, 3))
+    grads = [torch.randn(4, *p.shape) * (k + 1) for k, p in enumerate(net.parameters())]
+    stacked = torch.nn.Module()
+    stacked.w = torch.nn.Parameter(torch.zeros(4, 2, 3))
+    stacked.b = torch.nn.Parameter(torch.zeros(4, 2))
+    for p, g in zip(stacked.parameters(), grads):
+        p.grad = g.clone()
+    opt = torch.optim.SGD(stacked.parameters(), lr=1.0)
+    norms = optimise_per_seed(((opt, stacked, "n"),), grad_norm=1.5)["n"]
+    for k in range(4):
+        alone = [g[k].clone() for g in grads]
+        ps = [torch.nn.Parameter(torch.zeros_like(a)) for a in alone]
+        for p, a in zip(ps, alone):
+            p.grad = a
+        want = torch.nn.utils.clip_grad_norm_(ps, 1.5)
+        torch.testing.assert_close(norms[k], want)
+        torch.testing.assert_close(stacked.w.detach()[k], -ps[0].grad)
+        torch.testing.assert_close(stacked.b.detach()[k], -ps[1].grad)
+
+
+def test_a_stacked_seed_saves_and_restores_its_own_slice(tmp_path, monkeypatch):
+    """A checkpoint holds one seed's tensors (not the stack's storage) and restores that seed."""
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    agents = [seeded_agent("radac", s, torch.device("cpu")) for s in SEEDS]
+    group = make_seeds_updater(agents, dataset(), B, graph=False, compile=False)
+    for _ in range(4):
+        group.step()
+    state = agents[1].full_state()
+    torch.save(state, tmp_path / "one.pt")
+    weight = state["model"]["critic1.state_fc.weight"]
+    assert weight._base is None and weight.untyped_storage().nbytes() == weight.numel() * 4
+    fresh = seeded_agent("radac", 7, torch.device("cpu"))
+    fresh.load_full_state(torch.load(tmp_path / "one.pt", weights_only=False))
+    torch.testing.assert_close(_states(fresh), _states(agents[1]))
+    assert fresh.steps == 4
+
+
+def test_the_stack_agents_are_views_that_follow_the_updates(monkeypatch):
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    agents = [seeded_agent("bc", s, torch.device("cpu")) for s in SEEDS]
+    group = make_seeds_updater(agents, dataset(), B, graph=False, compile=False)
+    before = flat(agents[2]).clone()
+    group.step()
+    stack = group.seeds
+    name, p = next(iter(stack.params.items()))
+    assert p.shape[0] == len(SEEDS) and not torch.equal(flat(agents[2]), before)
+    torch.testing.assert_close(dict(agents[2].named_parameters())[name], p.detach()[2])
+
+
+def test_what_cannot_be_stacked_runs_side_by_side(monkeypatch):
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    cpu = torch.device("cpu")
+    mixed = [seeded_agent("bc", 0, cpu), seeded_agent("radac", 1, cpu)]
+    assert unstackable(mixed) == "the agents differ in class or settings"
+    assert isinstance(make_seeds_updater(mixed, dataset(), B, graph=False, compile=False), SeedsUpdater)
+    late = [seeded_agent("bc", 0, cpu), seeded_agent("bc", 1, cpu)]
+    late[1].steps = 3
+    assert unstackable(late) == "the agents are at different steps"
+    assert unstackable(late[:1]) == "one seed"
+    with pytest.raises(ValueError, match="cannot stack these seeds: one seed"):
+        SeedStack(late[:1])
+    other = seeded_agent("bc", 1, cpu)
+    other.cfg = dataclasses.replace(other.cfg, lr_actor=1.0)
+    assert unstackable([late[0], other]) == "the agents differ in class or settings"
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "0")
+    same = [seeded_agent("bc", s, cpu) for s in SEEDS]
+    assert isinstance(make_seeds_updater(same, dataset(), B, graph=False, compile=False), SeedsUpdater)
+
+
+def test_every_agent_that_names_its_losses_has_those_methods():
+    from ramac.agents import ALGOS
+    from test_agents import build
+
+    for algo in ALGOS:
+        agent = build(algo)
+        for name in type(agent).losses:
+            assert callable(getattr(agent, name, None)), f"{algo} names {name} in losses"
+
+
+def test_stacked_seeds_train_and_resume_as_side_by_side_ones(tmp_path, monkeypatch):
+    """train_seeds on the bandit, stacked: each seed's checkpoint matches the side-by-side run's, and
+    a stacked run resumed from its checkpoints (optimiser states stacked again) ends where one
+    stacked run straight through ends."""
+    from test_seeds import _bandit, _params
+    from ramac.train.group import resume_seeds, train_seeds
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    agent_cfg, train_cfg = _bandit(40)
+    side = [tmp_path / "side" / f"seed{s}" for s in (0, 1)]
+    train_seeds(agent_cfg, train_cfg, [0, 1], side, **quiet)
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    straight = [tmp_path / "straight" / f"seed{s}" for s in (0, 1)]
+    train_seeds(agent_cfg, train_cfg, [0, 1], straight, **quiet)
+    _, short_cfg = _bandit(20)
+    parts = [tmp_path / "parts" / f"seed{s}" for s in (0, 1)]
+    train_seeds(agent_cfg, short_cfg, [0, 1], parts, **quiet)
+    resume_seeds(tmp_path / "parts", steps=40, **quiet)
+    for a, b, c in zip(side, straight, parts):
+        want, got, resumed = _params(a), _params(b), _params(c)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-4, rtol=1e-4, msg=k)
+            torch.testing.assert_close(resumed[k], got[k], atol=0, rtol=0, msg=k)

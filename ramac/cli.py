@@ -210,8 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, nargs="+",
                    help="batch sizes (default: sampler 1 256 4096 65536; train 256 1024 4096 16384)")
     b.add_argument("--seeds", type=int, nargs="+", metavar="K",
-                   help="train: time K seeds side by side for each K given (seed-updates/s and memory; "
-                        "default batches 256 4096, path graph-compile-bf16 or the first of --paths)")
+                   help="train: time K seeds for each K given, side by side and stacked (seed-updates/s and "
+                        "memory; default batches 256 4096, path graph-compile-bf16 or the first of --paths)")
+    b.add_argument("--layouts", nargs="+", choices=("side", "stacked"), default=["side", "stacked"],
+                   help="train --seeds: side (a stream per seed in one graph) and/or stacked (parameters with a "
+                        "seed dimension, ramac.train.stacked); default both")
     b.add_argument("--algo", default="radac", choices=ALGOS,
                    help="train: the agent whose update is timed; sampler: rafmac or fql time the flow student's "
                         "one-step sampler (FQL's 4 x 512 and a 3 x 256 one) beside RADAC's chain, others the chain")
@@ -616,9 +619,9 @@ def cmd_bench(args) -> int:
         batches = tuple(args.batch_size or (256, 4096))
         path = (args.paths or ["graph-compile-bf16"])[0]
         rows = bench.bench_train_seeds(device, seeds=tuple(args.seeds), batches=batches, path=path,
-                                       preset=args.preset, algo=args.algo)
-        cols = ["op", "batch", "seeds", "path", "seed_updates_per_s", "updates_per_s", "group_updates_per_s",
-                "vs_single_seed", "median_us", "peak_memory_mb", "setup_s"]
+                                       preset=args.preset, algo=args.algo, layouts=tuple(args.layouts))
+        cols = ["op", "batch", "seeds", "layout", "path", "seed_updates_per_s", "updates_per_s", "group_updates_per_s",
+                "vs_single_seed", "vs_side_by_side", "median_us", "peak_memory_mb", "setup_s"]
         settings = {"batches": batches, "seeds": args.seeds, "path": path, "preset": args.preset, "algo": args.algo,
                     "data": "synthetic S=17 A=6", "risk_term": "on" if args.algo != "bc" else "none"}
     elif args.what == "train":

@@ -25,23 +25,27 @@ def _states(agent):
 
 
 @pytest.mark.parametrize("algo", ["radac", "rafmac", "oraac", "bc", "codac"])
-def test_seed_i_of_a_stack_equals_seed_i_alone(algo, monkeypatch):
-    """Parameters and Adam's moments of each seed after six updates. Fails when a seed's draws come
+def test_seed_i_of_a_stack_equals_seed_i_alone(algo, device, monkeypatch):
+    """Parameters, Adam's moments and metrics of each seed after six updates (on CUDA: two eager
+    warm-up steps per phase, then replays of the stack's graph). Fails when a seed's draws come
     from another's noise seed, when the gradient norm is clipped over all seeds at once (tried:
     one norm for the stack), or when an optimiser state is shared."""
     monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
-    data = dataset()
-    stacked = [seeded_agent(algo, s, torch.device("cpu")) for s in SEEDS]
-    group = make_seeds_updater(stacked, data, B, graph=False, compile=False)
+    data = dataset(device)
+    stacked = [seeded_agent(algo, s, device) for s in SEEDS]
+    group = make_seeds_updater(stacked, data, B, graph=True, compile=False, warmup=2)
     assert isinstance(group, StackedSeedsUpdater)
     for _ in range(STEPS):
         group.step()
     group.sync()
+    if device.type == "cuda":
+        assert group.inner.graphs  # the steps after the warm-up were replays
     for seed, agent in zip(SEEDS, stacked):
-        alone = seeded_agent(algo, seed, torch.device("cpu"))
-        upd = make_updater(alone, data, B, graph=False, compile=False)
+        alone = seeded_agent(algo, seed, device)
+        upd = make_updater(alone, data, B, graph=True, compile=False, warmup=2)
         for _ in range(STEPS):
             upd.step()
+        upd.sync()
         assert agent.steps == alone.steps == STEPS and int(agent.step_t) == STEPS
         torch.testing.assert_close(_states(agent), _states(alone), atol=2e-5, rtol=1e-4)
         means, bad = group.updaters[SEEDS.index(seed)].metrics.read()
@@ -50,6 +54,24 @@ def test_seed_i_of_a_stack_equals_seed_i_alone(algo, monkeypatch):
         torch.testing.assert_close(torch.tensor([means[k] for k in want]), torch.tensor(list(want.values())),
                                    atol=1e-4, rtol=1e-4)
     assert not torch.equal(flat(stacked[0]), flat(stacked[1]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled path is CUDA's")
+def test_the_compiled_stack_computes_what_the_eager_one_does(monkeypatch):
+    """Graph + torch.compile (the optimiser steps and averaging compiled, the vmapped losses eager:
+    see SeedStack) against the graphed eager stack, radac, six updates."""
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    cuda = torch.device("cuda")
+    data = dataset(cuda)
+    runs = []
+    for compile in (False, True):
+        agents = [seeded_agent("radac", s, cuda) for s in SEEDS]
+        group = make_seeds_updater(agents, data, B, graph=True, compile=compile, warmup=2)
+        for _ in range(STEPS):
+            group.step()
+        group.sync()
+        runs.append(torch.cat([_states(a) for a in agents]))
+    torch.testing.assert_close(runs[1], runs[0], atol=1e-4, rtol=1e-3)
 
 
 def test_the_clip_is_per_seed():

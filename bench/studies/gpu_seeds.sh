@@ -26,7 +26,7 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$WORK/gpu.txt" 2>&1
 if [[ $PART == tests || $PART == all ]]; then
   step pytest-cuda 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_noise.py tests/test_seeds.py \
-    tests/test_fast.py tests/test_agents.py
+    tests/test_fast.py tests/test_agents.py tests/test_stacked.py
 fi
 for B in 256 4096; do
   if [[ $PART == bench$B || $PART == all ]]; then

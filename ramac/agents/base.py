@@ -115,6 +115,8 @@ class Agent(nn.Module):
                 group["fused"], group["foreach"] = False, True
         options = {"fallback_random": True}
         for name in names:
+            if name in self.__dict__.get("eager_methods", ()):
+                continue
             setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
 
     # ---- acting -----------------------------------------------------------------------

@@ -8,8 +8,10 @@ times replays, which is what the op costs inside the graphed training step.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -524,9 +526,12 @@ def timed_steps(step, seconds: float, max_chunk: int, most: int = 5_000) -> tupl
 
 
 def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), path="graph-compile-bf16",
-                      preset="halfcheetah-medium-expert", seconds=2.0, warmup=3, algo="radac") -> list[dict]:
-    """Seed-updates/s of K seeds side by side (ramac.train.updaters.SeedsUpdater: on CUDA one graph
-    holds every seed's update) for each K and batch size, and the GPU memory they hold.
+                      preset="halfcheetah-medium-expert", seconds=2.0, warmup=3, algo="radac",
+                      layouts=("side", "stacked")) -> list[dict]:
+    """Seed-updates/s of K seeds for each K, batch size and layout, and the GPU memory they hold.
+    side: side by side (ramac.train.updaters.SeedsUpdater: on CUDA one graph holds every seed's
+    update, a stream each); stacked: one computation over parameters with a seed dimension
+    (ramac.train.stacked, RAMAC_STACK_SEEDS=1; K = 1 is not stacked and is left out).
 
     K = 1 replays the agent's own graph (SeedsUpdater's one-agent case); the single-seed path
     (`bench_train`) is timed in the same call for the ratio."""
@@ -544,14 +549,15 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
                              gpu_activity=False, algo=algo)[0]
         single.update(op="train-single", seeds=1)
         rows.append(single)
-        for K in seeds:
-            row = dict(op="train-seeds", batch=B, path=path, seeds=K, algo=algo)
+        side = {}
+        for layout, K in ((layout, K) for K in seeds for layout in layouts if K > 1 or layout == "side"):
+            row = dict(op="train-seeds", batch=B, path=path, seeds=K, layout=layout, algo=algo)
             try:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
                 t_setup = time.perf_counter()
-                with kernels.use(backend):
+                with kernels.use(backend), _env("RAMAC_STACK_SEEDS", "1" if layout == "stacked" else "0"):
                     agents = []
                     for k in range(K):
                         torch.manual_seed(k)
@@ -570,9 +576,27 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
                            finite=finite, peak_memory_mb=(torch.cuda.max_memory_allocated(device) - base) / 2**20)
                 if single.get("updates_per_s"):
                     row["vs_single_seed"] = row["seed_updates_per_s"] / single["updates_per_s"]
+                if layout == "side":
+                    side[K] = row["seed_updates_per_s"]
+                elif side.get(K):
+                    row["vs_side_by_side"] = row["seed_updates_per_s"] / side[K]
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             rows.append(row)
             print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             agents = group = None
     return rows
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """os.environ[name] = value inside the block, as it was after."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

@@ -87,6 +87,10 @@ class SeedStack:
         self._inside = False
         self._wrap_losses()
         stack._optimise = optimise_per_seed
+        # compiled, the loss methods stay eager (vmapped, inside the CUDA graph): torch.compile over
+        # vmap marked a loss output as not requiring grad when another output was its detached copy
+        # (lambda_bc * bc with lambda_bc = 1 beside bc.detach(); torch 2.13, CPU): gradients lost
+        stack.eager_methods = set(type(stack).losses)
         self._bind_agents()
 
     # ---- the vmapped calls ----------------------------------------------------------

@@ -18,8 +18,11 @@ tensors (evaluation, checkpoints, `ramac eval` and resume work per seed as befor
 saves its own seed's slice: Agent.full_state compacts views). Seed i computes what it computes
 alone up to float rounding (tests/test_stacked.py).
 
+Compiled (torch.compile), the optimiser steps and averaging compile as for one agent, and each
+vmapped loss method is compiled on its own and checked against its eager call (_checked_compile).
+
 Opt in with RAMAC_STACK_SEEDS=1 (ramac.train.updaters.make_seeds_updater), until the GPU
-measurements say it pays (`ramac bench train --seeds K`).
+measurements say it pays (`ramac bench train --seeds K --layouts side stacked`).
 """
 
 from __future__ import annotations
@@ -84,45 +87,45 @@ class SeedStack:
                 group["params"] = [replaced[id(p)] for p in group["params"]]
             opt.state.clear()
         self.agent = stack
-        self._inside = False
         self._wrap_losses()
         stack._optimise = optimise_per_seed
-        # compiled, the loss methods stay eager (vmapped, inside the CUDA graph): torch.compile over
-        # vmap marked a loss output as not requiring grad when another output was its detached copy
-        # (lambda_bc * bc with lambda_bc = 1 beside bc.detach(); torch 2.13, CPU): gradients lost
+        # compiled, the vmapped loss methods are compiled on their own, checked against eager calls
+        # (see _checked_compile): Agent._compile_methods leaves them be
         stack.eager_methods = set(type(stack).losses)
+        compile_rest = stack.compile_update
+
+        def compile_update():
+            compile_rest()
+            for name in type(stack).losses:
+                setattr(stack, name, _checked_compile(getattr(stack, name)))
+        stack.compile_update = compile_update
         self._bind_agents()
 
     # ---- the vmapped calls ----------------------------------------------------------
-    def call(self, fn, *args, **kwargs):
+    def call(self, fn, *args, pack: tuple = (), **kwargs):
         """fn(*args, **kwargs) for each seed, under torch.func.vmap: positional Batch arguments and
         tensors with a leading dimension are taken per seed (a loss method's batch, a penalty made
         by another loss method), 0-d tensors, python values and keyword arguments are shared (eta,
-        flags); the outputs get a leading seed dimension. Reference ops: the Triton kernels' autograd functions have no
-        vmap rule (and under torch.compile the reference ops are traced anyway)."""
-        if self._inside:  # a loss method calling another: already one seed's slice
-            return fn(*args, **kwargs)
+        flags); the outputs get a leading seed dimension. pack: the flat indices of the outputs that
+        are per-seed float scalars without a gradient (metrics), returned as one stacked output
+        inside vmap (see _checked_compile). Reference ops: the Triton kernels' autograd functions
+        have no vmap rule (and under torch.compile the reference ops are traced anyway)."""
         dims = tuple(0 if isinstance(a, Batch) or (torch.is_tensor(a) and a.dim() > 0) else None for a in args)
         state = {**self.params, **self.buffers}
+        spec = []
 
         def one(state, *args):
-            self._inside = True
-            try:
-                with _reparametrize_module(self.agent, state):
-                    return fn(*args, **kwargs)
-            finally:
-                self._inside = False
+            with _reparametrize_module(self.agent, state):
+                return _pack_metrics(fn(*args, **kwargs), pack, spec)
 
         with kernels.use("reference"):
-            return torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args)
+            return _unpack_metrics(torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args), spec)
 
     def _wrap_losses(self) -> None:
+        """Each loss method of the stack agent runs per seed (a loss method must not call another:
+        that one would be vmapped twice)."""
         for name in type(self.agent).losses:
-            method = getattr(self.agent, name)
-
-            def per_seed(*args, _method=method, **kwargs):
-                return self.call(_method, *args, **kwargs)
-            setattr(self.agent, name, per_seed)
+            setattr(self.agent, name, _PerSeed(self, getattr(self.agent, name), f"{type(self.agent).__name__}.{name}"))
 
     # ---- the K agents as views ------------------------------------------------------
     def _bind_agents(self) -> None:
@@ -149,6 +152,86 @@ class SeedStack:
                     opt.state[p] = _stacked_state(states, p, group)
                     for k, (o, ps) in enumerate(zip(own, own_params)):
                         o.state[ps[p_i]] = {key: v if key == "step" else v[k] for key, v in opt.state[p].items()}
+
+
+class _PerSeed:
+    """A loss method of the stack agent, called per seed (SeedStack.call)."""
+
+    def __init__(self, seeds: SeedStack, method, name: str):
+        self.seeds, self.method, self.name = seeds, method, name
+
+    def __call__(self, *args, pack: tuple = (), **kwargs):
+        return self.seeds.call(self.method, *args, pack=pack, **kwargs)
+
+
+def _checked_compile(per_seed: _PerSeed):
+    """torch.compile of a vmapped loss method, checked once per kind of call (the arguments' types
+    and shapes, the keyword arguments' values: one per phase) against the eager call: where any
+    output differs in value or in whether it carries a gradient, that kind of call runs eagerly from
+    then on, with a warning. Why: compiled over vmap, torch 2.13 returned a loss without its gradient
+    when metrics (a detached copy of it among them) came back as separate outputs, which would
+    silently train nothing; the eager call says which outputs are gradient-free metrics, and the
+    compiled one returns those as one stacked output (`pack`), which keeps the loss's gradient
+    (RADAC, RAFMAC, ORAAC, BC on the CPU: the same weights as eager). The loss methods draw from the
+    counter-based ramac.noise and change no state, so the two calls compute the same thing."""
+    import warnings
+
+    compiled = torch.compile(per_seed, dynamic=False, options={"fallback_random": True})
+    verdicts: dict = {}
+
+    def call(*args, **kwargs):
+        key = (tuple((type(a).__name__, tuple(a.shape) if torch.is_tensor(a) else None) for a in args),
+               tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        verdict = verdicts.get(key)
+        if verdict is False:
+            return per_seed(*args, **kwargs)
+        if verdict is not None:
+            return compiled(*args, pack=verdict, **kwargs)
+        want = per_seed(*args, **kwargs)
+        leaves = torch.utils._pytree.tree_leaves(want)
+        pack = tuple(i for i, v in enumerate(leaves) if torch.is_tensor(v) and v.dim() == 1 and v.is_floating_point()
+                     and not v.requires_grad)
+        out = compiled(*args, pack=pack, **kwargs)
+        if _same_outputs(out, want):
+            verdicts[key] = pack
+            return out
+        verdicts[key] = False
+        warnings.warn(f"{per_seed.name} compiled over stacked seeds differs from its eager form; it runs eagerly "
+                      f"for this kind of call", RuntimeWarning, stacklevel=2)
+        return want
+    return call
+
+
+def _same_outputs(a, b) -> bool:
+    la, ta = torch.utils._pytree.tree_flatten(a)
+    lb, tb = torch.utils._pytree.tree_flatten(b)
+    if ta != tb:
+        return False
+    for x, y in zip(la, lb):
+        if torch.is_tensor(x) != torch.is_tensor(y):
+            return False
+        if torch.is_tensor(x) and (x.requires_grad != y.requires_grad or x.shape != y.shape or not torch.allclose(
+                x.detach().float(), y.detach().float(), rtol=1e-3, atol=1e-4, equal_nan=True)):
+            return False
+    return True
+
+
+def _pack_metrics(out, pack: tuple, spec: list):
+    """(out's leaves but those at the flat indices `pack`, those stacked into one tensor); spec
+    records out's structure for _unpack_metrics."""
+    leaves, tree = torch.utils._pytree.tree_flatten(out)
+    spec[:] = [tree, pack, len(leaves)]
+    rest = [v for i, v in enumerate(leaves) if i not in pack]
+    return rest, (torch.stack([leaves[i].float() for i in pack]) if pack else torch.zeros(0))
+
+
+def _unpack_metrics(packed, spec: list):
+    """_pack_metrics undone on the vmapped outputs (a leading seed dimension each)."""
+    tree, pack, n = spec
+    rest, stacked = packed
+    rest, stacked = iter(rest), stacked.detach()  # gradient-free by choice of `pack`
+    leaves = [stacked[:, pack.index(i)] if i in pack else next(rest) for i in range(n)]
+    return torch.utils._pytree.tree_unflatten(leaves, tree)
 
 
 def _stacked_state(states, p, group) -> dict:

@@ -180,3 +180,53 @@ def test_stacked_seeds_train_and_resume_as_side_by_side_ones(tmp_path, monkeypat
         for k in want:
             torch.testing.assert_close(got[k], want[k], atol=1e-4, rtol=1e-4, msg=k)
             torch.testing.assert_close(resumed[k], got[k], atol=0, rtol=0, msg=k)
+
+
+def _stack_and_batch(algo="bc"):
+    from ramac.train.updaters import batch_indices
+
+    seeds = SeedStack([seeded_agent(algo, s, torch.device("cpu")) for s in SEEDS])
+    data = dataset()
+    return seeds, data.gather(seeds.call(lambda: batch_indices(seeds.agent, data, B)))
+
+
+def _fake_compile(calls, spoil):
+    def compile(fn, **kw):
+        def compiled(*args, **kwargs):
+            calls.append(kwargs.get("pack"))
+            loss, info = fn(*args, **kwargs)
+            return (loss.detach() if spoil else loss), info  # spoil: the gradient lost, as torch 2.13 did
+        return compiled
+    return compile
+
+
+def test_a_compiled_loss_that_loses_its_gradient_runs_eagerly(monkeypatch):
+    from ramac.train.stacked import _checked_compile
+
+    seeds, b = _stack_and_batch()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls, spoil=True))
+    checked = _checked_compile(seeds.agent.actor_loss)
+    with pytest.warns(RuntimeWarning, match="differs from its eager form"):
+        loss, _ = checked(b)
+    assert loss.requires_grad and loss.shape == (len(SEEDS),)
+    loss, _ = checked(b)
+    assert loss.requires_grad and len(calls) == 1  # eager from then on
+
+
+def test_a_compiled_loss_returns_its_metrics_packed(monkeypatch):
+    from ramac.train.stacked import _checked_compile
+
+    seeds, b = _stack_and_batch()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _fake_compile(calls, spoil=False))
+    checked = _checked_compile(seeds.agent.actor_loss)
+    want_loss, want_info = seeds.agent.actor_loss(b)
+    for _ in range(2):
+        loss, info = checked(b)
+        assert loss.requires_grad and info.keys() == want_info.keys()
+        torch.testing.assert_close(loss, want_loss)
+        for k in info:
+            assert not info[k].requires_grad
+            torch.testing.assert_close(info[k], want_info[k])
+    assert len(calls) == 2 and calls[0] == calls[1] and len(calls[0]) == len(want_info)  # the metrics, packed

@@ -56,12 +56,17 @@ def use(name: str):
         _state.backend = previous
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
+def use_triton(*tensors: torch.Tensor, vmap_rule: bool = False) -> bool:
     """True when the Triton kernel should run for these tensors.
 
     Under torch.compile the reference op is traced instead: Inductor fuses it
-    with its neighbours (and generates its own Triton code on CUDA).
+    with its neighbours (and generates its own Triton code on CUDA). Under
+    torch.func.vmap (seeds stacked) only ops with a vmap rule (vmap_rule=True:
+    a kernel over a leading seed dimension) take Triton; the others trace their
+    reference op, which vmap batches.
     """
     if not HAS_TRITON or torch.compiler.is_compiling() or get_backend() == "reference":
+        return False
+    if not vmap_rule and any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
         return False
     return all(t.is_cuda for t in tensors)

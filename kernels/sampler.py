@@ -207,7 +207,24 @@ if HAS_TRITON:
         B, S, A, T, max_action,
         H: tl.constexpr, A_P: tl.constexpr, S_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
         HAS_NOISE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        STACKED: tl.constexpr = False,  # seeds stacked: program_id(1) picks a seed, every tensor
+        # then has a leading seed dimension (contiguous), weights, states, noise and actions alike
     ):
+        if STACKED:
+            sid = tl.program_id(1).to(tl.int64)
+            state_ptr += sid * B * S
+            noise_ptr += sid * (T + 1) * B * A
+            out_ptr += sid * B * A
+            w_x_ptr += sid * A_P * H
+            w_s_ptr += sid * S_P * H
+            c_time_ptr += sid * T * H
+            w2_ptr += sid * H * H
+            b2_ptr += sid * H
+            w3_ptr += sid * H * H
+            b3_ptr += sid * H
+            w_out_ptr += sid * H * A_P
+            b_out_ptr += sid * A_P
+            coef_ptr += sid * T * 8
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)
@@ -311,8 +328,79 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     return out
 
 
+_PACKED_TENSORS = ("w_x", "w_s", "c_time", "w2", "b2", "w3", "b3", "w_out", "b_out", "coefs")
+
+
+def sample_chain_stacked_triton(p: PackedDenoiser, state, noise, precision="bf16"):
+    """The chain for K seeds in one launch: every tensor of p with a leading seed dimension K,
+    state (K, B, S), noise (K, T + 1, B, A) -> actions (K, B, A). Seed k computes
+    sample_chain_triton of its slices (a second grid axis over the seeds)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    K, B = state.shape[0], state.shape[1]
+    A, S, H = p.action_dim, p.state_dim, p.w2.shape[-1]
+    T = p.c_time.shape[1]
+    if state.shape != (K, B, S) or noise.shape != (K, T + 1, B, A):
+        raise ValueError(f"stacked chain: state must be (K, B, {S}) and noise (K, {T + 1}, B, {A}), got "
+                         f"{tuple(state.shape)} and {tuple(noise.shape)}")
+    if any(getattr(p, n).shape[0] != K for n in _PACKED_TENSORS):
+        raise ValueError(f"stacked chain: every packed tensor needs a leading dimension of {K} seeds")
+    out = torch.empty(K, B, A, device=state.device, dtype=torch.float32)
+    if B == 0 or K == 0:
+        return out
+    dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    bm, bn, nw, ns = _launch_config(B, precision)
+    bn = min(bn, H)
+    w_x, w_s, w2, w3, w_out = (getattr(p, n).to(dot_dtype).contiguous() for n in ("w_x", "w_s", "w2", "w3", "w_out"))
+    f32 = [getattr(p, n).float().contiguous() for n in ("c_time", "b2", "b3", "b_out", "coefs")]
+    c_time, b2, b3, b_out, coefs = f32
+    _chain_kernel[(triton.cdiv(B, bm), K)](
+        state.contiguous(), noise.float().contiguous(), out,
+        w_x, w_s, c_time, w2, b2, w3, b3, w_out, b_out, coefs, out,
+        B, S, A, T, p.max_action,
+        H=H, A_P=w_x.shape[1], S_P=w_s.shape[1], BM=bm, BN=bn,
+        HAS_NOISE=True, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", STACKED=True, num_warps=nw, num_stages=ns,
+    )
+    return out
+
+
+class _ChainPerSeed(torch.autograd.Function):
+    """sample_chain_triton as a function of tensors, with a vmap rule: under torch.func.vmap over
+    stacked seeds (ramac.train.stacked) the K chains are one launch of the stacked kernel."""
+
+    @staticmethod
+    def forward(meta, state, noise, *tensors):
+        return sample_chain_triton(_repack(meta, tensors), state, noise, precision=meta[-1])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def vmap(info, in_dims, meta, state, noise, *tensors):
+        def seeds_first(t, d):
+            return t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+        state, noise, *tensors = (seeds_first(t, d) for t, d in zip((state, noise, *tensors), in_dims[1:]))
+        return sample_chain_stacked_triton(_repack(meta, tensors), state, noise, precision=meta[-1]), 0
+
+
+def _repack(meta, tensors) -> PackedDenoiser:
+    A, S, max_action, coefs_host, _ = meta
+    return PackedDenoiser(*tensors, coefs_host=coefs_host, action_dim=A, state_dim=S, max_action=max_action)
+
+
 def sample_chain(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16"):
-    """All T denoising steps; one Triton launch on CUDA, reference loop otherwise."""
-    if use_triton(state) and p.hidden >= 16 and p.hidden & (p.hidden - 1) == 0:
-        return sample_chain_triton(p, state, noise, seed, precision)
+    """All T denoising steps; one Triton launch on CUDA, reference loop otherwise. Under
+    torch.func.vmap (seeds stacked) with the noise given: one launch for all seeds."""
+    if p.hidden >= 16 and p.hidden & (p.hidden - 1) == 0:
+        if noise is not None and use_triton(state, vmap_rule=True) and _is_batched(state):
+            meta = (p.action_dim, p.state_dim, p.max_action, p.coefs_host, precision)
+            return _ChainPerSeed.apply(meta, state, noise, *(getattr(p, n) for n in _PACKED_TENSORS))
+        if use_triton(state):
+            return sample_chain_triton(p, state, noise, seed, precision)
     return sample_chain_ref(p, state, noise)
+
+
+def _is_batched(t) -> bool:
+    return torch._C._functorch.is_batchedtensor(t)

@@ -32,7 +32,6 @@ import copy
 import torch
 from torch.nn.utils.stateless import _reparametrize_module
 
-from .. import kernels
 from ..data import Batch
 from .updaters import LOSS_KEYS, FastUpdater, EagerUpdater, batch_indices
 
@@ -108,8 +107,9 @@ class SeedStack:
         by another loss method), 0-d tensors, python values and keyword arguments are shared (eta,
         flags); the outputs get a leading seed dimension. pack: the flat indices of the outputs that
         are per-seed float scalars without a gradient (metrics), returned as one stacked output
-        inside vmap (see _checked_compile). Reference ops: the Triton kernels' autograd functions
-        have no vmap rule (and under torch.compile the reference ops are traced anyway)."""
+        inside vmap (see _checked_compile). Kernels: the ops with a vmap rule launch once for all
+        seeds (the chain sampler); the others take their reference ops, which vmap batches
+        (ramac.kernels.use_triton)."""
         dims = tuple(0 if isinstance(a, Batch) or (torch.is_tensor(a) and a.dim() > 0) else None for a in args)
         state = {**self.params, **self.buffers}
         spec = []
@@ -118,8 +118,7 @@ class SeedStack:
             with _reparametrize_module(self.agent, state):
                 return _pack_metrics(fn(*args, **kwargs), pack, spec)
 
-        with kernels.use("reference"):
-            return _unpack_metrics(torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args), spec)
+        return _unpack_metrics(torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args), spec)
 
     def _wrap_losses(self) -> None:
         """Each loss method of the stack agent runs per seed (a loss method must not call another:

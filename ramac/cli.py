@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", metavar="LIST",
                    help="train several seeds side by side in this process, e.g. 0-15 or 0,3,7 (on CUDA one graph "
                         "makes every seed's update); each seed writes RUN_DIR/seedN, the files of a single run")
+    t.add_argument("--stack-seeds", action="store_true",
+                   help="with --seeds (or --resume of a --seeds directory): the seeds stacked, one computation over "
+                        "weights with a seed dimension, not side by side (RAMAC_STACK_SEEDS=1; README)")
     t.add_argument("--run-dir", type=Path,
                    help="where to write config, metrics, checkpoint and plots (default: runs/TASK-ALGO-seedN-TIME; "
                         "with --seeds: runs/TASK-ALGO-seedsA-B-TIME/seedN)")
@@ -343,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "CPU when the runs trained on a GPU and the file leaves their length to the presets)")
     sw.add_argument("--make-data", action="store_true",
                     help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
+    sw.add_argument("--stack-seeds", action="store_true",
+                    help="each unit's seeds stacked (one computation over weights with a seed dimension) instead "
+                         "of side by side (RAMAC_STACK_SEEDS=1; README)")
 
     p = sub.add_parser("presets", help="list task presets, or show one's resolved settings")
     p.add_argument("name", nargs="?", help="a preset name")
@@ -378,6 +385,10 @@ def cmd_train(args) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else None
     if seeds is not None and args.seed is not None:
         raise ValueError("give --seed or --seeds, not both")
+    if args.stack_seeds:
+        if seeds is None and not args.resume:
+            raise ValueError("--stack-seeds stacks the seeds of --seeds (or of a resumed --seeds directory)")
+        os.environ["RAMAC_STACK_SEEDS"] = "1"
     shard = None
     if args.data_parallel:
         from .train import distributed
@@ -694,6 +705,8 @@ def cmd_sweep(args) -> int:
 
     spec = load_spec(args.config)
     out = args.out or Path("results") / spec.name
+    if args.stack_seeds:
+        os.environ["RAMAC_STACK_SEEDS"] = "1"
     if args.dry_run:
         from .study import is_finished
 

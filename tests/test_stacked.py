@@ -230,3 +230,35 @@ def test_a_compiled_loss_returns_its_metrics_packed(monkeypatch):
             assert not info[k].requires_grad
             torch.testing.assert_close(info[k], want_info[k])
     assert len(calls) == 2 and calls[0] == calls[1] and len(calls[0]) == len(want_info)  # the metrics, packed
+
+
+def test_a_seed_gone_non_finite_leaves_the_others_as_they_would_be(monkeypatch):
+    """Seed 1's weights set to NaN: its metrics report it from the first update on, and seeds 0 and 2
+    end where they end alone (its NaN gradient norm cannot reach their clipping, nor its Adam state
+    theirs)."""
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    cpu = torch.device("cpu")
+    agents = [seeded_agent("radac", s, cpu) for s in SEEDS]
+    group = make_seeds_updater(agents, dataset(), B, graph=False, compile=False)
+    with torch.no_grad():
+        next(agents[1].critic1.parameters()).fill_(float("nan"))
+    for _ in range(4):
+        group.step()
+    assert group.updaters[1].metrics.read()[1] == 1
+    for i in (0, 2):
+        assert group.updaters[i].metrics.read()[1] == -1
+        alone = seeded_agent("radac", SEEDS[i], cpu)
+        upd = make_updater(alone, dataset(), B, graph=False, compile=False)
+        for _ in range(4):
+            upd.step()
+        torch.testing.assert_close(_states(agents[i]), _states(alone), atol=2e-5, rtol=1e-4)
+
+
+def test_stack_seeds_without_seeds_is_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ramac", "train", "--stack-seeds", "--run-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--stack-seeds stacks the seeds of --seeds" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

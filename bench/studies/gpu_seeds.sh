@@ -3,7 +3,11 @@
 # `ramac bench train --seeds K` (K = 1..32 at batch 256 and 4096). Every log and JSON goes into
 # $OUT/seeds.tgz. Run from the repository root after the package is installed:
 #
-#   OUT=/some/folder PART=tests|bench256|bench4096|all bash bench/studies/gpu_seeds.sh
+#   OUT=/some/folder PART=tests|bench256|bench4096|stacked|all bash bench/studies/gpu_seeds.sh
+#
+# PART=stacked (one 600 s call): the stacked-seeds tests on CUDA (graphs, the compiled stack, the
+# stacked chain kernel), then K = 4 and 16 side by side and stacked at batch 256, eager-graphed
+# (graph-kernels-bf16) and compiled (graph-compile-bf16), each in one run for the ratio.
 #
 # A failing step is reported and the script goes on; the archive is written whatever happens.
 set -uo pipefail
@@ -34,3 +38,11 @@ for B in 256 4096; do
       --out "$WORK/bench-train-seeds-$B.json"
   fi
 done
+if [[ $PART == stacked ]]; then
+  step pytest-stacked 200 python3 -m pytest -q -x -p no:cacheprovider tests/test_stacked.py \
+    tests/kernels/test_sampler_stacked.py
+  for P in graph-kernels-bf16 graph-compile-bf16; do
+    step "bench-stacked-$P" "${LIMIT:-170}" python3 -m ramac bench train --seeds 4 16 --batch-size 256 --paths "$P" \
+      --layouts side stacked --out "$WORK/bench-train-stacked-$P.json"
+  done
+fi

@@ -283,3 +283,21 @@ def test_seeds_trained_side_by_side_resume_stacked(tmp_path, monkeypatch):
         want, got = _params(a), _params(b)
         for k in want:
             torch.testing.assert_close(got[k], want[k], atol=1e-3, rtol=1e-3, msg=k)
+
+
+def test_a_sweep_with_stacked_seeds_trains_every_unit_stacked(tmp_path, monkeypatch):
+    """`ramac sweep --stack-seeds`: each unit (a task and agent, its seeds) is one stack; the tables
+    are written as for side-by-side seeds."""
+    from ramac.cli import main
+    from ramac.train import stacked
+    from test_sweep import write
+
+    built = []
+    real = stacked.SeedStack.__init__
+    monkeypatch.setattr(stacked.SeedStack, "__init__", lambda self, agents: built.append(
+        type(agents[0]).name) or real(self, agents))
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "0")  # recorded, so the "1" that --stack-seeds sets is undone after
+    path, out = write(tmp_path, steps=20), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--device", "cpu", "--stack-seeds"]) == 0
+    assert sorted(built) == ["bc", "radac"]
+    assert (out / "bandit.md").exists() and len(list(out.glob("runs/*/eval.json"))) == 4

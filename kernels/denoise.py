@@ -128,7 +128,7 @@ def posterior_step_triton(x_t, eps, noise, c: StepCoefs):
 
 def posterior_step(x_t, eps, noise, c: StepCoefs):
     """x_{t-1} from x_t and the predicted noise; Triton on CUDA, reference otherwise."""
-    if use_triton(x_t, eps):
+    if use_triton(x_t, eps, *(() if noise is None else (noise,))):
         return posterior_step_triton(x_t, eps, noise, c)
     _check(x_t, eps, noise)
     return posterior_step_ref(x_t, eps, noise, c)

@@ -217,6 +217,7 @@ def quantile_huber_loss(pred, taus, target, kappa=1.0, weight=None, reduction="m
     pred (B, K) predicted quantiles at fractions taus (B, K) or (K,); target
     (B, K') samples of the target distribution; weight (B,) optional.
     """
-    if use_triton(pred, target) and pred.dim() == 2 and pred.shape[1] <= MAX_K:
+    extra = () if weight is None else (weight,)
+    if use_triton(pred, target, taus, *extra) and pred.dim() == 2 and pred.shape[1] <= MAX_K:
         return quantile_huber_loss_triton(pred, taus, target, kappa, weight, reduction)
     return quantile_huber_loss_ref(pred, taus, target, kappa, weight, reduction)

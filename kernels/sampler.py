@@ -394,10 +394,12 @@ def sample_chain(p: PackedDenoiser, state, noise=None, seed=None, precision="bf1
     """All T denoising steps; one Triton launch on CUDA, reference loop otherwise. Under
     torch.func.vmap (seeds stacked) with the noise given: one launch for all seeds."""
     if p.hidden >= 16 and p.hidden & (p.hidden - 1) == 0:
-        if noise is not None and use_triton(state, vmap_rule=True) and _is_batched(state):
-            meta = (p.action_dim, p.state_dim, p.max_action, p.coefs_host, precision)
-            return _ChainPerSeed.apply(meta, state, noise, *(getattr(p, n) for n in _PACKED_TENSORS))
-        if use_triton(state):
+        tensors = [getattr(p, n) for n in _PACKED_TENSORS]
+        if noise is not None and any(map(_is_batched, (state, noise, *tensors))):
+            if use_triton(state, noise, *tensors, vmap_rule=True):
+                meta = (p.action_dim, p.state_dim, p.max_action, p.coefs_host, precision)
+                return _ChainPerSeed.apply(meta, state, noise, *tensors)
+        elif use_triton(state, *tensors, *(() if noise is None else (noise,))):
             return sample_chain_triton(p, state, noise, seed, precision)
     return sample_chain_ref(p, state, noise)
 

@@ -286,6 +286,6 @@ def student_forward_triton(p: PackedStudent, state, z=None, seed=None, precision
 def student_sample(p: PackedStudent, state, z=None, precision="bf16", seed=None):
     """mu(state, z): one Triton launch on CUDA (fp32 actions), the reference op otherwise.
     z None: Philox noise from seed in the kernel, torch's randn in the reference op."""
-    if use_triton(state):
+    if use_triton(state, *p.weights, *p.biases, *(() if z is None else (z,))):
         return student_forward_triton(p, state, z, seed=seed, precision=precision)
     return student_forward_ref(p, state, z)

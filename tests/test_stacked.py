@@ -58,8 +58,12 @@ def test_seed_i_of_a_stack_equals_seed_i_alone(algo, device, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled path is CUDA's")
 def test_the_compiled_stack_computes_what_the_eager_one_does(monkeypatch):
-    """Graph + torch.compile (the optimiser steps and averaging compiled, the vmapped losses eager:
-    see SeedStack) against the graphed eager stack, radac, six updates."""
+    """Graph + torch.compile (the optimiser steps and averaging as for one agent, each vmapped loss
+    compiled on its own: see SeedStack) against the graphed eager stack, radac, six updates; a
+    compiled loss that falls back to eager (the check's warning) fails the test."""
+    import warnings
+
+    warnings.simplefilter("error", RuntimeWarning)
     monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
     cuda = torch.device("cuda")
     data = dataset(cuda)
@@ -108,7 +112,8 @@ def test_a_stacked_seed_saves_and_restores_its_own_slice(tmp_path, monkeypatch):
     state = agents[1].full_state()
     torch.save(state, tmp_path / "one.pt")
     weight = state["model"]["critic1.state_fc.weight"]
-    assert weight._base is None and weight.untyped_storage().nbytes() == weight.numel() * 4
+    moments = [v for o in state["optimizers"] for s in o["state"].values() for k, v in s.items() if k != "step"]
+    assert moments and all(t.untyped_storage().nbytes() == t.numel() * 4 for t in [weight, *moments])
     fresh = seeded_agent("radac", 7, torch.device("cpu"))
     fresh.load_full_state(torch.load(tmp_path / "one.pt", weights_only=False))
     torch.testing.assert_close(_states(fresh), _states(agents[1]))
@@ -165,6 +170,7 @@ def test_stacked_seeds_train_and_resume_as_side_by_side_ones(tmp_path, monkeypat
     from ramac.train.group import resume_seeds, train_seeds
 
     quiet = dict(progress=False, log=lambda *a: None)
+    stacks = _count_stacks(monkeypatch)
     agent_cfg, train_cfg = _bandit(40)
     side = [tmp_path / "side" / f"seed{s}" for s in (0, 1)]
     train_seeds(agent_cfg, train_cfg, [0, 1], side, **quiet)
@@ -175,6 +181,7 @@ def test_stacked_seeds_train_and_resume_as_side_by_side_ones(tmp_path, monkeypat
     parts = [tmp_path / "parts" / f"seed{s}" for s in (0, 1)]
     train_seeds(agent_cfg, short_cfg, [0, 1], parts, **quiet)
     resume_seeds(tmp_path / "parts", steps=40, **quiet)
+    assert stacks == ["radac"] * 3  # straight, parts, resumed
     for a, b, c in zip(side, straight, parts):
         want, got, resumed = _params(a), _params(b), _params(c)
         for k in want:
@@ -278,7 +285,9 @@ def test_seeds_trained_side_by_side_resume_stacked(tmp_path, monkeypatch):
     parts = [tmp_path / "parts" / f"seed{s}" for s in (0, 1)]
     train_seeds(agent_cfg, short_cfg, [0, 1], parts, **quiet)
     monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    stacks = _count_stacks(monkeypatch)
     resume_seeds(tmp_path / "parts", steps=40, **quiet)
+    assert stacks == ["radac"]
     for a, b in zip(straight, parts):  # float drift only: bmm against mm over 20 steps reached 1.8e-4
         want, got = _params(a), _params(b)
         for k in want:
@@ -289,15 +298,53 @@ def test_a_sweep_with_stacked_seeds_trains_every_unit_stacked(tmp_path, monkeypa
     """`ramac sweep --stack-seeds`: each unit (a task and agent, its seeds) is one stack; the tables
     are written as for side-by-side seeds."""
     from ramac.cli import main
-    from ramac.train import stacked
     from test_sweep import write
 
-    built = []
-    real = stacked.SeedStack.__init__
-    monkeypatch.setattr(stacked.SeedStack, "__init__", lambda self, agents: built.append(
-        type(agents[0]).name) or real(self, agents))
+    built = _count_stacks(monkeypatch)
     monkeypatch.setenv("RAMAC_STACK_SEEDS", "0")  # recorded, so the "1" that --stack-seeds sets is undone after
     path, out = write(tmp_path, steps=20), tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out), "--device", "cpu", "--stack-seeds"]) == 0
     assert sorted(built) == ["bc", "radac"]
     assert (out / "bandit.md").exists() and len(list(out.glob("runs/*/eval.json"))) == 4
+
+
+def _count_stacks(monkeypatch) -> list:
+    """The agents' names of every SeedStack built from now on (a test that stacking really ran)."""
+    from ramac.train import stacked
+
+    built, real = [], stacked.SeedStack.__init__
+    monkeypatch.setattr(stacked.SeedStack, "__init__", lambda self, agents: built.append(
+        type(agents[0]).name) or real(self, agents))
+    return built
+
+
+def test_a_seeds_weight_pack_follows_the_stacks_eager_updates(monkeypatch):
+    """A seed agent's weights are views that share the stack's version counter, so its sampler's
+    weight pack (cached on ramac.cuda_graphs.weights_version) is rebuilt after an eager update
+    without a sync (tried: binding with p.data = slice, which the counter does not see)."""
+    from ramac.cuda_graphs import weights_version
+
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    agents = [seeded_agent("radac", s, torch.device("cpu")) for s in SEEDS]
+    group = make_seeds_updater(agents, dataset(), B, graph=False, compile=False)
+    obs = torch.randn(4, agents[0].state_dim)
+    noise = torch.randn(agents[0].diffusion.T + 1, 4, agents[0].action_dim)
+    before = weights_version(agents[2].policy.actor_ema.parameters())
+    first = agents[2].diffusion.sample_fast(agents[2].policy.actor_ema, obs, noise)
+    group.step()
+    assert weights_version(agents[2].policy.actor_ema.parameters()) != before
+    fresh = agents[2].diffusion.sample_fast(agents[2].policy.actor_ema, obs, noise)
+    agents[2].sync()
+    torch.testing.assert_close(fresh, agents[2].diffusion.sample_fast(agents[2].policy.actor_ema, obs, noise))
+    assert not torch.equal(fresh, first)
+
+
+def test_a_per_seed_scalar_parameter_is_clipped_too():
+    """optimise_per_seed on a stacked 0-d parameter (shape (K,)): its own norm per seed."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([3.0, -0.5, 4.0])
+    holder = torch.nn.Module()
+    holder.p = p
+    norms = optimise_per_seed(((torch.optim.SGD([p], lr=1.0), holder, "n"),), grad_norm=1.0)["n"]
+    torch.testing.assert_close(norms, torch.tensor([3.0, 0.5, 4.0]))
+    torch.testing.assert_close(p.detach(), torch.tensor([-1.0, 0.5, -1.0]), atol=1e-5, rtol=0)

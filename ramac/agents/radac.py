@@ -187,7 +187,8 @@ class RADAC(PolicyAgent):
                 threshold = own.mean(dim=1)
         if cfg.bc_filter == "top":
             k = max(1, round(cfg.bc_filter_top * data_value.numel()))
-            keep = torch.zeros_like(data_value).scatter_(0, (data_value - threshold).topk(k).indices, 1.0)
+            # out of place: vmap (seeds stacked) batches index_fill, and loops over scatter_ with a value
+            keep = torch.zeros_like(data_value).index_fill(0, (data_value - threshold).topk(k).indices, 1.0)
             return keep / k, keep.mean()
         if cfg.bc_filter == "soft":
             adv = data_value - threshold

@@ -85,8 +85,11 @@ if HAS_TRITON:
 
 
 class PosteriorStepFn(torch.autograd.Function):
+    """The fused step; elementwise, so under torch.func.vmap (seeds stacked) it runs once on the
+    stacked tensors (the vmap rule moves the seed dimension first and launches over all of them)."""
+
     @staticmethod
-    def forward(ctx, x_t, eps, noise, c):
+    def forward(x_t, eps, noise, c):
         x_t, eps = x_t.contiguous(), eps.contiguous()
         has_noise = noise is not None and c.sigma != 0.0
         out = torch.empty_like(x_t)
@@ -96,13 +99,27 @@ class PosteriorStepFn(torch.autograd.Function):
             n, c.recip, c.recipm1, c.mean1, c.mean2, c.sigma, c.max_action,
             HAS_NOISE=has_noise, BLOCK=_BLOCK,
         )
+        return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x_t, eps, _, c = inputs
         ctx.save_for_backward(x_t, eps)
         ctx.c = c
-        return out
+
+    @staticmethod
+    def vmap(info, in_dims, x_t, eps, noise, c):
+        def seeds_first(t, d):
+            if t is None:
+                return None
+            return t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
+        x_t, eps, noise = (seeds_first(t, d) for t, d in zip((x_t, eps, noise), in_dims[:3]))
+        return PosteriorStepFn.apply(x_t, eps, noise, c), 0
 
     @staticmethod
     def backward(ctx, g):
         x_t, eps = ctx.saved_tensors
+        x_t, eps = x_t.contiguous(), eps.contiguous()
         c = ctx.c
         dx, deps = torch.empty_like(x_t), torch.empty_like(eps)
         n = x_t.numel()
@@ -128,7 +145,8 @@ def posterior_step_triton(x_t, eps, noise, c: StepCoefs):
 
 def posterior_step(x_t, eps, noise, c: StepCoefs):
     """x_{t-1} from x_t and the predicted noise; Triton on CUDA, reference otherwise."""
-    if use_triton(x_t, eps, *(() if noise is None else (noise,))):
+    tensors = (x_t, eps) if noise is None else (x_t, eps, noise)
+    if use_triton(*tensors, vmap_rule=True):  # elementwise: a vmap rule launches once for all seeds
         return posterior_step_triton(x_t, eps, noise, c)
     _check(x_t, eps, noise)
     return posterior_step_ref(x_t, eps, noise, c)

@@ -70,3 +70,12 @@ def use_triton(*tensors: torch.Tensor, vmap_rule: bool = False) -> bool:
     if not vmap_rule and any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
         return False
     return all(t.is_cuda for t in tensors)
+
+
+def seeds_first(batch_size: int, tensors, in_dims) -> list:
+    """A vmap rule's inputs with the vmapped (seed) dimension first: moved there, or, for a tensor
+    shared by the seeds (in_dim None), expanded to batch_size along a new first dimension; None
+    stays None."""
+    return [t if t is None else t.movedim(d, 0) if d is not None else t.expand(batch_size, *t.shape)
+            for t, d in zip(tensors, in_dims)]
+

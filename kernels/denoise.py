@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, seeds_first, use_triton
 
 
 class StepCoefs(NamedTuple):
@@ -109,11 +109,7 @@ class PosteriorStepFn(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, x_t, eps, noise, c):
-        def seeds_first(t, d):
-            if t is None:
-                return None
-            return t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-        x_t, eps, noise = (seeds_first(t, d) for t, d in zip((x_t, eps, noise), in_dims[:3]))
+        x_t, eps, noise = seeds_first(info.batch_size, (x_t, eps, noise), in_dims[:3])
         return PosteriorStepFn.apply(x_t, eps, noise, c), 0
 
     @staticmethod

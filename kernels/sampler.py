@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, seeds_first, use_triton
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 
@@ -379,9 +379,7 @@ class _ChainPerSeed(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, meta, state, noise, *tensors):
-        def seeds_first(t, d):
-            return t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
-        state, noise, *tensors = (seeds_first(t, d) for t, d in zip((state, noise, *tensors), in_dims[1:]))
+        state, noise, *tensors = seeds_first(info.batch_size, (state, noise, *tensors), in_dims[1:])
         return sample_chain_stacked_triton(_repack(meta, tensors), state, noise, precision=meta[-1]), 0
 
 

@@ -97,7 +97,7 @@ def signature(precision: str) -> dict:
     return {n: sig[n] for n in _chain_kernel.arg_names}
 
 
-CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
+CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST", "STACKED")
 
 
 def compile_variant(job):
@@ -110,7 +110,7 @@ def compile_variant(job):
     a, (bm, bn, warps, stages), has_noise = job
     constexprs = dict(H=a["hidden"], A_P=a["action_pad"], S_P=a["state_pad"], BM=bm, BN=min(bn, a["hidden"]),
                       HAS_NOISE=has_noise, DOT_PRECISION="ieee" if a["precision"] == "fp32" else "tf32",
-                      UPCAST=False)
+                      UPCAST=False, STACKED=False)  # one seed's weights (the stacked launch is Python's)
     sig = signature(a["precision"])
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(_chain_kernel.arg_names) if n in ALIGNED}
     options = {"num_warps": warps, "num_stages": stages, "enable_fp_fusion": True}  # the JIT's default

@@ -240,3 +240,19 @@ def test_cmake_builds_and_ctest_passes_or_skips(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sampler_errors ...................   Passed" in r.stdout
     assert ("Skipped" in r.stdout) != CUDA, r.stdout
+
+
+@pytest.mark.skipif(not __import__("ramac").kernels.HAS_TRITON, reason="needs Triton")
+def test_the_generator_knows_every_argument_of_the_chain_kernel():
+    """native/gen_kernels.py names the chain kernel's run-time and constexpr arguments itself; a new
+    kernel argument it does not know stops the GPU build (a stacked-seeds constexpr did), so check
+    here, on any machine, that its signature covers the kernel's."""
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import gen_kernels
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    from ramac.kernels.sampler import _chain_kernel
+
+    for precision in ("bf16", "fp32"):
+        assert list(gen_kernels.signature(precision)) == list(_chain_kernel.arg_names)

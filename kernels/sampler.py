@@ -297,7 +297,7 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     B = state.shape[0]
-    A, S, T, H = p.action_dim, p.state_dim, p.n_steps, p.hidden
+    A, H = p.action_dim, p.hidden
     if H < 16 or H & (H - 1):
         raise ValueError(f"the chain kernel needs a power-of-two hidden width >= 16, got {H}")
     dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -305,27 +305,33 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if B == 0:
         return out
     bm, bn, nw, ns = _launch_config(B, precision)
-    bm, nw, ns = block_m or bm, num_warps or nw, num_stages or ns
-    bn = min(block_n or bn, H)
-    w_x, w_s, w2, w3, w_out = p.weights_as(dot_dtype)
+    tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if not torch.is_tensor(seed):
             seed = torch.tensor([seed], dtype=torch.int64, device=state.device)
-        noise_arg = out
-    else:
-        noise_arg = noise.float().contiguous()
-        seed = out
-    _chain_kernel[(triton.cdiv(B, bm),)](
-        state.contiguous(), noise_arg, out,
-        w_x, w_s, p.c_time, w2, p.b2, w3, p.b3, w_out, p.b_out, p.coefs, seed,
-        B, S, A, T, p.max_action,
-        H=H, A_P=p.w_x.shape[0], S_P=p.w_s.shape[0], BM=bm, BN=bn,
-        HAS_NOISE=noise is not None, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
-        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", num_warps=nw, num_stages=ns,
-    )
+    _launch(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, tiles)
     return out
+
+
+def _launch(p: PackedDenoiser, dot_weights, state, noise, seed, out, precision, tiles, seeds=None):
+    """One launch of _chain_kernel. dot_weights: (w_x, w_s, w2, w3, w_out) in the dot dtype; noise
+    None: Philox noise from seed; tiles: (BM, BN, warps, stages); seeds: K for a stacked launch (every
+    tensor with a leading seed dimension, a second grid axis over the seeds)."""
+    bm, bn, nw, ns = tiles
+    w_x, w_s, w2, w3, w_out = (w.contiguous() for w in dot_weights)
+    c_time, b2, b3, b_out, coefs = (getattr(p, n).float().contiguous()
+                                    for n in ("c_time", "b2", "b3", "b_out", "coefs"))
+    has_noise = noise is not None
+    _chain_kernel[(triton.cdiv(state.shape[-2], bm), seeds or 1)](
+        state.contiguous(), noise.float().contiguous() if has_noise else out, out,
+        w_x, w_s, c_time, w2, b2, w3, b3, w_out, b_out, coefs, out if has_noise else seed,
+        state.shape[-2], p.state_dim, p.action_dim, c_time.shape[-2], p.max_action,
+        H=w2.shape[-1], A_P=w_x.shape[-2], S_P=w_s.shape[-2], BM=bm, BN=bn,
+        HAS_NOISE=has_noise, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", STACKED=seeds is not None, num_warps=nw, num_stages=ns,
+    )
 
 
 _PACKED_TENSORS = ("w_x", "w_s", "c_time", "w2", "b2", "w3", "b3", "w_out", "b_out", "coefs")
@@ -350,18 +356,8 @@ def sample_chain_stacked_triton(p: PackedDenoiser, state, noise, precision="bf16
         return out
     dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     bm, bn, nw, ns = _launch_config(B, precision)
-    bn = min(bn, H)
-    w_x, w_s, w2, w3, w_out = (getattr(p, n).to(dot_dtype).contiguous() for n in ("w_x", "w_s", "w2", "w3", "w_out"))
-    f32 = [getattr(p, n).float().contiguous() for n in ("c_time", "b2", "b3", "b_out", "coefs")]
-    c_time, b2, b3, b_out, coefs = f32
-    _chain_kernel[(triton.cdiv(B, bm), K)](
-        state.contiguous(), noise.float().contiguous(), out,
-        w_x, w_s, c_time, w2, b2, w3, b3, w_out, b_out, coefs, out,
-        B, S, A, T, p.max_action,
-        H=H, A_P=w_x.shape[1], S_P=w_s.shape[1], BM=bm, BN=bn,
-        HAS_NOISE=True, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
-        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", STACKED=True, num_warps=nw, num_stages=ns,
-    )
+    dot_weights = [getattr(p, n).to(dot_dtype) for n in ("w_x", "w_s", "w2", "w3", "w_out")]
+    _launch(p, dot_weights, state, noise, None, out, precision, (bm, min(bn, H), nw, ns), seeds=K)
     return out
 
 

@@ -113,11 +113,11 @@ class Agent(nn.Module):
         for opt in self.optimizers():
             for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
                 group["fused"], group["foreach"] = False, True
-        options = {"fallback_random": True}
-        for name in names:
-            if name in self.__dict__.get("eager_methods", ()):
-                continue
-            setattr(self, name, torch.compile(getattr(self, name), dynamic=False, options=options))
+        options = dict(dynamic=False, options={"fallback_random": True})
+        for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)
+            method = getattr(self, name)
+            setattr(self, name, method.compiled(**options) if hasattr(method, "compiled") else
+                    torch.compile(method, **options))
 
     # ---- acting -----------------------------------------------------------------------
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,7 +19,8 @@ saves its own seed's slice: Agent.full_state compacts views). Seed i computes wh
 alone up to float rounding (tests/test_stacked.py).
 
 Compiled (torch.compile), the optimiser steps and averaging compile as for one agent, and each
-vmapped loss method is compiled on its own and checked against its eager call (_checked_compile).
+vmapped loss method compiles on its own, checked against its eager call (_PerSeed.compiled, which
+Agent._compile_methods uses in place of torch.compile).
 
 Opt in with RAMAC_STACK_SEEDS=1 (ramac.train.updaters.make_seeds_updater), until the GPU
 measurements say it pays (`ramac bench train --seeds K --layouts side stacked`).
@@ -34,7 +35,7 @@ import torch
 from torch.nn.utils.stateless import _reparametrize_module
 
 from ..data import Batch
-from .updaters import LOSS_KEYS, FastUpdater, EagerUpdater, batch_indices
+from .updaters import DeviceMetrics, EagerUpdater, FastUpdater, batch_indices, fast_path
 
 SHARED_BUFFERS = ("step_t",)  # one step counter for all seeds: they update together
 
@@ -89,16 +90,6 @@ class SeedStack:
         self.agent = stack
         self._wrap_losses()
         stack._optimise = optimise_per_seed
-        # compiled, the vmapped loss methods are compiled on their own, checked against eager calls
-        # (see _checked_compile): Agent._compile_methods leaves them be
-        stack.eager_methods = set(type(stack).losses)
-        compile_rest = stack.compile_update
-
-        def compile_update():
-            compile_rest()
-            for name in type(stack).losses:
-                setattr(stack, name, _checked_compile(getattr(stack, name)))
-        stack.compile_update = compile_update
         self._bind_agents()
 
     # ---- the vmapped calls ----------------------------------------------------------
@@ -174,8 +165,12 @@ class _PerSeed:
     def __call__(self, *args, pack: tuple = (), **kwargs):
         return self.seeds.call(self.method, *args, pack=pack, **kwargs)
 
+    def compiled(self, **compile_kw):
+        """What Agent._compile_methods puts in its place: compiled, checked (_checked_compile)."""
+        return _checked_compile(self, **compile_kw)
 
-def _checked_compile(per_seed: _PerSeed):
+
+def _checked_compile(per_seed: _PerSeed, **compile_kw):
     """torch.compile of a vmapped loss method, checked once per kind of call (the arguments' types
     and shapes, the keyword arguments' values: one per phase) against the eager call: where any
     output differs in value or in whether it carries a gradient, that kind of call runs eagerly from
@@ -187,7 +182,7 @@ def _checked_compile(per_seed: _PerSeed):
     counter-based ramac.noise and change no state, so the two calls compute the same thing."""
     import warnings
 
-    compiled = torch.compile(per_seed, dynamic=False, options={"fallback_random": True})
+    compiled = torch.compile(per_seed, **compile_kw)
     verdicts: dict = {}
 
     def call(*args, **kwargs):
@@ -298,41 +293,10 @@ def optimise_per_seed(groups, grad_norm: float) -> dict:
     return norms
 
 
-class StackedMetrics:
-    """DeviceMetrics for K stacked seeds: sums (K,) per metric, a first bad step per seed; `view(k)`
-    is seed k's metrics (read() as DeviceMetrics.read, its own column)."""
-
-    def __init__(self, K: int):
-        self.K = K
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, torch.Tensor] = {}
-        self.first_bad = None
-        self.count = 0
-
-    def add(self, info: dict, step) -> None:
-        for key, v in info.items():
-            v = v.detach().float()
-            v = v.expand(self.K) if v.dim() == 0 else v
-            if key not in self.sums:
-                self.sums[key] = torch.zeros(self.K, device=v.device)
-                self.counts[key] = torch.zeros(self.K, device=v.device)
-            self.sums[key].add_(v)
-            self.counts[key].add_(1)
-        loss = sum(info[key].float() for key in LOSS_KEYS if key in info)
-        loss = loss.expand(self.K) if torch.is_tensor(loss) and loss.dim() == 0 else loss
-        if self.first_bad is None:
-            self.first_bad = torch.full((self.K,), -1, dtype=torch.long, device=loss.device)
-        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
-        self.first_bad.copy_(torch.where(bad, step, self.first_bad))
-
-    def view(self, k: int) -> "SeedMetrics":
-        return SeedMetrics(self, k)
-
-
 class SeedMetrics:
-    """Seed k's column of StackedMetrics, read as DeviceMetrics is."""
+    """Seed k's column of the stacked updater's DeviceMetrics (shape (K,)), read as DeviceMetrics is."""
 
-    def __init__(self, stacked: StackedMetrics, k: int):
+    def __init__(self, stacked: DeviceMetrics, k: int):
         self.stacked, self.k, self.count, self.reduce = stacked, k, 0, None
 
     def read(self) -> tuple[dict, int]:
@@ -343,62 +307,43 @@ class SeedMetrics:
         col = torch.stack([torch.stack([s.sums[key][k], s.counts[key][k]]) for key in keys]).tolist()
         means = {key: total / n for key, (total, n) in zip(keys, col) if n > 0}
         first_bad = int(s.first_bad[k])
-        for key in keys:
-            s.sums[key][k] = 0.0
-            s.counts[key][k] = 0.0
+        for v in (*s.sums.values(), *s.counts.values()):
+            v[k] = 0.0
         s.first_bad[k] = -1
         self.count = 0
         return means, first_bad
 
 
-class _StackedUpdate:
-    """What the stacked updaters share: each seed's batch (its own draws) and the metrics."""
+class _Stacked:
+    """What the stacked updaters change in theirs: each seed's batch from its own draws (K, B, ...),
+    and the metrics, a sum per seed."""
 
-    def _stacked_update(self) -> None:
+    def _stack_init(self, seeds: SeedStack) -> None:
+        self.seeds = seeds
+        seeds.init_optimizer_states()
+        self.metrics = DeviceMetrics((seeds.K,))
+
+    def _batch(self):
         stack = self.seeds
-        idx = stack.call(lambda: batch_indices(stack.agent, self.data, self.batch_size))  # (K, B)
-        b = self.data.gather(idx)
-        info = self._run_update(b)
-        self.metrics.add(info, stack.agent.step_t)
+        return self.data.gather(stack.call(lambda: batch_indices(stack.agent, self.data, self.batch_size)))
 
 
-class StackedFastUpdater(_StackedUpdate, FastUpdater):
+class StackedFastUpdater(_Stacked, FastUpdater):
     """FastUpdater (CUDA graphs per phase, bf16, torch.compile) over the stack agent."""
 
     def __init__(self, seeds: SeedStack, data, batch_size: int, **kw):
         if kw.get("indices", "device") != "device":
             raise ValueError("stacked seeds draw their own batches (indices='device')")
-        self.seeds = seeds
         super().__init__(seeds.agent, data, batch_size, **kw)
-        seeds.init_optimizer_states()
-        self.metrics = StackedMetrics(seeds.K)
-
-    def _run_update(self, b):
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
-                    else _null())
-        with autocast:
-            return self.agent.update(b)
-
-    def _update(self) -> None:
-        self._stacked_update()
+        self._stack_init(seeds)
 
 
-class StackedEagerUpdater(_StackedUpdate, EagerUpdater):
+class StackedEagerUpdater(_Stacked, EagerUpdater):
     """EagerUpdater over the stack agent (CPU)."""
 
     def __init__(self, seeds: SeedStack, data, batch_size: int):
-        self.seeds = seeds
         super().__init__(seeds.agent, data, batch_size)
-        seeds.init_optimizer_states()
-        self.metrics = StackedMetrics(seeds.K)
-
-    def _run_update(self, b):
-        return self.agent.update(b)
-
-    def step(self) -> None:
-        self._stacked_update()
-        self.agent.advanced()
-        self.metrics.count += 1
+        self._stack_init(seeds)
 
 
 class SeedView:
@@ -419,13 +364,14 @@ class StackedSeedsUpdater:
 
     def __init__(self, agents, data, batch_size: int, *, graph: bool, bf16: bool, compile: bool, warmup: int):
         self.seeds = SeedStack(agents)
-        cuda = data.obs.device.type == "cuda"
-        if (cuda and (graph or compile)) or bf16:
-            self.inner = StackedFastUpdater(self.seeds, data, batch_size, graph=graph and cuda, bf16=bf16,
-                                            warmup=warmup, compile=compile and cuda)
+        fast, graph, compile = fast_path(data, graph, bf16, compile)
+        if fast:
+            self.inner = StackedFastUpdater(self.seeds, data, batch_size, graph=graph, bf16=bf16, warmup=warmup,
+                                            compile=compile)
         else:
             self.inner = StackedEagerUpdater(self.seeds, data, batch_size)
-        self.updaters = [SeedView(a, self.inner.metrics.view(k), self.seeds.agent) for k, a in enumerate(agents)]
+        self.updaters = [SeedView(a, SeedMetrics(self.inner.metrics, k), self.seeds.agent)
+                         for k, a in enumerate(agents)]
 
     def step(self, active=None) -> None:
         active = range(len(self.updaters)) if active is None else active
@@ -439,9 +385,3 @@ class StackedSeedsUpdater:
     def sync(self) -> None:
         for u in self.updaters:
             u.sync()
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()

@@ -35,9 +35,11 @@ LOSS_KEYS = ("critic/loss1", "critic/loss2", "actor/loss")
 
 class DeviceMetrics:
     """Metric sums and the first step (counting from 1) with a non-finite loss, kept on the device
-    with in-place ops only."""
+    with in-place ops only. shape: () for one agent, (K,) for K stacked seeds (a sum and a first
+    bad step per seed; ramac.train.stacked reads each seed's column)."""
 
-    def __init__(self):
+    def __init__(self, shape: tuple = ()):
+        self.shape = tuple(shape)
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}  # updates that reported each metric (ORAAC's actor: every 2nd)
         self.first_bad = None
@@ -50,13 +52,13 @@ class DeviceMetrics:
         for k, v in info.items():
             v = v.detach().float()
             if k not in self.sums:
-                self.sums[k] = torch.zeros((), device=v.device)
-                self.counts[k] = torch.zeros((), device=v.device)
+                self.sums[k] = torch.zeros(self.shape, device=v.device)
+                self.counts[k] = torch.zeros(self.shape, device=v.device)
             self.sums[k].add_(v)
             self.counts[k].add_(1)
         loss = sum(info[k].float() for k in LOSS_KEYS if k in info)
         if self.first_bad is None:
-            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self.first_bad = torch.full(self.shape, -1, dtype=torch.long, device=loss.device)
         bad = ~torch.isfinite(loss) & (self.first_bad < 0)
         self.first_bad.copy_(torch.where(bad, step, self.first_bad))
 
@@ -94,9 +96,12 @@ class EagerUpdater:
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.metrics = DeviceMetrics()
 
+    def _batch(self):
+        return self.data.gather(batch_indices(self.agent, self.data, self.batch_size))
+
     def step(self) -> None:
         with nvtx_range("data"):
-            batch = self.data.gather(batch_indices(self.agent, self.data, self.batch_size))
+            batch = self._batch()
         info = self.agent.update(batch)
         self.agent.advanced()
         with nvtx_range("metrics"):
@@ -149,9 +154,7 @@ class FastUpdater:
     def _update(self) -> None:
         """One update, written to be capturable: no host reads; the agent's schedules read its device step."""
         with nvtx_range("data"):
-            if self.indices == "device":
-                self.idx.copy_(batch_indices(self.agent, self.data, self.batch_size))
-            b = self.data.gather(self.idx)
+            b = self._batch()
         # cache_enabled=False: autocast's weight-cast cache does not survive graph replays
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False) if self.bf16
                     else contextlib.nullcontext())
@@ -159,6 +162,11 @@ class FastUpdater:
             info = self.agent.update(b)
         with nvtx_range("metrics"):
             self.metrics.add(info, self.agent.step_t)  # the device step, advanced by the update
+
+    def _batch(self):
+        if self.indices == "device":
+            self.idx.copy_(batch_indices(self.agent, self.data, self.batch_size))
+        return self.data.gather(self.idx)
 
     def step(self, indices: torch.Tensor | None = None) -> None:
         """One update on the current stream: eager (CPU, warm-up) or a graph replay."""
@@ -198,13 +206,19 @@ class FastUpdater:
         self.agent.sync()
 
 
-def make_updater(agent, data: OfflineDataset, batch_size: int, *, graph: bool = True, bf16: bool = False,
-                 compile: bool = True, warmup: int = 3):
-    """The fast path where one of its features applies on the data's device (graph and compile
-    only on CUDA, bf16 anywhere), else the plain loop."""
+def fast_path(data: OfflineDataset, graph: bool, bf16: bool, compile: bool) -> tuple[bool, bool, bool]:
+    """(whether the fast path applies, graph, compile) on the data's device: graph and compile only
+    on CUDA, bf16 anywhere; without any of them the plain loop runs."""
     cuda = data.obs.device.type == "cuda"
     graph, compile = graph and cuda, compile and cuda
-    if graph or bf16 or compile:
+    return graph or bf16 or compile, graph, compile
+
+
+def make_updater(agent, data: OfflineDataset, batch_size: int, *, graph: bool = True, bf16: bool = False,
+                 compile: bool = True, warmup: int = 3):
+    """The fast path where one of its features applies (fast_path), else the plain loop."""
+    fast, graph, compile = fast_path(data, graph, bf16, compile)
+    if fast:
         return FastUpdater(agent, data, batch_size, graph=graph, bf16=bf16, warmup=warmup, compile=compile)
     return EagerUpdater(agent, data, batch_size)
 
@@ -303,8 +317,8 @@ def make_seeds_updater(agents, data: OfflineDataset, batch_size, *, graph: bool 
 
         if unstackable(agents) is None:  # else side by side, as below
             return StackedSeedsUpdater(agents, data, sizes[0], graph=graph, bf16=bf16, compile=compile, warmup=warmup)
-    alone = graph and cuda and len(agents) == 1  # one agent graphs its own updates
-    updaters = [FastUpdater(a, data, b, graph=alone, bf16=bf16, compile=compile and cuda, warmup=warmup)
-                if (cuda and (graph or compile)) or bf16 else EagerUpdater(a, data, b)  # make_updater's rule
-                for a, b in zip(agents, sizes)]
-    return SeedsUpdater(updaters, graph=graph and cuda, warmup=warmup)
+    fast, graph, compile = fast_path(data, graph, bf16, compile)
+    alone = graph and len(agents) == 1  # one agent graphs its own updates
+    updaters = [FastUpdater(a, data, b, graph=alone, bf16=bf16, compile=compile, warmup=warmup) if fast
+                else EagerUpdater(a, data, b) for a, b in zip(agents, sizes)]
+    return SeedsUpdater(updaters, graph=graph, warmup=warmup)

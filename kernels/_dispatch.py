@@ -79,3 +79,39 @@ def seeds_first(batch_size: int, tensors, in_dims) -> list:
     return [t if t is None else t.movedim(d, 0) if d is not None else t.expand(batch_size, *t.shape)
             for t, d in zip(tensors, in_dims)]
 
+
+
+def is_vmapped(*tensors) -> bool:
+    """Whether any of these tensors is batched by torch.func.vmap (seeds stacked)."""
+    return any(t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors)
+
+
+class _FoldSeeds(torch.autograd.Function):
+    """An op with a vmap rule that folds the vmapped (seed) dimension into the op's own batch-like
+    leading dimension: under torch.func.vmap the op runs once, on the stacked tensors, and autograd
+    records the op's own backward there. Outside vmap it is the plain op."""
+
+    @staticmethod
+    def forward(plain, fold, *args):
+        return plain(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):  # pragma: no cover - fold_seeds calls the plain op outside vmap
+        raise RuntimeError("_FoldSeeds is applied under torch.func.vmap only")
+
+    @staticmethod
+    def vmap(info, in_dims, plain, fold, *args):
+        return fold(info.batch_size, in_dims[2:], *args), 0
+
+
+def fold_seeds(plain, fold, *args):
+    """plain(*args); under torch.func.vmap, fold(K, in_dims, *args) on the stacked tensors instead:
+    it returns the K results stacked on dimension 0, computed by one call of the op over the seeds
+    folded into a batch dimension (the ops' vmap rules: quantile-Huber loss, tail mean, IQN critic)."""
+    if not is_vmapped(*(a for a in args if torch.is_tensor(a))):
+        return plain(*args)
+    return _FoldSeeds.apply(plain, fold, *args)

@@ -31,6 +31,16 @@ from .sampler import _pad
 
 
 PRECISIONS = ("tf32", "ieee", "bf16")  # the dots' inputs: fp32 rounded to tf32, exact fp32, or bf16
+# rows per program of the forward (None: _forward_block's choice); 64 made an illegal memory access in
+# tf32 at hidden 256 on an H200 (triton 3.6, bench/results/chain-grad-blocks-H200.json), so it is refused
+BLOCKS = (None, 16, 32)
+
+
+def _forward_block(B: int, device) -> int:
+    """16 rows per program while 32 would leave SMs idle (one wave: at batch 256 and 32 rows only 8
+    of an H200's 132 SMs work; 16 rows made forward + backward 11 % faster there), else 32."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return 16 if B <= 16 or -(-B // 32) < sms else 32
 
 
 def _check(state, noise, w1, w2, t_emb, coefs):
@@ -65,9 +75,10 @@ def denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs
 
 
 def fused_chain_enabled() -> bool:
-    """Whether Diffusion.sample takes this op (RAMAC_FUSED_CHAIN=1): opt-in until it is timed
-    against the per-step path on a GPU."""
-    return os.environ.get("RAMAC_FUSED_CHAIN") == "1"
+    """Whether Diffusion.sample takes this op: yes unless RAMAC_FUSED_CHAIN=0 (the per-step chain).
+    On an H200 it made the graphed bf16 update 1.21x faster at batch 256 and 1.08x at 4,096, and
+    the compiled one no slower (bench/results/issue18-H200/train-chain*.md)."""
+    return os.environ.get("RAMAC_FUSED_CHAIN", "1") != "0"
 
 
 @torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
@@ -96,6 +107,8 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
 def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                          precision: str = "tf32", block_m: int | None = None):
     _check(state, noise, w1, w2, t_emb, coefs)
+    if block_m not in BLOCKS:
+        raise ValueError(f"block_m must be one of {BLOCKS}, got {block_m!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     A, td = noise.shape[2], t_emb.shape[1]
@@ -139,7 +152,7 @@ class _Chain(torch.autograd.Function):
                      a2=torch.empty(T, B, H, device=dev), a3=torch.empty(T, B, H, device=dev),
                      eps=torch.empty(T, B, A_P, device=dev), x_pre=torch.empty(B, A_P, device=dev))
         out = torch.empty(B, A, device=dev)
-        bm = block_m or (16 if B <= 16 else 32)
+        bm = block_m or _forward_block(B, dev)
         if B:
             _chain_fwd_kernel[(triton.cdiv(B, bm),)](
                 state_c, noise_c, out, weights["w_x"], weights["w_s"], weights["c_time"], weights["w2t"],

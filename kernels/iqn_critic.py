@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._dispatch import HAS_TRITON, get_backend, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, get_backend, seeds_first, use_triton
 
 # Where the public op takes the kernels by itself (H200, fwd + bwd replayed from a CUDA graph,
 # bench/results/iqn-critic-H200.md): a bf16 trunk at batch 256 (4,096-8,192 rows), 53-87 us against
@@ -428,8 +428,21 @@ def iqn_quantiles_triton(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b
                          f"emb={trunk.shape[-1]}, n_cos={cos_w.shape[-1]}")
     if trunk.shape[-2] == 0 or taus.shape[-1] == 0:
         return iqn_quantiles_ref(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
-    return IQNQuantilesFn.apply(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b,
-                                (block_m, block_n, programs))
+    return fold_seeds(IQNQuantilesFn.apply, _iqn_fold, trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w,
+                      out_b, (block_m, block_n, programs))
+
+
+def _iqn_fold(K, in_dims, trunk, taus, *weights_and_config):
+    """Under vmap over K seeds: the seeds become (more) stacked critics, C' = K x C, one launch."""
+    *weights, config = weights_and_config
+    trunk, taus, *weights = seeds_first(K, (trunk, taus, *weights), in_dims[:8])
+    lead = trunk.shape[1:-2]  # a seed's own stack of critics, if any
+    B, N = trunk.shape[-2], taus.shape[-1]
+    taus = taus.reshape(K, *(1,) * (len(lead) + 2 - taus.dim() + 1), *taus.shape[1:])
+    taus = taus.expand(K, *lead, B, N).reshape(-1, B, N)
+    q = IQNQuantilesFn.apply(trunk.reshape(-1, *trunk.shape[-2:]), taus,
+                             *(w.reshape(-1, *w.shape[1 + len(lead):]) for w in weights), config)
+    return q.view(K, *lead, B, N)
 
 
 # --------------------------------------------------------------------------
@@ -508,6 +521,7 @@ def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
             and all(t.is_cuda or _INTERPRET for t in tensors)):
         _check_args(*tensors)
         return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
-    if fits and trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS and use_triton(*tensors):
+    if (fits and trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS
+            and use_triton(*tensors, vmap_rule=True)):
         return iqn_quantiles_triton(*tensors)
     return iqn_quantiles_ref(*tensors)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, seeds_first, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 MAX_K = 1024  # predicted quantiles one kernel tile can hold
@@ -208,7 +208,24 @@ def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduc
     _check_args(pred, taus, target, kappa, weight, reduction)
     if pred.shape[1] > MAX_K:
         raise ValueError(f"the fused kernel holds at most {MAX_K} predicted quantiles, got {pred.shape[1]}")
-    return QuantileHuberFn.apply(pred, taus.detach(), target, weight, kappa, reduction, unroll)
+    return fold_seeds(_qh_plain, _qh_fold, pred, taus.detach(), target, weight, kappa, reduction, unroll)
+
+
+def _qh_plain(pred, taus, target, weight, kappa, reduction, unroll):
+    return QuantileHuberFn.apply(pred, taus, target, weight, kappa, reduction, unroll)
+
+
+def _qh_fold(K, in_dims, pred, taus, target, weight, kappa, reduction, unroll):
+    """Under vmap over K seeds: one launch over the K x B samples (per-sample losses), reduced per seed."""
+    pred, target, weight = seeds_first(K, (pred, target, weight), (in_dims[0], in_dims[2], in_dims[3]))
+    B = pred.shape[1]
+    if in_dims[1] is not None or taus.dim() == 2:  # per-seed or per-sample fractions: one row per sample
+        taus = seeds_first(K, (taus,), in_dims[1:2])[0]
+        taus = (taus if taus.dim() == 3 else taus[:, None, :]).expand(K, B, pred.shape[2]).reshape(K * B, -1)
+    flat = QuantileHuberFn.apply(pred.reshape(K * B, -1), taus, target.reshape(K * B, -1),
+                                 None if weight is None else weight.reshape(K * B), kappa, "none", unroll)
+    per_seed = flat.view(K, B)
+    return per_seed if reduction == "none" else per_seed.mean(1) if reduction == "mean" else per_seed.sum(1)
 
 
 def quantile_huber_loss(pred, taus, target, kappa=1.0, weight=None, reduction="mean"):
@@ -218,6 +235,6 @@ def quantile_huber_loss(pred, taus, target, kappa=1.0, weight=None, reduction="m
     (B, K') samples of the target distribution; weight (B,) optional.
     """
     extra = () if weight is None else (weight,)
-    if use_triton(pred, target, taus, *extra) and pred.dim() == 2 and pred.shape[1] <= MAX_K:
+    if use_triton(pred, target, taus, *extra, vmap_rule=True) and pred.dim() == 2 and pred.shape[1] <= MAX_K:
         return quantile_huber_loss_triton(pred, taus, target, kappa, weight, reduction)
     return quantile_huber_loss_ref(pred, taus, target, kappa, weight, reduction)

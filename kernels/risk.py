@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, seeds_first, use_triton
 
 DISTORTIONS = ("neutral", "cvar", "wang", "cpw", "power")
 DEFAULT_PARAMS = {"neutral": 0.0, "cvar": 0.1, "wang": -0.7, "cpw": 0.71, "power": -2.0}
@@ -270,7 +270,18 @@ def distort_triton(tau: torch.Tensor, kind: str, param: float) -> torch.Tensor:
 def tail_mean_triton(z1, z2, weights=None):
     """The Triton tail-averaging path, whatever the device."""
     _check_tail(z1, z2, weights)
-    return TailMeanFn.apply(z1, z2, None if weights is None else weights.contiguous())
+    return fold_seeds(TailMeanFn.apply, _tail_fold, z1, z2, None if weights is None else weights.contiguous())
+
+
+def _tail_fold(K, in_dims, z1, z2, weights):
+    """Under vmap over K seeds: one launch over the K x B rows (weights shared by the seeds; per-seed
+    weights take the reference form on the stacked tensors)."""
+    z1, z2, weights = seeds_first(K, (z1, z2, weights), in_dims)
+    if weights is not None and in_dims[2] is not None:
+        return (torch.minimum(z1, z2) * weights[:, None, :].to(z1.dtype)).sum(-1)
+    B = z1.shape[1]
+    weights = None if weights is None else weights[0]
+    return TailMeanFn.apply(z1.reshape(K * B, -1), z2.reshape(K * B, -1), weights).view(K, B)
 
 
 def distort(tau: torch.Tensor, kind: str, param: float) -> torch.Tensor:
@@ -282,6 +293,6 @@ def distort(tau: torch.Tensor, kind: str, param: float) -> torch.Tensor:
 
 def tail_mean(z1: torch.Tensor, z2: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Risk value per sample: weighted mean over K of min(z1, z2). (B, K) x 2 -> (B,)."""
-    if use_triton(z1, z2):
+    if use_triton(z1, z2, *(() if weights is None else (weights,)), vmap_rule=True):
         return tail_mean_triton(z1, z2, weights)
     return tail_mean_ref(z1, z2, weights)

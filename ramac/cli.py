@@ -630,9 +630,12 @@ def cmd_bench(args) -> int:
         batches = tuple(args.batch_size or (256, 4096))
         path = (args.paths or ["graph-compile-bf16"])[0]
         rows = bench.bench_train_seeds(device, seeds=tuple(args.seeds), batches=batches, path=path,
-                                       preset=args.preset, algo=args.algo, layouts=tuple(args.layouts))
+                                       preset=args.preset, algo=args.algo, layouts=tuple(args.layouts),
+                                       top_kernels=args.top_kernels)
         cols = ["op", "batch", "seeds", "layout", "path", "seed_updates_per_s", "updates_per_s", "group_updates_per_s",
                 "vs_single_seed", "vs_side_by_side", "median_us", "peak_memory_mb", "setup_s"]
+        if args.top_kernels:
+            cols += ["kernels_per_update", "gpu_busy_us_per_update"]
         settings = {"batches": batches, "seeds": args.seeds, "path": path, "preset": args.preset, "algo": args.algo,
                     "data": "synthetic S=17 A=6", "risk_term": "on" if args.algo != "bc" else "none"}
     elif args.what == "train":

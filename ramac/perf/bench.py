@@ -404,7 +404,8 @@ def top_kernel_tables(rows) -> str:
     for r in rows:
         if r.get("top_kernels"):
             table = markdown_table(r["top_kernels"], ["us_per_update", "per_update", "name"])
-            parts.append(f"\n\n### batch {r['batch']}, {r['path']}: costliest kernels per update\n\n{table}")
+            seeds = f", {r['seeds']} seeds {r['layout']}" if r.get("layout") else ""
+            parts.append(f"\n\n### batch {r['batch']}, {r['path']}{seeds}: costliest kernels per update\n\n{table}")
     return "".join(parts)
 
 
@@ -527,8 +528,9 @@ def timed_steps(step, seconds: float, max_chunk: int, most: int = 5_000) -> tupl
 
 def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), path="graph-compile-bf16",
                       preset="halfcheetah-medium-expert", seconds=2.0, warmup=3, algo="radac",
-                      layouts=("side", "stacked")) -> list[dict]:
+                      layouts=("side", "stacked"), top_kernels=0) -> list[dict]:
     """Seed-updates/s of K seeds for each K, batch size and layout, and the GPU memory they hold.
+    top_kernels > 0 also counts one group update's kernels and lists the costliest (as bench_train).
     side: side by side (ramac.train.updaters.SeedsUpdater: on CUDA one graph holds every seed's
     update, a stream each); stacked: one computation over parameters with a seed dimension
     (ramac.train.stacked, RAMAC_STACK_SEEDS=1; K = 1 is not stacked and is left out).
@@ -570,6 +572,8 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
                     torch.cuda.synchronize()
                     row["setup_s"] = time.perf_counter() - t_setup
                     n, elapsed = timed_steps(group.step, seconds, max_chunk=100)
+                    if top_kernels:
+                        row.update(gpu_activity_per_call(group.step, top=top_kernels))
                     finite = all(u.metrics.read()[1] < 0 for u in group.updaters)
                 row.update(group_updates_per_s=n / (elapsed / 1e3), seed_updates_per_s=K * n / (elapsed / 1e3),
                            samples_per_s=K * B * n / (elapsed / 1e3), median_us=elapsed * 1e3 / n, updates=n,
@@ -583,7 +587,8 @@ def bench_train_seeds(device, seeds=(1, 2, 4, 8, 16, 32), batches=(256, 4096), p
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             rows.append(row)
-            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            print({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items() if k != "top_kernels"},
+                  flush=True)
             agents = group = None
     return rows
 

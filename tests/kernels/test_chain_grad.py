@@ -1,6 +1,8 @@
 """The differentiable chain (kernels.chain_grad): the reference op is Diffusion.sample's chain, and the
 fused forward + backward kernels match it in value and in every weight's gradient."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -100,11 +102,14 @@ def test_bad_shapes_are_one_clear_error():
         denoise_chain_ref(state, noise[1:], *params, coefs, 1.0)
     with pytest.raises(ValueError, match="w1 must be"):
         denoise_chain_ref(state[:, :4], noise, *params, coefs, 1.0)
+    with pytest.raises(ValueError, match="block_m must be one of"):  # 64: an illegal access on an H200
+        denoise_chain_triton(state, noise, *params, coefs, 1.0, block_m=64)
 
 
-def test_diffusion_sample_takes_the_fused_chain_when_asked(device, monkeypatch):
-    """RAMAC_FUSED_CHAIN=1: Diffusion.sample is kernels.denoise_chain (coefficients from the
-    device buffer), with the same values and gradients as its per-step chain."""
+def test_diffusion_sample_takes_the_fused_chain_unless_told_not_to(device, monkeypatch):
+    """By default (RAMAC_FUSED_CHAIN unset) Diffusion.sample is kernels.denoise_chain (coefficients
+    from the device buffer), with the same values and gradients as its per-step chain
+    (RAMAC_FUSED_CHAIN=0)."""
     model, diffusion, state, noise = setup(21, 7, 4, 32, 5, device, scale=2.0)
     g_out = torch.randn(21, 4, generator=torch.Generator().manual_seed(3)).to(device)
 
@@ -112,15 +117,21 @@ def test_diffusion_sample_takes_the_fused_chain_when_asked(device, monkeypatch):
         out = diffusion.sample(model, state, noise)
         return out.detach(), torch.autograd.grad(out, list(model.parameters()), g_out)
 
-    monkeypatch.delenv("RAMAC_FUSED_CHAIN", raising=False)
+    monkeypatch.setenv("RAMAC_FUSED_CHAIN", "0")
     want, grads_want = sampled()
-    monkeypatch.setenv("RAMAC_FUSED_CHAIN", "1")
+    monkeypatch.delenv("RAMAC_FUSED_CHAIN")
     import ramac.kernels.chain_grad as chain_grad
 
     calls = []
     real = chain_grad.denoise_chain_triton
-    monkeypatch.setattr(chain_grad, "denoise_chain_triton",
-                        lambda *a, **k: calls.append(1) or real(*a, **{**k, "precision": "ieee"}))
+
+    def exact(*a, **k):  # the fused chain in exact fp32 (precision may come by position or name)
+        calls.append(1)
+        bound = inspect.signature(real).bind(*a, **k)
+        bound.arguments["precision"] = "ieee"
+        return real(*bound.args, **bound.kwargs)
+
+    monkeypatch.setattr(chain_grad, "denoise_chain_triton", exact)
     got, grads_got = sampled()
     assert calls == ([1] if device.type == "cuda" else [])
     tol = 1e-4 if device.type == "cpu" else 1e-3

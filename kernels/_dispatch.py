@@ -104,6 +104,8 @@ class _FoldSeeds(torch.autograd.Function):
         raise RuntimeError("_FoldSeeds is applied under torch.func.vmap only")
 
     @staticmethod
+    @torch.compiler.disable  # an eager op: where a compiled function runs a vmap eagerly (a graph break
+    # in its body), torch.compile would otherwise trace this rule's kernel launches as a frame of its own
     def vmap(info, in_dims, plain, fold, *args):
         return fold(info.batch_size, in_dims[2:], *args), 0
 

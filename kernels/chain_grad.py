@@ -26,7 +26,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, use_triton
+from ._dispatch import HAS_TRITON, is_vmapped, use_triton
 from .sampler import _pad
 
 
@@ -37,10 +37,11 @@ BLOCKS = (None, 16, 32)
 
 
 def _forward_block(B: int, device) -> int:
-    """16 rows per program while 32 would leave SMs idle (one wave: at batch 256 and 32 rows only 8
-    of an H200's 132 SMs work; 16 rows made forward + backward 11 % faster there), else 32."""
+    """16 rows per program while that fits one wave of programs on the SMs, else 32 (H200, forward +
+    backward, bf16: 16 rows 11 % faster at 256 and 1,024, where 32 leave most SMs idle; 32 rows 7 %
+    faster at 4,096, where 16 need two waves)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    return 16 if B <= 16 or -(-B // 32) < sms else 32
+    return 16 if B <= 16 or -(-B // 16) <= sms else 32
 
 
 def _check(state, noise, w1, w2, t_emb, coefs):
@@ -74,11 +75,18 @@ def denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs
     return x.clamp(-max_action, max_action)
 
 
-def fused_chain_enabled() -> bool:
-    """Whether Diffusion.sample takes this op: yes unless RAMAC_FUSED_CHAIN=0 (the per-step chain).
-    On an H200 it made the graphed bf16 update 1.21x faster at batch 256 and 1.08x at 4,096, and
-    the compiled one no slower (bench/results/issue18-H200/train-chain*.md)."""
-    return os.environ.get("RAMAC_FUSED_CHAIN", "1") != "0"
+FUSED_CHAIN_MAX_BATCH = 4096  # above it the per-step chain was faster (H200: 1.73 vs 2.89 ms at 16,384, bf16)
+
+
+def fused_chain_enabled(state: torch.Tensor) -> bool:
+    """Whether Diffusion.sample takes this op for these states: on CUDA, outside torch.compile (which
+    fuses the per-step chain itself: compiled updates were as fast either way), up to
+    FUSED_CHAIN_MAX_BATCH states, unless RAMAC_FUSED_CHAIN=0. Forward + backward on an H200
+    (bench/results/chain-grad-blocks-H200.json, bf16): 380 vs 651 us per-step at 256, 471 vs 771 at
+    1,024, 860 vs 1,054 at 4,096, 2,892 vs 1,734 at 16,384; the graphed bf16 update at 256 went
+    from 338 to 410-468 updates/s."""
+    return (os.environ.get("RAMAC_FUSED_CHAIN", "1") != "0" and state.is_cuda and not torch.compiler.is_compiling()
+            and state.shape[0] <= FUSED_CHAIN_MAX_BATCH and not is_vmapped(state))  # stacked seeds: per step
 
 
 @torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside

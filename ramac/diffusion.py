@@ -108,13 +108,14 @@ class Diffusion(nn.Module):
         """Full T-step chain, differentiable through every step (reparameterised noise).
 
         noise: optional (T + 1, B, A) with noise[T] = x_T and noise[t] the noise
-        added at step t (the layout of `kernels.sample_chain`). With RAMAC_FUSED_CHAIN=1 the
-        whole chain is one op (`kernels.denoise_chain`: fused forward and backward kernels on CUDA).
+        added at step t (the layout of `kernels.sample_chain`). On CUDA, outside torch.compile and
+        up to 4,096 states, the whole chain is one op (`kernels.denoise_chain`: fused forward and
+        backward kernels; kernels.fused_chain_enabled says when, RAMAC_FUSED_CHAIN=0 turns it off).
         """
         B, A = state.shape[0], model.action_dim
         if noise is None:
             noise = torch.randn(self.T + 1, B, A, device=state.device, dtype=state.dtype)
-        if kernels.fused_chain_enabled() and hasattr(model, "mid"):  # the Diffusion-QL denoiser
+        if hasattr(model, "mid") and kernels.fused_chain_enabled(state):  # the Diffusion-QL denoiser
             # all T steps, forward and backward, in two launches (kernels.denoise_chain)
             l1, l2, l3 = model.mid[0], model.mid[2], model.mid[4]
             t_emb = model.time_mlp(torch.arange(self.T, device=state.device))

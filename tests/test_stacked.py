@@ -348,3 +348,31 @@ def test_a_per_seed_scalar_parameter_is_clipped_too():
     norms = optimise_per_seed(((torch.optim.SGD([p], lr=1.0), holder, "n"),), grad_norm=1.0)["n"]
     torch.testing.assert_close(norms, torch.tensor([3.0, 0.5, 4.0]))
     torch.testing.assert_close(p.detach(), torch.tensor([-1.0, 0.5, -1.0]), atol=1e-5, rtol=0)
+
+
+def test_a_bf16_stack_computes_in_bf16_as_its_seeds_do(monkeypatch):
+    """Under bf16 autocast a stack's layers compute in bf16, as one seed's do, and seed i ends near
+    seed i alone. Fails without ramac.train.stacked.linear_follows_autocast: vmap adds nn.Linear's
+    bias in fp32 (pytorch/pytorch#192617), so the stack ran in fp32 (tried: the critics' trunk fp32)."""
+    from ramac.nets import IQNCritic
+
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    trunks = []
+    real = IQNCritic.quantiles
+    monkeypatch.setattr(IQNCritic, "quantiles", lambda self, trunk, taus: trunks.append(trunk.dtype) or
+                        real(self, trunk, taus))
+    data = dataset()
+    stacked = [seeded_agent("radac", s, torch.device("cpu")) for s in SEEDS]
+    group = make_seeds_updater(stacked, data, B, graph=False, bf16=True, compile=False)
+    assert isinstance(group, StackedSeedsUpdater)
+    for _ in range(STEPS):
+        group.step()
+    group.sync()
+    assert trunks and set(trunks) == {torch.bfloat16}
+    for seed, agent in zip(SEEDS, stacked):
+        alone = seeded_agent("radac", seed, torch.device("cpu"))
+        upd = make_updater(alone, data, B, graph=False, bf16=True, compile=False)
+        for _ in range(STEPS):
+            upd.step()
+        upd.sync()
+        torch.testing.assert_close(flat(agent), flat(alone), atol=2e-3, rtol=2e-2)

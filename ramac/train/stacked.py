@@ -28,6 +28,7 @@ measurements say it pays (`ramac bench train --seeds K --layouts side stacked`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import defaultdict
 
@@ -110,7 +111,10 @@ class SeedStack:
             with _reparametrize_module(self.agent, state):
                 return _pack_metrics(fn(*args, **kwargs), pack, spec)
 
-        return _unpack_metrics(torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args), spec)
+        # (traced by torch.compile, the patch is already in place: _checked_compile's call)
+        with contextlib.nullcontext() if torch.compiler.is_compiling() else linear_follows_autocast():
+            out = torch.func.vmap(one, in_dims=(0, *dims), randomness="error")(state, *args)
+        return _unpack_metrics(out, spec)
 
     def _wrap_losses(self) -> None:
         """Each loss method of the stack agent runs per seed (a loss method must not call another:
@@ -192,7 +196,8 @@ def _checked_compile(per_seed: _PerSeed, **compile_kw):
         if verdict is False:
             return per_seed(*args, **kwargs)
         if verdict is not None:
-            return compiled(*args, pack=verdict, **kwargs)
+            with linear_follows_autocast():
+                return compiled(*args, pack=verdict, **kwargs)
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             raise RuntimeError(f"{per_seed.name}: the first compiled call of a phase is checked against an eager "
                                f"one, which a CUDA-graph capture cannot hold: warm the updater up (warmup >= 1)")
@@ -200,7 +205,8 @@ def _checked_compile(per_seed: _PerSeed, **compile_kw):
         leaves = torch.utils._pytree.tree_leaves(want)
         pack = tuple(i for i, v in enumerate(leaves) if torch.is_tensor(v) and v.dim() == 1 and v.is_floating_point()
                      and not v.requires_grad)
-        out = compiled(*args, pack=pack, **kwargs)
+        with linear_follows_autocast():
+            out = compiled(*args, pack=pack, **kwargs)
         if _same_outputs(out, want, loose=torch.is_autocast_enabled(_device_of(want))):
             verdicts[key] = pack
             return out
@@ -209,6 +215,33 @@ def _checked_compile(per_seed: _PerSeed, **compile_kw):
                       f"for this kind of call", RuntimeWarning, stacklevel=2)
         return want
     return call
+
+
+_LINEAR = torch.nn.functional.linear
+
+
+def _linear_in_autocast_dtype(input, weight, bias=None):
+    if bias is not None and torch._C._functorch.is_batchedtensor(bias):
+        device = input.device.type
+        if torch.is_autocast_enabled(device):
+            bias = bias.to(torch.get_autocast_dtype(device))
+    return _LINEAR(input, weight, bias)
+
+
+@contextlib.contextmanager
+def linear_follows_autocast():
+    """F.linear (every nn.Linear) with per-seed weights computes in autocast's dtype, as one seed's
+    does. Under vmap, torch adds the bias after the batched product, in fp32, so the output and
+    everything after it came back fp32 under bf16 autocast (pytorch/pytorch#192617): the stack then
+    ran its elementwise work in fp32, cast between the two at every layer and missed the bf16-only
+    fused IQN critic. Casting a per-seed bias to autocast's dtype first (what autocast does to it
+    outside vmap) keeps the product and the sum in bf16; one seed's own linear layers are untouched."""
+    F = torch.nn.functional
+    before, F.linear = F.linear, _linear_in_autocast_dtype
+    try:
+        yield
+    finally:
+        F.linear = before
 
 
 def _device_of(out) -> str:

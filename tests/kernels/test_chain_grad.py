@@ -134,6 +134,8 @@ def test_diffusion_sample_takes_the_fused_chain_unless_told_not_to(device, monke
     monkeypatch.setattr(chain_grad, "denoise_chain_triton", exact)
     got, grads_got = sampled()
     assert calls == ([1] if device.type == "cuda" else [])
+    big = torch.empty(chain_grad.FUSED_CHAIN_MAX_BATCH + 1, 7, device=device)
+    assert not chain_grad.fused_chain_enabled(big) and chain_grad.fused_chain_enabled(state) == (device.type == "cuda")
     tol = 1e-4 if device.type == "cpu" else 1e-3
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
     for (name, _), a, b in zip(model.named_parameters(), grads_got, grads_want):

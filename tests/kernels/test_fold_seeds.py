@@ -92,3 +92,23 @@ def test_iqn_critic_over_stacked_seeds(critics, taus_kind, device, monkeypatch):
     want = torch.stack([iqn_critic.iqn_quantiles_ref(trunk[k], taus[k] if per_seed else taus, *(w[k] for w in weights))
                         for k in range(K)])
     check(got, want, [trunk, *weights], 1e-4 if device.type == "cpu" else 2e-3)
+
+
+def test_a_vmap_run_eagerly_inside_torch_compile_takes_the_rule(device):
+    """A graph break in a vmapped body makes torch.compile run the vmap eagerly and compile the frames
+    it calls: the rule must stay an eager op (without torch.compiler.disable on it, torch.compile traced
+    the kernel's launch and failed, on the GPU in Inductor and on the CPU in the interpreter)."""
+    B, N = 4, 5
+    pred, target = to(device, rand(K, B, N, seed=1), rand(K, B, N, seed=2, grad=False))
+    taus = torch.rand(N, generator=torch.Generator().manual_seed(3)).to(device)
+
+    @torch.compiler.disable
+    def graph_break(x):
+        return x
+
+    def loss(p, t, y):
+        return quantile_huber.quantile_huber_loss_triton(graph_break(p), t, y, 1.0)
+    torch._dynamo.reset()
+    got = torch.compile(lambda p, t, y: torch.func.vmap(loss, in_dims=(0, None, 0))(p, t, y))(pred, taus, target)
+    want = torch.stack([quantile_huber.quantile_huber_loss_ref(pred[k], taus, target[k]) for k in range(K)])
+    check(got, want, [pred], 1e-5)

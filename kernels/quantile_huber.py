@@ -208,11 +208,7 @@ def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduc
     _check_args(pred, taus, target, kappa, weight, reduction)
     if pred.shape[1] > MAX_K:
         raise ValueError(f"the fused kernel holds at most {MAX_K} predicted quantiles, got {pred.shape[1]}")
-    return fold_seeds(_qh_plain, _qh_fold, pred, taus.detach(), target, weight, kappa, reduction, unroll)
-
-
-def _qh_plain(pred, taus, target, weight, kappa, reduction, unroll):
-    return QuantileHuberFn.apply(pred, taus, target, weight, kappa, reduction, unroll)
+    return fold_seeds(QuantileHuberFn.apply, _qh_fold, pred, taus.detach(), target, weight, kappa, reduction, unroll)
 
 
 def _qh_fold(K, in_dims, pred, taus, target, weight, kappa, reduction, unroll):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, seeds_first, use_triton
+from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, use_triton
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 
@@ -389,14 +389,10 @@ def sample_chain(p: PackedDenoiser, state, noise=None, seed=None, precision="bf1
     torch.func.vmap (seeds stacked) with the noise given: one launch for all seeds."""
     if p.hidden >= 16 and p.hidden & (p.hidden - 1) == 0:
         tensors = [getattr(p, n) for n in _PACKED_TENSORS]
-        if noise is not None and any(map(_is_batched, (state, noise, *tensors))):
+        if noise is not None and is_vmapped(state, noise, *tensors):
             if use_triton(state, noise, *tensors, vmap_rule=True):
                 meta = (p.action_dim, p.state_dim, p.max_action, p.coefs_host, precision)
                 return _ChainPerSeed.apply(meta, state, noise, *tensors)
         elif use_triton(state, *tensors, *(() if noise is None else (noise,))):
             return sample_chain_triton(p, state, noise, seed, precision)
     return sample_chain_ref(p, state, noise)
-
-
-def _is_batched(t) -> bool:
-    return torch._C._functorch.is_batchedtensor(t)

@@ -224,7 +224,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .sampler import _dot, _mish, _step_coefs
+    from ._jit import _dot, _mish, _step_coefs
 
     @triton.jit
     def _as_dot(x, w, UPCAST: tl.constexpr):

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, use_triton
+from .sampler_split import SPLIT_MAX_BATCH, launch_split, split_enabled
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 
@@ -157,40 +158,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def _mish(x):
-        # mish(x) = x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2); = x for large x
-        e = tl.exp(tl.minimum(x, 20.0))
-        n = e * (e + 2.0)
-        return tl.where(x > 20.0, x, x * n / (n + 2.0))
-
-    @triton.jit
-    def _step_coefs(coef_ptr, t, STRIDE: tl.constexpr):
-        # step t's (recip, recipm1, mean1, mean2, sigma): the first five of its STRIDE schedule constants
-        row = coef_ptr + t * STRIDE
-        return tl.load(row), tl.load(row + 1), tl.load(row + 2), tl.load(row + 3), tl.load(row + 4)
-
-    @triton.jit
-    def _round_tf32(x):
-        # fp32 -> the nearest tf32 (10 mantissa bits, ties away from zero), still stored as fp32:
-        # what cuBLAS's cvt.rna.tf32.f32 does. tl.dot's tf32 inputs are otherwise truncated (the
-        # low 13 bits dropped), a biased error that grows through layers: on an H200 the student
-        # kernel's tf32 error reached 2.8e-2 where torch's tf32 matmuls erred < 5e-3
-        # (triton-lang/triton#4574)
-        bits = x.to(tl.int32, bitcast=True)
-        return ((bits + 4096) & -8192).to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _dot(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        # UPCAST: the Triton interpreter mishandles bf16 tl.dot, so interpreted runs
-        # multiply the (bf16-rounded) operands in fp32 instead
-        if UPCAST:
-            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-        if PRECISION == "tf32" and a.dtype == tl.float32:  # fp32 operands (tf32 dots): rounded to
-            # nearest, as cuBLAS does; bf16 operands pass as they are (the bf16 path's PRECISION is
-            # "tf32" too, which tl.dot ignores for 16-bit inputs)
-            return tl.dot(_round_tf32(a), _round_tf32(b), acc, input_precision=PRECISION)
-        return tl.dot(a, b, acc, input_precision=PRECISION)
+    from ._jit import _dot, _mish, _step_coefs
 
     @triton.jit
     def _chain_kernel(
@@ -287,11 +255,14 @@ if HAS_TRITON:
 
 
 def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precision="bf16",
-                        block_m=None, block_n=None, num_warps=None, num_stages=None):
+                        block_m=None, block_n=None, num_warps=None, num_stages=None, split=None, programs=None):
     """One-launch chain sampler. noise: (T + 1, B, A) or None (Philox from seed).
 
     seed: an int, a 1-element int64 tensor on the device (so a CUDA graph can
     refresh it between replays), or None to draw one from torch's generator.
+    split: the chain over `programs` programs sharing the hidden layer (sampler_split; at most
+    SPLIT_MAX_BATCH states); None picks it for such batches unless RAMAC_SPLIT_SAMPLER=0 or a
+    one-block tile setting is given; False always takes the one-block kernel.
     """
     _check_chain(p, state, noise)
     if precision not in PRECISIONS:
@@ -304,13 +275,19 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     out = torch.empty(B, A, device=state.device, dtype=torch.float32)
     if B == 0:
         return out
-    bm, bn, nw, ns = _launch_config(B, precision)
-    tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)
+    if split is None:
+        split = (B <= SPLIT_MAX_BATCH and split_enabled()
+                 and block_m is None and block_n is None and num_stages is None)
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if not torch.is_tensor(seed):
             seed = torch.tensor([seed], dtype=torch.int64, device=state.device)
+    if split:
+        launch_split(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, programs, num_warps)
+        return out
+    bm, bn, nw, ns = _launch_config(B, precision)
+    tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)
     _launch(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, tiles)
     return out
 

@@ -145,7 +145,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .sampler import _dot
+    from ._jit import _dot
 
     @triton.jit
     def _gelu(x):

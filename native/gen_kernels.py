@@ -4,10 +4,12 @@ and write a C source that embeds the cubins with a table of the variants (run by
     python native/gen_kernels.py --out-dir build/generated --arch 90 --hidden 256 --state-pad 32 \
         --action-pad 16 --precision bf16
 
-Variants: every launch configuration `_launch_config` picks for some batch size (bf16: the
-small-batch one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from
-a (T + 1, B, A) buffer) and false (Philox noise in the kernel from a device seed). T, B, S and A
-stay run-time arguments; H, A_P and S_P are compiled in.
+Variants: the split chain (`_chain_split_kernel`, kernels/sampler_split.py: batches of at most
+16 states over several programs that share the hidden layer, as the Python sampler takes them),
+then every launch configuration `_launch_config` picks for some batch size (bf16: the small-batch
+one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from a (T + 1, B, A)
+buffer) and false (Philox noise in the kernel from a device seed). The library launches the first
+variant that serves a batch. T, B, S and A stay run-time arguments; H, A_P and S_P are compiled in.
 
 Why not Triton's own AOT tools (triton/tools/compile.py + link.py): compile.py executes the
 kernel's file as a script, which fails on kernels/sampler.py's package-relative imports; its C
@@ -43,6 +45,8 @@ RUNTIME_ARGS = (
     ("w_out_ptr", "dot"), ("b_out_ptr", "*fp32"), ("coef_ptr", "*fp32"), ("seed_ptr", "*i64"),
     ("B", "i32"), ("S", "i32"), ("A", "i32"), ("T", "i32"), ("max_action", "fp32"),
 )
+# the split kernel's two more: its partials scratch and barrier state, which the library allocates
+SPLIT_ARGS = RUNTIME_ARGS[:14] + (("part_ptr", "*fp32"), ("bar_ptr", "*i32")) + RUNTIME_ARGS[14:]
 # pointers into the weights the library allocates (256-byte aligned): compiled with 16-byte divisibility
 # as the JIT would; the caller's state, noise, action and seed pointers get no alignment assumption
 ALIGNED = {"w_x_ptr", "w_s_ptr", "c_time_ptr", "w2_ptr", "b2_ptr", "w3_ptr", "b3_ptr", "w_out_ptr", "b_out_ptr",
@@ -83,21 +87,40 @@ def launch_configs(precision: str):
     return [(hi, cfg) for hi, cfg in ranges]
 
 
-def signature(precision: str) -> dict:
+def kernel(kind: str):
+    """(Triton kernel, its run-time arguments, its constexpr arguments) of a variant kind."""
+    if kind == "split":
+        from ramac.kernels.sampler_split import _chain_split_kernel
+
+        return _chain_split_kernel, SPLIT_ARGS, SPLIT_CONSTEXPRS
     from ramac.kernels.sampler import _chain_kernel
 
+    return _chain_kernel, RUNTIME_ARGS, CONSTEXPRS
+
+
+def signature(precision: str, kind: str = "one-block") -> dict:
+    fn, runtime_args, constexprs = kernel(kind)
     dot = "*bf16" if precision == "bf16" else "*fp32"
-    names = [n for n, _ in RUNTIME_ARGS]
-    runtime = [n for n in _chain_kernel.arg_names if n not in CONSTEXPRS]
+    names = [n for n, _ in runtime_args]
+    runtime = [n for n in fn.arg_names if n not in constexprs]
     if runtime != names:
-        raise SystemExit(f"gen_kernels: _chain_kernel's run-time arguments are now {runtime}, this generator "
+        raise SystemExit(f"gen_kernels: {fn.__name__}'s run-time arguments are now {runtime}, this generator "
                          f"and native/src/ramac_sampler.cpp pass {names}: update both")
-    sig = {n: (dot if t == "dot" else t) for n, t in RUNTIME_ARGS}
-    sig.update({n: "constexpr" for n in CONSTEXPRS})
-    return {n: sig[n] for n in _chain_kernel.arg_names}
+    sig = {n: (dot if t == "dot" else t) for n, t in runtime_args}
+    sig.update({n: "constexpr" for n in constexprs})
+    return {n: sig[n] for n in fn.arg_names}
 
 
 CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST", "STACKED")
+SPLIT_CONSTEXPRS = ("H", "A_P", "S_P", "BM", "HC", "NPROG", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
+
+
+def split_config(hidden: int):
+    """(BM, HC, warps, stages) and the programs of the split variant, as the Python sampler launches it."""
+    from ramac.kernels.sampler_split import SPLIT_MAX_BATCH, SPLIT_NUM_WARPS, default_programs
+
+    programs = default_programs(hidden)
+    return (SPLIT_MAX_BATCH, hidden // programs, SPLIT_NUM_WARPS, 1), programs
 
 
 def compile_variant(job):
@@ -105,22 +128,24 @@ def compile_variant(job):
     import triton
     from triton.backends.compiler import GPUTarget
 
-    from ramac.kernels.sampler import _chain_kernel
-
-    a, (bm, bn, warps, stages), has_noise = job
-    constexprs = dict(H=a["hidden"], A_P=a["action_pad"], S_P=a["state_pad"], BM=bm, BN=min(bn, a["hidden"]),
-                      HAS_NOISE=has_noise, DOT_PRECISION="ieee" if a["precision"] == "fp32" else "tf32",
-                      UPCAST=False, STACKED=False)  # one seed's weights (the stacked launch is Python's)
-    sig = signature(a["precision"])
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(_chain_kernel.arg_names) if n in ALIGNED}
+    a, kind, (bm, bn, warps, stages), has_noise = job
+    fn = kernel(kind)[0]
+    constexprs = dict(H=a["hidden"], A_P=a["action_pad"], S_P=a["state_pad"], BM=bm, HAS_NOISE=has_noise,
+                      DOT_PRECISION="ieee" if a["precision"] == "fp32" else "tf32", UPCAST=False)
+    if kind == "split":
+        constexprs.update(HC=bn, NPROG=a["hidden"] // bn)
+    else:  # one seed's weights (the stacked launch is Python's)
+        constexprs.update(BN=min(bn, a["hidden"]), STACKED=False)
+    sig = signature(a["precision"], kind)
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in ALIGNED}
     options = {"num_warps": warps, "num_stages": stages, "enable_fp_fusion": True}  # the JIT's default
     target = GPUTarget("cuda", a["arch"], 32)
     try:
-        src = triton.compiler.ASTSource(fn=_chain_kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
         k = triton.compile(src, target=target, options=options)
     except Exception as e:  # noqa: BLE001 - a Triton whose attrs take another form: compile without the hints
         print(f"gen_kernels: note: compiling without alignment hints ({type(e).__name__}: {str(e)[:200]})")
-        src = triton.compiler.ASTSource(fn=_chain_kernel, signature=sig, constexprs=constexprs)
+        src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=constexprs)
         k = triton.compile(src, target=target, options=options)
     md = k.metadata
     meta = {"name": md.name, "shared": int(md.shared), "num_warps": int(md.num_warps),
@@ -140,7 +165,7 @@ def ptx_params(ptx: str, name: str) -> list[str]:
     return re.findall(r"\.param\s+\.(\w+)", m.group(1))
 
 
-def check_abi(meta: dict, params: list[str], variant: str) -> int:
+def check_abi(meta: dict, params: list[str], variant: str, runtime_args=RUNTIME_ARGS) -> int:
     """Trailing scratch pointers after the run-time arguments (refuses what the library cannot launch)."""
     bad = [k for k in ("global_scratch_size", "profile_scratch_size", "tmem_size") if meta[k]]
     bad += [k for k in ("launch_cooperative_grid", "launch_pdl") if meta[k]]
@@ -149,12 +174,12 @@ def check_abi(meta: dict, params: list[str], variant: str) -> int:
     if bad:
         raise SystemExit(f"gen_kernels: {variant} needs {', '.join(bad)}, which native/src/ramac_sampler.cpp does "
                          f"not set up")
-    for i, ((name, ty), kind) in enumerate(zip(RUNTIME_ARGS, params)):
+    for i, ((name, ty), kind) in enumerate(zip(runtime_args, params)):
         want = PTX_KIND["*" if ty.startswith("*") or ty == "dot" else ty]
         if kind not in (want if isinstance(want, tuple) else (want,)):
             raise SystemExit(f"gen_kernels: {variant}: PTX parameter {i} ({name}) is .{kind}, expected .{want}")
-    extra = params[len(RUNTIME_ARGS):]
-    if len(params) < len(RUNTIME_ARGS) or any(k != "u64" for k in extra) or len(extra) > 4:
+    extra = params[len(runtime_args):]
+    if len(params) < len(runtime_args) or any(k != "u64" for k in extra) or len(extra) > 4:
         raise SystemExit(f"gen_kernels: {variant}: unexpected PTX parameter list {params}")
     return len(params)
 
@@ -169,10 +194,12 @@ def c_bytes(data: bytes, width: int = 32) -> str:
 def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
     parts = ["/* Generated by native/gen_kernels.py: do not edit. */", '#include "kernels_table.h"', ""]
     rows = []
-    for i, ((_, (bm, bn, warps, stages), has_noise), max_batch, meta, cubin, n_params) in enumerate(results):
+    for i, ((_, kind, (bm, bn, warps, stages), has_noise), max_batch, meta, cubin, n_params) in enumerate(results):
+        programs = a["hidden"] // bn if kind == "split" else 0
         parts.append(f"static const unsigned char cubin_{i}[{len(cubin) + 1}] =\n{c_bytes(cubin)};\n")
         rows.append(f'    {{"{meta["name"]}", cubin_{i}, {len(cubin)}, {bm}, {min(bn, a["hidden"])}, {warps}, {stages}, '
-                    f'{int(has_noise)}, {max_batch if max_batch is not None else -1}, {meta["shared"]}, {n_params}}},')
+                    f'{int(has_noise)}, {max_batch if max_batch is not None else -1}, {meta["shared"]}, {n_params}, '
+                    f'{programs}}},')
     parts.append("const ramac_variant RAMAC_VARIANTS[] = {\n" + "\n".join(rows) + "\n};")
     parts.append(f"const int RAMAC_NUM_VARIANTS = {len(rows)};")
     build = (f"sm_{a['arch']} H={a['hidden']} S_P={a['state_pad']} A_P={a['action_pad']} {a['precision']} "
@@ -184,6 +211,12 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
     tmp.replace(out_dir / "ramac_kernels.c")
 
 
+def variants(precision: str, hidden: int):
+    """[(kind, (BM, BN or HC, warps, stages), max_batch or None)] in the order the library tries them."""
+    split, _ = split_config(hidden)
+    return [("split", split, split[0])] + [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     check_shapes(a)
@@ -191,12 +224,14 @@ def main(argv=None) -> int:
         import triton
 
         from ramac.kernels.sampler import _chain_kernel  # noqa: F401
+        from ramac.kernels.sampler_split import _chain_split_kernel  # noqa: F401
     except Exception as e:  # noqa: BLE001 - one line for the build log
         raise SystemExit(f"gen_kernels: cannot import triton and ramac.kernels ({type(e).__name__}: {e}); "
                          f"install the package first: pip install -e .") from None
     args = {k: getattr(a, k) for k in ("arch", "hidden", "state_pad", "action_pad", "precision")}
-    configs = launch_configs(a.precision)
-    jobs = [(args, cfg, has_noise) for _, cfg in configs for has_noise in (True, False)]
+    plan = [(kind, cfg, hi, has_noise) for kind, cfg, hi in variants(a.precision, a.hidden)
+            for has_noise in (True, False)]
+    jobs = [(args, kind, cfg, has_noise) for kind, cfg, _, has_noise in plan]
     t0 = time.perf_counter()
     if a.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -206,19 +241,19 @@ def main(argv=None) -> int:
     else:
         compiled = [compile_variant(j) for j in jobs]
     results, manifest = [], []
-    for (job, meta, cubin, params), (max_batch, _) in zip(compiled, [c for c in configs for _ in (0, 1)]):
-        (bm, bn, warps, stages), has_noise = job[1], job[2]
-        variant = f"BM={bm} BN={bn} warps={warps} stages={stages} HAS_NOISE={has_noise}"
-        n_params = check_abi(meta, params, variant)
+    for (job, meta, cubin, params), (kind, (bm, bn, warps, stages), max_batch, has_noise) in zip(compiled, plan):
+        variant = f"{kind} BM={bm} BN={bn} warps={warps} stages={stages} HAS_NOISE={has_noise}"
+        n_params = check_abi(meta, params, variant, kernel(kind)[1])
         results.append((job, max_batch, meta, cubin, n_params))
-        manifest.append({"block_m": bm, "block_n": min(bn, a.hidden), "num_warps": warps, "num_stages": stages,
+        manifest.append({"kernel": kind, "block_m": bm, "block_n": min(bn, a.hidden), "num_warps": warps,
+                         "num_stages": stages, "programs": a.hidden // bn if kind == "split" else 1,
                          "has_noise": has_noise, "max_batch": max_batch, "cubin_bytes": len(cubin),
                          "ptx_params": len(params), **meta})
     a.out_dir.mkdir(parents=True, exist_ok=True)
     write_c(a.out_dir, args, results, triton.__version__)
     (a.out_dir / "ramac_kernels.json").write_text(json.dumps(
         {**args, "triton": triton.__version__, "variants": manifest}, indent=1) + "\n")
-    print(f"gen_kernels: {len(results)} variants of _chain_kernel for sm_{a.arch} ({a.precision}, H={a.hidden}, "
+    print(f"gen_kernels: {len(results)} variants of the chain sampler for sm_{a.arch} ({a.precision}, H={a.hidden}, "
           f"S_P={a.state_pad}, A_P={a.action_pad}) with triton {triton.__version__} in "
           f"{time.perf_counter() - t0:.1f} s; {len(params) - len(RUNTIME_ARGS)} trailing scratch pointers")
     return 0

@@ -78,7 +78,7 @@ optional bench_python 100 "$PY" -m ramac bench sampler --batch-size 1 16 256 409
   --out "$WORK/bench_python_sampler.json"
 if command -v ncu >/dev/null; then
   for B in 1 65536; do
-    optional "ncu_B$B" 40 ncu --kernel-name _chain_kernel --launch-skip 3 --launch-count 1 \
+    optional "ncu_B$B" 40 ncu --kernel-name regex:_chain_.*kernel --launch-skip 3 --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
       "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch "$B" --iters 3 --warmup 2 --launch plain \
       --out "$WORK/ncu_bench_B$B.json"

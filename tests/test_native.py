@@ -247,12 +247,17 @@ def test_the_generator_knows_every_argument_of_the_chain_kernel():
     """native/gen_kernels.py names the chain kernel's run-time and constexpr arguments itself; a new
     kernel argument it does not know stops the GPU build (a stacked-seeds constexpr did), so check
     here, on any machine, that its signature covers the kernel's."""
+    interpret = os.environ.get("TRITON_INTERPRET")  # the generator drops it on import (it compiles)
     sys.path.insert(0, str(ROOT / "native"))
     try:
         import gen_kernels
     finally:
         sys.path.remove(str(ROOT / "native"))
+        if interpret is not None:  # the tests after this one still interpret their kernels
+            os.environ["TRITON_INTERPRET"] = interpret
     from ramac.kernels.sampler import _chain_kernel
+    from ramac.kernels.sampler_split import _chain_split_kernel
 
     for precision in ("bf16", "fp32"):
         assert list(gen_kernels.signature(precision)) == list(_chain_kernel.arg_names)
+        assert list(gen_kernels.signature(precision, "split")) == list(_chain_split_kernel.arg_names)

@@ -14,6 +14,10 @@
    both; identity unless the run trained with --obs-norm). Failures return a ramac_status and leave
    a one-line message for ramac_sampler_last_error(); the library never exits or prints.
 
+   Batches of at most 16 states take the split chain (several blocks share the hidden layer and
+   wait for each other at a grid barrier in the handle's memory): launches that use one handle must
+   not overlap, so use one handle per stream, as for the seed below.
+
    The export directory is written by `ramac export RUN_DIR --out DIR` (format: native/FORMAT.md).
    The library is compiled for one architecture and one (H, S_P, A_P); loading an export of other
    shapes fails with RAMAC_ERR_SHAPE, naming the CMake options to rebuild with. */

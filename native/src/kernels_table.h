@@ -17,7 +17,10 @@ typedef struct {
   int has_noise;               /* 1: noise read from a buffer; 0: Philox from a device seed */
   int max_batch;               /* the variant serves batch <= max_batch (-1: any larger batch) */
   unsigned shared;             /* dynamic shared memory per block, bytes */
-  int n_params;                /* kernel parameters: the 19 run-time arguments + trailing scratch pointers */
+  int n_params;                /* kernel parameters: the run-time arguments + trailing scratch pointers */
+  int programs;                /* 0: the one-block kernel (19 run-time arguments, a program per block_m
+                                  states); N: the split kernel (21: the partials scratch and barrier
+                                  pointers after the seed; N programs share the hidden layer) */
 } ramac_variant;
 
 typedef struct {

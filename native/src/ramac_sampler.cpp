@@ -2,6 +2,7 @@
 // launches of the chain kernel with the argument list Triton's own launcher would pass.
 #include "ramac_sampler.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -76,9 +77,11 @@ struct ramac_sampler {
   CUcontext ctx = nullptr;
   CUdevice device = 0;
   bool retained = false;  // ctx is device's primary context, retained by this handle
-  CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed
-  CUdeviceptr ptr[10] = {};
+  CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed, the split kernel's barrier
+  CUdeviceptr ptr[10] = {};  // and partials
   CUdeviceptr seed = 0;
+  CUdeviceptr barrier = 0;   // two int32, zero at load; the split kernel leaves the count at 0 after each use
+  CUdeviceptr partials = 0;  // 2 x programs x block_m x hidden fp32 (one launch at a time per handle)
   std::vector<CUmodule> modules;
   std::vector<CUfunction> functions;  // one per RAMAC_VARIANTS entry
 };
@@ -105,11 +108,19 @@ void upload(ramac_sampler* s) {
     }
   }
   offsets[10] = (staging.size() + 255) / 256 * 256;
-  staging.resize(offsets[10] + 8, 0);  // the seed, 0 until a call sets it
-  RAMAC_CHECK(cuMemAlloc_(&s->arena, staging.size()));
+  staging.resize(offsets[10] + 16, 0);  // the seed, 0 until a call sets it; the barrier, zero
+  size_t partials = 0;  // the largest split variant's scratch
+  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) {
+    const ramac_variant& v = RAMAC_VARIANTS[i];
+    if (v.programs > 0) partials = std::max(partials, size_t(2) * v.programs * v.block_m * RAMAC_BUILD.hidden * 4);
+  }
+  const size_t partials_at = (staging.size() + 255) / 256 * 256;
+  RAMAC_CHECK(cuMemAlloc_(&s->arena, partials_at + partials));
   RAMAC_CHECK(cuMemcpyHtoD_(s->arena, staging.data(), staging.size()));
   for (int i = 0; i < 10; ++i) s->ptr[i] = s->arena + offsets[i];
   s->seed = s->arena + offsets[10];
+  s->barrier = s->seed + 8;
+  s->partials = s->arena + partials_at;
 }
 
 void load_modules(ramac_sampler* s) {
@@ -179,11 +190,19 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   int B = batch, S = h.state_dim, A = h.action_dim, T = h.n_steps;
   float max_action = h.max_action;
   CUdeviceptr scratch = 0;  // global / profile scratch: size 0 (checked by gen_kernels.py), NULL as Triton passes
-  void* params[24] = {&state_p, &noise_p, &out_p, &s->ptr[0], &s->ptr[1], &s->ptr[2], &s->ptr[3], &s->ptr[4],
-                      &s->ptr[5], &s->ptr[6], &s->ptr[7], &s->ptr[8], &s->ptr[9], &seed_p,
-                      &B, &S, &A, &T, &max_action};
-  for (int i = 19; i < v.n_params && i < 24; ++i) params[i] = &scratch;
-  unsigned grid = static_cast<unsigned>((batch + v.block_m - 1) / v.block_m);
+  void* params[26] = {&state_p, &noise_p, &out_p, &s->ptr[0], &s->ptr[1], &s->ptr[2], &s->ptr[3], &s->ptr[4],
+                      &s->ptr[5], &s->ptr[6], &s->ptr[7], &s->ptr[8], &s->ptr[9], &seed_p};
+  int n = 14;
+  if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed
+    params[n++] = &s->partials;
+    params[n++] = &s->barrier;
+  }
+  for (void* arg : {static_cast<void*>(&B), static_cast<void*>(&S), static_cast<void*>(&A), static_cast<void*>(&T),
+                    static_cast<void*>(&max_action)})
+    params[n++] = arg;
+  for (; n < v.n_params && n < 26; ++n) params[n] = &scratch;
+  unsigned grid = v.programs > 0 ? static_cast<unsigned>(v.programs)
+                                 : static_cast<unsigned>((batch + v.block_m - 1) / v.block_m);
   try {
     CtxGuard guard(s->ctx);
     RAMAC_CHECK(cuLaunchKernel_(s->functions[pick], grid, 1, 1, 32u * v.num_warps, 1, 1, v.shared,

@@ -12,6 +12,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from ramac.kernels.sampler import _chain_kernel
+from ramac.kernels.sampler_split import _chain_split_kernel
 from ramac.kernels.student import _student_kernel
 
 
@@ -26,6 +27,8 @@ def _signature(names, dot, ints, floats, constexprs):
             sig[name] = "fp32"
         elif name == "seed_ptr":
             sig[name] = "*i64"
+        elif name == "bar_ptr":
+            sig[name] = "*i32"
         else:  # weight matrices in the dot dtype, every other pointer fp32
             sig[name] = dot if name.startswith("w") else "*fp32"
     return sig
@@ -41,6 +44,9 @@ def cases():
         chain = dict(H=256, A_P=16, S_P=32, BM=16, BN=64 if precision == "bf16" else 32, HAS_NOISE=False,
                      DOT_PRECISION=tl_precision, UPCAST=False)
         yield "chain", precision, _chain_kernel, chain, ("B", "S", "A", "T"), ("max_action",), (4, 2)
+        split = dict(H=256, A_P=16, S_P=32, BM=16, HC=32, NPROG=8, HAS_NOISE=False, DOT_PRECISION=tl_precision,
+                     UPCAST=False)
+        yield "chain-split", precision, _chain_split_kernel, split, ("B", "S", "A", "T"), ("max_action",), (4, 1)
         student = dict(L=4, FIRST=1, D_P=32, H=512, A_P=16, BM=32, BN=32 if precision == "bf16" else 16,
                        BK=32 if precision == "bf16" else 16, HAS_Z=True, DOT_PRECISION=tl_precision, UPCAST=False)
         yield "student", precision, _student_kernel, student, ("B", "S", "A"), ("max_action",), (8, 2)

@@ -141,7 +141,7 @@ if kernels.HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ramac.kernels.sampler import _round_tf32
+    from ramac.kernels._jit import _round_tf32
 
     @triton.jit
     def _round_kernel(x_ptr, out_ptr, N: tl.constexpr):

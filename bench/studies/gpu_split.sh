@@ -15,12 +15,15 @@ trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.
 say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
 
 say "parity tests"
-timeout 200 python3 -m pytest -q -x -p no:cacheprovider tests/kernels/test_sampler_split.py \
-  tests/kernels/test_sampler.py >"$R/pytest.log" 2>&1
+if [[ -n ${QUICK:-} ]]; then tests=(tests/kernels/test_sampler_split.py); else
+  tests=(tests/kernels/test_sampler_split.py tests/kernels/test_sampler.py); fi
+timeout "${PYTEST_S:-200}" python3 -m pytest -q -x -p no:cacheprovider "${tests[@]}" >"$R/pytest.log" 2>&1
 say "pytest exit $?: $(tail -n 1 "$R/pytest.log")"
-timeout 100 python3 -m bench.studies.split_sampler --out "$R/split.jsonl" >"$R/split.txt" 2>&1
+# QUICK=1 (a short device call): the split tests only, bf16, batch 1 and 16, the native check's budget
+if [[ -n ${QUICK:-} ]]; then study=(--batch-size 1 16 --precision bf16); small=(1); else study=(); small=(1 16); fi
+timeout 100 python3 -m bench.studies.split_sampler --out "$R/split.jsonl" "${study[@]}" >"$R/split.txt" 2>&1
 say "study exit $?"; cat "$R/split.txt" | tee -a "$R/summary.txt"
-timeout 90 python3 -m ramac bench sampler --batch-size 1 16 --steps 5 --out "$R/bench_sampler_small.json" \
+timeout 90 python3 -m ramac bench sampler --batch-size "${small[@]}" --steps 5 --out "$R/bench_sampler_small.json" \
   >"$R/bench_sampler_small.log" 2>&1
 say "bench sampler exit $?"
 OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-170} bash native/gpu_check.sh >"$R/native.log" 2>&1

@@ -64,3 +64,20 @@ if HAS_TRITON:
             while tl.atomic_add(bar_ptr + 1, 0, sem="acquire", scope="gpu") == gen:
                 pass
         tl.debug_barrier()
+
+    @triton.jit
+    def _chain_noise(noise_ptr, seed_ptr, offs, mask, HAS_NOISE: tl.constexpr):
+        # the chain samplers' noise at offsets offs of the (T + 1, B, A) layout: read from noise_ptr,
+        # or Philox from the device seed at the same offsets (so a given seed gives the same noise in
+        # every sampler kernel); 0 where mask is false
+        if HAS_NOISE:
+            return tl.load(noise_ptr + offs, mask=mask, other=0.0)
+        return tl.where(mask, tl.randn(tl.load(seed_ptr), offs), 0.0)
+
+    @triton.jit
+    def _posterior_step(x, eps, z, coef_ptr, t, max_action):
+        # x_{t-1} from x_t, the predicted noise eps and the step's noise z (denoise.py's step: x0
+        # predicted and clipped, then the posterior mean plus sigma z)
+        recip, recipm1, mean1, mean2, sigma = _step_coefs(coef_ptr, t, 8)
+        x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
+        return mean1 * x0 + mean2 * x + sigma * z

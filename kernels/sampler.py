@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, use_triton
-from .sampler_split import SPLIT_MAX_BATCH, launch_split, split_enabled
+from .sampler_split import SPLIT_AUTO_MAX_BATCH, launch_split, split_enabled
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 
@@ -158,7 +158,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import _dot, _mish, _step_coefs
+    from ._jit import _chain_noise, _dot, _mish, _posterior_step
 
     @triton.jit
     def _chain_kernel(
@@ -203,16 +203,10 @@ if HAS_TRITON:
         bn = tl.arange(0, BN)
         w2_offs = hk[:, None] * H + bn[None, :]  # (H, BN) block of W2^T at column 0
         w3_offs = bn[:, None] * H + hk[None, :]  # (BN, H) block of W3^T at row 0
-        if not HAS_NOISE:
-            seed = tl.load(seed_ptr)
-
         s_ok = row_ok[:, None] & (s_cols < S)[None, :]
         s = tl.load(state_ptr + rows[:, None] * S + s_cols[None, :], mask=s_ok, other=0.0).to(dot_t)
         noise_offs = rows[:, None] * A + a_cols[None, :]
-        if HAS_NOISE:
-            x = tl.load(noise_ptr + T * B * A + noise_offs, mask=x_ok, other=0.0)
-        else:
-            x = tl.where(x_ok, tl.randn(seed, T * B * A + noise_offs), 0.0)
+        x = _chain_noise(noise_ptr, seed_ptr, T * B * A + noise_offs, x_ok, HAS_NOISE)
 
         b3 = tl.load(b3_ptr + hk)
         b_out = tl.load(b_out_ptr + a_cols)
@@ -233,13 +227,8 @@ if HAS_TRITON:
             w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
             eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
 
-            recip, recipm1, mean1, mean2, sigma = _step_coefs(coef_ptr, t, 8)
-            x0 = tl.minimum(tl.maximum(recip * x - recipm1 * eps, -max_action), max_action)
-            if HAS_NOISE:
-                z = tl.load(noise_ptr + t * B * A + noise_offs, mask=x_ok, other=0.0)
-            else:
-                z = tl.where(x_ok, tl.randn(seed, t * B * A + noise_offs), 0.0)
-            x = mean1 * x0 + mean2 * x + sigma * z  # padded columns stay 0: eps, z and x are 0 there
+            z = _chain_noise(noise_ptr, seed_ptr, t * B * A + noise_offs, x_ok, HAS_NOISE)
+            x = _posterior_step(x, eps, z, coef_ptr, t, max_action)  # padded columns stay 0: eps, z, x are 0
 
         x = tl.minimum(tl.maximum(x, -max_action), max_action)
         tl.store(out_ptr + noise_offs, x, mask=x_ok)
@@ -260,9 +249,10 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
 
     seed: an int, a 1-element int64 tensor on the device (so a CUDA graph can
     refresh it between replays), or None to draw one from torch's generator.
-    split: the chain over `programs` programs sharing the hidden layer (sampler_split; at most
-    SPLIT_MAX_BATCH states); None picks it for such batches unless RAMAC_SPLIT_SAMPLER=0 or a
-    one-block tile setting is given; False always takes the one-block kernel.
+    split: "tile" or "gemv", the chain over `programs` programs sharing the hidden layer
+    (sampler_split: "tile" takes up to SPLIT_MAX_BATCH states, "gemv" one); None picks "tile" for
+    up to SPLIT_AUTO_MAX_BATCH states unless RAMAC_SPLIT_SAMPLER=0 or a one-block tile setting is
+    given; False always takes the one-block kernel.
     """
     _check_chain(p, state, noise)
     if precision not in PRECISIONS:
@@ -276,15 +266,15 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if B == 0:
         return out
     if split is None:
-        split = (B <= SPLIT_MAX_BATCH and split_enabled()
-                 and block_m is None and block_n is None and num_stages is None)
+        auto = B <= SPLIT_AUTO_MAX_BATCH and split_enabled() and block_m is None and block_n is None
+        split = "tile" if auto and num_stages is None else False
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if not torch.is_tensor(seed):
             seed = torch.tensor([seed], dtype=torch.int64, device=state.device)
     if split:
-        launch_split(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, programs, num_warps)
+        launch_split(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, split, programs, num_warps)
         return out
     bm, bn, nw, ns = _launch_config(B, precision)
     tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)

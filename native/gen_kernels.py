@@ -4,8 +4,8 @@ and write a C source that embeds the cubins with a table of the variants (run by
     python native/gen_kernels.py --out-dir build/generated --arch 90 --hidden 256 --state-pad 32 \
         --action-pad 16 --precision bf16
 
-Variants: the split chain (`_chain_split_kernel`, kernels/sampler_split.py: batches of at most
-16 states over several programs that share the hidden layer, as the Python sampler takes them),
+Variants: the split chain (`_chain_split_kernel`, kernels/sampler_split.py: one state over several
+programs that share the hidden layer, compiled with B = 1 as the Python sampler's JIT takes it),
 then every launch configuration `_launch_config` picks for some batch size (bf16: the small-batch
 one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from a (T + 1, B, A)
 buffer) and false (Philox noise in the kernel from a device seed). The library launches the first
@@ -45,12 +45,13 @@ RUNTIME_ARGS = (
     ("w_out_ptr", "dot"), ("b_out_ptr", "*fp32"), ("coef_ptr", "*fp32"), ("seed_ptr", "*i64"),
     ("B", "i32"), ("S", "i32"), ("A", "i32"), ("T", "i32"), ("max_action", "fp32"),
 )
-# the split kernel's two more: its partials scratch and barrier state, which the library allocates
-SPLIT_ARGS = RUNTIME_ARGS[:14] + (("part_ptr", "*fp32"), ("bar_ptr", "*i32")) + RUNTIME_ARGS[14:]
+# the split kernel's: two more pointers (its partials scratch and barrier state, which the library
+# allocates), and no B: it is compiled for one state (B = 1, as the Python JIT specialises it)
+SPLIT_ARGS = RUNTIME_ARGS[:14] + (("part_ptr", "*fp32"), ("bar_ptr", "*i32")) + RUNTIME_ARGS[15:]
 # pointers into the weights the library allocates (256-byte aligned): compiled with 16-byte divisibility
 # as the JIT would; the caller's state, noise, action and seed pointers get no alignment assumption
 ALIGNED = {"w_x_ptr", "w_s_ptr", "c_time_ptr", "w2_ptr", "b2_ptr", "w3_ptr", "b3_ptr", "w_out_ptr", "b_out_ptr",
-           "coef_ptr"}
+           "coef_ptr", "part_ptr", "bar_ptr"}
 PTX_KIND = {"*": "u64", "i32": ("u32", "s32"), "fp32": "f32"}
 
 
@@ -112,15 +113,18 @@ def signature(precision: str, kind: str = "one-block") -> dict:
 
 
 CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST", "STACKED")
-SPLIT_CONSTEXPRS = ("H", "A_P", "S_P", "BM", "HC", "NPROG", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
+SPLIT_CONSTEXPRS = ("B", "H", "A_P", "S_P", "BM", "HC", "NPROG", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
 
 
 def split_config(hidden: int):
-    """(BM, HC, warps, stages) and the programs of the split variant, as the Python sampler launches it."""
-    from ramac.kernels.sampler_split import SPLIT_MAX_BATCH, SPLIT_NUM_WARPS, default_programs
+    """(BM, HC, warps, stages) and the batch sizes of the split variant ("tile", one state), as the
+    Python sampler launches it."""
+    from ramac.kernels.sampler_split import SPLIT_AUTO_MAX_BATCH, SPLIT_MAX_BATCH, SPLIT_NUM_WARPS, default_programs
 
-    programs = default_programs(hidden)
-    return (SPLIT_MAX_BATCH, hidden // programs, SPLIT_NUM_WARPS, 1), programs
+    if SPLIT_AUTO_MAX_BATCH != 1:
+        raise SystemExit("gen_kernels: the split variant is compiled for one state; sample_chain now takes it for "
+                         f"up to {SPLIT_AUTO_MAX_BATCH}: compile B as a run-time argument again")
+    return (SPLIT_MAX_BATCH, hidden // default_programs(hidden), SPLIT_NUM_WARPS, 1), SPLIT_AUTO_MAX_BATCH
 
 
 def compile_variant(job):
@@ -133,7 +137,7 @@ def compile_variant(job):
     constexprs = dict(H=a["hidden"], A_P=a["action_pad"], S_P=a["state_pad"], BM=bm, HAS_NOISE=has_noise,
                       DOT_PRECISION="ieee" if a["precision"] == "fp32" else "tf32", UPCAST=False)
     if kind == "split":
-        constexprs.update(HC=bn, NPROG=a["hidden"] // bn)
+        constexprs.update(B=1, HC=bn, NPROG=a["hidden"] // bn)
     else:  # one seed's weights (the stacked launch is Python's)
         constexprs.update(BN=min(bn, a["hidden"]), STACKED=False)
     sig = signature(a["precision"], kind)
@@ -213,8 +217,8 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
 
 def variants(precision: str, hidden: int):
     """[(kind, (BM, BN or HC, warps, stages), max_batch or None)] in the order the library tries them."""
-    split, _ = split_config(hidden)
-    return [("split", split, split[0])] + [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
+    split, most = split_config(hidden)
+    return [("split", split, most)] + [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ timeout "${PYTEST_S:-200}" python3 -m pytest -q -x -p no:cacheprovider "${tests[
 say "pytest exit $?: $(tail -n 1 "$R/pytest.log")"
 # QUICK=1 (a short device call): the split tests only, bf16, batch 1 and 16, the native check's budget
 if [[ -n ${QUICK:-} ]]; then study=(--batch-size 1 16 --precision bf16); small=(1); else study=(); small=(1 16); fi
-timeout 100 python3 -m bench.studies.split_sampler --out "$R/split.jsonl" "${study[@]}" >"$R/split.txt" 2>&1
+timeout "${STUDY_S:-240}" python3 -m bench.studies.split_sampler --out "$R/split.jsonl" "${study[@]}" >"$R/split.txt" 2>&1
 say "study exit $?"; cat "$R/split.txt" | tee -a "$R/summary.txt"
 timeout 90 python3 -m ramac bench sampler --batch-size "${small[@]}" --steps 5 --out "$R/bench_sampler_small.json" \
   >"$R/bench_sampler_small.log" 2>&1

@@ -1,6 +1,7 @@
-"""The chain sampler over several programs (kernels/sampler_split.py) against the one-block kernel, on
-the GPU: programs x warps per batch size and precision, each launch graphed (HalfCheetah shapes,
-T = 5, H = 256). Picks default_programs and the warps from the measurements.
+"""The chain sampler over several programs (kernels/sampler_split.py: the tile kernel, and at batch 1
+the GEMV kernel) against the one-block kernel, on the GPU: programs x warps per batch size and
+precision, each launch graphed (HalfCheetah shapes, T = 5, H = 256). Picks default_programs and
+the warps from the measurements.
 
     python -m bench.studies.split_sampler --out FILE.jsonl [--batch-size 1 4 16]
 
@@ -34,28 +35,27 @@ def main():
     with open(args.out, "a") as log, torch.no_grad():
         for B, prec in itertools.product(args.batch_size, args.precision):
             state = torch.randn(B, 17, device="cuda")
-            cases = [(None, None)] + list(itertools.product((1, 2, 4, 8, 16), (4, 8)))
-            for programs, warps in cases:
+            cases = [(False, None, None)] + [(kind, n, w) for kind in (("tile", "gemv") if B == 1 else ("tile",))
+                                                  for n, w in itertools.product((2, 4, 8, 16), (4, 8))]
+            for kind, programs, warps in cases:
                 row = dict(batch=B, T=args.steps, precision=prec, programs=programs, warps=warps,
-                           kernel="one-block" if programs is None else "split")
+                           kernel=kind or "one-block")
                 try:
-                    fn = (lambda: sampler.sample_chain_triton(p, state, seed=seed, precision=prec, split=False)) \
-                        if programs is None else \
-                        (lambda: sampler.sample_chain_triton(p, state, seed=seed, precision=prec, split=True,
-                                                             programs=programs, num_warps=warps))
+                    fn = (lambda: sampler.sample_chain_triton(  # noqa: E731
+                        p, state, seed=seed, precision=prec, split=kind, programs=programs, num_warps=warps))
                     t = timeit(fn, True, graph=True, blocks=10, per_block=20, warmup=5)
                     row.update(us=t.median_us)
-                    if programs is None:
+                    if not kind:
                         one_block[(B, prec)] = t.median_us
-                    elif (B, prec) not in best or t.median_us < best[(B, prec)]["us"]:
-                        best[(B, prec)] = row
+                    elif (B, prec, kind) not in best or t.median_us < best[(B, prec, kind)]["us"]:
+                        best[(B, prec, kind)] = row
                 except Exception as e:  # noqa: BLE001 - recorded
                     row["error"] = str(e).splitlines()[0][:160]
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-    for key, row in best.items():
-        print(f"batch {key[0]} {key[1]}: best split {row['us']:.1f} us (programs {row['programs']}, warps "
-              f"{row['warps']}); one block {one_block.get(key, float('nan')):.1f} us")
+    for (B, prec, kind), row in best.items():
+        print(f"batch {B} {prec}: best split {kind} {row['us']:.1f} us (programs {row['programs']}, warps "
+              f"{row['warps']}); one block {one_block.get((B, prec), float('nan')):.1f} us")
 
 
 if __name__ == "__main__":

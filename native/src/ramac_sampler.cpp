@@ -108,7 +108,7 @@ void upload(ramac_sampler* s) {
     }
   }
   offsets[10] = (staging.size() + 255) / 256 * 256;
-  staging.resize(offsets[10] + 16, 0);  // the seed, 0 until a call sets it; the barrier, zero
+  staging.resize(offsets[10] + 24, 0);  // the seed, 0 until a call sets it; at +16 the barrier, zero
   size_t partials = 0;  // the largest split variant's scratch
   for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) {
     const ramac_variant& v = RAMAC_VARIANTS[i];
@@ -119,7 +119,7 @@ void upload(ramac_sampler* s) {
   RAMAC_CHECK(cuMemcpyHtoD_(s->arena, staging.data(), staging.size()));
   for (int i = 0; i < 10; ++i) s->ptr[i] = s->arena + offsets[i];
   s->seed = s->arena + offsets[10];
-  s->barrier = s->seed + 8;
+  s->barrier = s->seed + 16;  // 16-byte aligned, as the kernel was compiled to assume
   s->partials = s->arena + partials_at;
 }
 
@@ -193,11 +193,13 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   void* params[26] = {&state_p, &noise_p, &out_p, &s->ptr[0], &s->ptr[1], &s->ptr[2], &s->ptr[3], &s->ptr[4],
                       &s->ptr[5], &s->ptr[6], &s->ptr[7], &s->ptr[8], &s->ptr[9], &seed_p};
   int n = 14;
-  if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed
+  if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed; B compiled in
     params[n++] = &s->partials;
     params[n++] = &s->barrier;
+  } else {
+    params[n++] = &B;
   }
-  for (void* arg : {static_cast<void*>(&B), static_cast<void*>(&S), static_cast<void*>(&A), static_cast<void*>(&T),
+  for (void* arg : {static_cast<void*>(&S), static_cast<void*>(&A), static_cast<void*>(&T),
                     static_cast<void*>(&max_action)})
     params[n++] = arg;
   for (; n < v.n_params && n < 26; ++n) params[n] = &scratch;

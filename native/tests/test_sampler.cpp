@@ -151,8 +151,8 @@ int parity(const std::string& dir) {
   CUDA_OK(cudaMemcpy(d_states, states.data(), states.size() * 4, cudaMemcpyHostToDevice));
   std::vector<float> got(size_t(B) * A);
 
-  // both compiled configurations: a small batch (the first rows) and the whole case
-  for (int b : {5, B}) {
+  // every compiled configuration: one state (the split kernel), a small batch (the first rows), the whole case
+  for (int b : {1, 5, B}) {
     std::vector<float> sub(size_t(T + 1) * b * A);  // noise[:, :b, :]
     for (int t = 0; t <= T; ++t)
       std::memcpy(&sub[size_t(t) * b * A], &noise[size_t(t) * B * A], size_t(b) * A * 4);

@@ -26,7 +26,7 @@ from ..kernels.iqn_critic import iqn_quantiles_ref, iqn_quantiles_triton
 from ..kernels.quantile_huber import quantile_huber_loss_ref, quantile_huber_loss_triton
 from ..kernels.risk import distort_ref, distort_triton, tail_mean_ref, tail_mean_triton
 from ..kernels.sampler import sample_chain_ref, sample_chain_triton
-from ..kernels.sampler_split import SPLIT_MAX_BATCH
+from ..kernels.sampler_split import SPLIT_AUTO_MAX_BATCH
 from ..kernels.student import student_forward_ref, student_forward_triton
 from ..nets import Denoiser
 from ..utils import atomic_write_json, provenance
@@ -253,9 +253,12 @@ def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=
             for prec in precisions:
                 providers[f"triton-{prec}"] = (lambda prec=prec: sample_chain_triton(packed, state, seed=seed,
                                                                                      precision=prec))
-                if B <= SPLIT_MAX_BATCH:  # the one-block kernel beside the split one that small batches take
+                if B <= SPLIT_AUTO_MAX_BATCH:  # beside the split kernel these batches take: the one-block
+                    # kernel and the split one-state GEMV kernel
                     providers[f"triton-{prec}-one-block"] = (lambda prec=prec: sample_chain_triton(
                         packed, state, seed=seed, precision=prec, split=False))
+                    providers[f"triton-{prec}-gemv"] = (lambda prec=prec: sample_chain_triton(
+                        packed, state, seed=seed, precision=prec, split="gemv"))
             if device.type == "cuda":  # end to end from Python: copy states in, replay, return the buffer
                 graphed = GraphedSampler(diffusion, model, B)
                 row = _measure(lambda: graphed(state), device, False, blocks=20 if B > 4096 else 30,

@@ -12,7 +12,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from ramac.kernels.sampler import _chain_kernel
-from ramac.kernels.sampler_split import _chain_split_kernel
+from ramac.kernels.sampler_split import _chain_split_gemv_kernel, _chain_split_kernel
 from ramac.kernels.student import _student_kernel
 
 
@@ -46,7 +46,9 @@ def cases():
         yield "chain", precision, _chain_kernel, chain, ("B", "S", "A", "T"), ("max_action",), (4, 2)
         split = dict(H=256, A_P=16, S_P=32, BM=16, HC=32, NPROG=8, HAS_NOISE=False, DOT_PRECISION=tl_precision,
                      UPCAST=False)
-        yield "chain-split", precision, _chain_split_kernel, split, ("B", "S", "A", "T"), ("max_action",), (4, 1)
+        yield "chain-split", precision, _chain_split_kernel, split, ("B", "S", "A", "T"), ("max_action",), (8, 1)
+        gemv = dict(H=256, A_P=16, S_P=32, HC=32, NPROG=8, HAS_NOISE=True)
+        yield "chain-split-gemv", precision, _chain_split_gemv_kernel, gemv, ("S", "A", "T"), ("max_action",), (8, 1)
         student = dict(L=4, FIRST=1, D_P=32, H=512, A_P=16, BM=32, BN=32 if precision == "bf16" else 16,
                        BK=32 if precision == "bf16" else 16, HAS_Z=True, DOT_PRECISION=tl_precision, UPCAST=False)
         yield "student", precision, _student_kernel, student, ("B", "S", "A"), ("max_action",), (8, 2)

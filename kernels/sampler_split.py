@@ -17,7 +17,7 @@ actions. Two kernels:
 
   "tile"  _chain_split_kernel: up to 16 states as one 16-row tile, every product a tensor-core
           tl.dot (as the one-block kernel). Measured on an H200 (T = 5, H = 256, bf16, graphed;
-          bench/results/native-H200/split-*): 72 us at batch 1 against the one-block kernel's 96
+          bench/results/native-H200/split/): 72 us at batch 1 against the one-block kernel's 96
           and graphed torch.compile's 89, but 88-112 us at batch 16 against 72, so sample_chain
           takes it for one state only (SPLIT_AUTO_MAX_BATCH).
   "gemv"  _chain_split_gemv_kernel: one state, every product a CUDA-core dot product (tl.sum of

@@ -226,10 +226,11 @@ def test_native_seed_path_is_the_kernels_philox_stream(B, halfcheetah_export):
     assert first.abs().max() <= 1.0
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
+                    reason="needs cmake and the CUDA toolkit")
 def test_cmake_builds_and_ctest_passes_or_skips(tmp_path):
-    """The top-level CMakeLists.txt: configure, build (cubins compiled on the CPU), ctest."""
+    """The top-level CMakeLists.txt: configure, build (cubins compiled on the CPU), ctest (~30 s on
+    2 cores; in CI, so a kernel change that breaks the ahead-of-time build fails there)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     build = tmp_path / "build"
     for cmd in (["cmake", "-S", str(ROOT), "-B", str(build), f"-DRAMAC_PYTHON={sys.executable}"],

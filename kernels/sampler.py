@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, use_triton
-from .sampler_split import SPLIT_AUTO_MAX_BATCH, launch_split, split_enabled
+from .sampler_split import SPLIT_AUTO_MAX_BATCH, launch_split, split_enabled, split_fits
 
 PRECISIONS = ("bf16", "tf32", "fp32")
 
@@ -251,8 +251,9 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     refresh it between replays), or None to draw one from torch's generator.
     split: "tile" or "gemv", the chain over `programs` programs sharing the hidden layer
     (sampler_split: "tile" takes up to SPLIT_MAX_BATCH states, "gemv" one); None picks "tile" for
-    up to SPLIT_AUTO_MAX_BATCH states unless RAMAC_SPLIT_SAMPLER=0 or a one-block tile setting is
-    given; False always takes the one-block kernel.
+    up to SPLIT_AUTO_MAX_BATCH states and hidden widths up to SPLIT_MAX_HIDDEN unless
+    RAMAC_SPLIT_SAMPLER=0 or a one-block launch setting is given; False always takes the one-block
+    kernel.
     """
     _check_chain(p, state, noise)
     if precision not in PRECISIONS:
@@ -266,8 +267,9 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if B == 0:
         return out
     if split is None:
-        auto = B <= SPLIT_AUTO_MAX_BATCH and split_enabled() and block_m is None and block_n is None
-        split = "tile" if auto and num_stages is None else False
+        auto = B <= SPLIT_AUTO_MAX_BATCH and split_enabled() and split_fits(H)
+        one_block_asked = (block_m, block_n, num_warps, num_stages) != (None,) * 4
+        split = "tile" if auto and not one_block_asked else False
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())

@@ -26,8 +26,10 @@ actions. Two kernels:
 
 The math is sampler.sample_chain_ref's (the parity tests compare against it and against the
 one-block kernel); the sum over p differs from the one-block kernel's accumulation order only by
-float rounding. The programs must all be resident at once (a grid of NPROG <= 16 programs), and one
-scratch pair serves one stream at a time (cached per device and stream). On an H200 a program's
+float rounding. The programs must all be resident at once (a grid of NPROG <= 16 programs, on a
+GPU of more SMs, with no other launch of a split kernel in flight: one scratch pair per device, so
+split launches on concurrent streams, or concurrent replays of graphs holding them, are not
+allowed; the launch is not cooperative, so the driver does not check residency). On an H200 a program's
 slices must leave room in shared memory for the tile kernel's operand layouts: HC = 256 (one
 program at H = 256) failed there for want of it, HC <= 64 runs at every precision.
 
@@ -47,6 +49,7 @@ SPLIT_MAX_BATCH = 16  # the tile kernel's one row block; larger batches take the
 SPLIT_AUTO_MAX_BATCH = 1  # sample_chain's choice: where the tile kernel was measured faster
 SPLIT_KINDS = ("tile", "gemv")
 SPLIT_NUM_WARPS = 8  # measured at batch 1 on an H200: 69 us with 8 warps, 73 with 4 (8 programs)
+SPLIT_MAX_HIDDEN = 256  # the widest denoiser sample_chain splits (split_fits)
 
 
 def split_enabled() -> bool:
@@ -181,18 +184,33 @@ if HAS_TRITON:
             tl.store(out_ptr + ka, x, mask=a_ok)
 
 
-_SCRATCH: dict = {}  # (device, stream) -> (partials, barrier)
+_SCRATCH: dict = {}  # device -> (partials, barrier)
+_RETIRED: list = []  # outgrown partials buffers, kept: a captured CUDA graph may still write into them
 
 
-def _scratch(device: torch.device, programs: int, hidden: int):
-    """The partials buffer and barrier state of launches on this device and its current stream."""
-    key = (device, torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0)
-    need = 2 * programs * SPLIT_MAX_BATCH * hidden
-    have = _SCRATCH.get(key)
+def _scratch(device: torch.device, hidden: int):
+    """The partials buffer and barrier state of split launches on this device, sized for the most
+    programs a hidden width allows (H / 16). Made eagerly: a barrier first allocated inside a CUDA
+    graph capture would be zeroed only when the graph replays, so a launch under capture with none
+    (or too small a one) made before is refused."""
+    need = 2 * (hidden // 16) * SPLIT_MAX_BATCH * hidden
+    have = _SCRATCH.get(device)
     if have is None or have[0].numel() < need:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("the split chain sampler's scratch is made outside CUDA graph capture: run the "
+                               f"sampler once on this device (hidden width {hidden}) before capturing it")
+        if have is not None:
+            _RETIRED.append(have[0])
         barrier = have[1] if have is not None else torch.zeros(2, device=device, dtype=torch.int32)
-        have = _SCRATCH[key] = (torch.empty(need, device=device, dtype=torch.float32), barrier)
+        have = _SCRATCH[device] = (torch.empty(need, device=device, dtype=torch.float32), barrier)
     return have
+
+
+def split_fits(hidden: int) -> bool:
+    """Whether sample_chain may pick the split kernel at this hidden width: measured at H = 256
+    (32 hidden units per program); wider layers need more shared memory per program than an H200
+    has at 16 programs (H = 512 in tf32: 264 KB), so they keep the one-block kernel."""
+    return hidden <= SPLIT_MAX_HIDDEN
 
 
 def launch_split(p, dot_weights, state, noise, seed, out, precision: str, kind: str = "tile",
@@ -215,7 +233,10 @@ def launch_split(p, dot_weights, state, noise, seed, out, precision: str, kind: 
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if interpreted:
         nprog = 1
-    parts, barrier = _scratch(state.device, nprog, H)
+    elif nprog > torch.cuda.get_device_properties(state.device).multi_processor_count:
+        raise ValueError(f"{nprog} programs cannot all be resident on this GPU's "
+                         f"{torch.cuda.get_device_properties(state.device).multi_processor_count} SMs")
+    parts, barrier = _scratch(state.device, H)
     w_x, w_s, w2, w3, w_out = (w.contiguous() for w in dot_weights)
     c_time, b2, b3, b_out, coefs = (getattr(p, n).float().contiguous()
                                     for n in ("c_time", "b2", "b3", "b_out", "coefs"))

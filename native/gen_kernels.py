@@ -217,8 +217,11 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
 
 def variants(precision: str, hidden: int):
     """[(kind, (BM, BN or HC, warps, stages), max_batch or None)] in the order the library tries them."""
+    from ramac.kernels.sampler_split import split_fits
+
     split, most = split_config(hidden)
-    return [("split", split, most)] + [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
+    one_block = [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
+    return ([("split", split, most)] if split_fits(hidden) else []) + one_block
 
 
 def main(argv=None) -> int:

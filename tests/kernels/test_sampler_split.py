@@ -49,6 +49,7 @@ def test_split_chain_draws_the_one_block_kernels_noise(kind, B, programs, device
 
 
 def test_small_batches_take_the_split_kernel(monkeypatch, device):
+    monkeypatch.delenv("RAMAC_SPLIT_SAMPLER", raising=False)
     calls = []
     real = sampler.launch_split
     monkeypatch.setattr(sampler, "launch_split", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
@@ -56,7 +57,12 @@ def test_small_batches_take_the_split_kernel(monkeypatch, device):
     for B in (1, 2, 16):  # one state: the split tile kernel (measured faster there, slower at 16)
         sample_chain_triton(p, inputs(17, 6, 5, B, device)[0], seed=0)
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0, block_m=16)  # a one-block tile asked for
+    sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0, num_warps=4)  # one-block warps asked for
     sample_chain_triton(p, inputs(17, 6, 5, 3, device)[0], seed=0, split="tile")
+    monkeypatch.setattr(sampler_split, "SPLIT_MAX_HIDDEN", 32)  # wider than the split kernel is measured at
+    sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0)
+    monkeypatch.undo()
+    monkeypatch.setattr(sampler, "launch_split", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
     monkeypatch.setenv("RAMAC_SPLIT_SAMPLER", "0")
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0)
     assert calls == [1, 3]
@@ -83,20 +89,31 @@ def test_split_chain_repeats_and_replays_in_a_cuda_graph(kind, B, device):
     captured in a CUDA graph and replayed with new states, give the reference's actions each time."""
     _, _, p = packed(17, 6, 5, hidden=256, device=device)
     state, noise = inputs(17, 6, 5, B, device)
-    want = sample_chain_ref(p, state, noise)
-    for _ in range(200):
-        got = sample_chain_triton(p, state, noise, precision="fp32", split=kind, programs=8)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    first = sample_chain_triton(p, state, noise, precision="fp32", split=kind, programs=8)
+    torch.testing.assert_close(first, sample_chain_ref(p, state, noise), atol=1e-5, rtol=0)
+    for _ in range(200):  # every launch the same actions (a barrier that let a program run ahead would not)
+        assert torch.equal(sample_chain_triton(p, state, noise, precision="fp32", split=kind, programs=8), first)
     static_state = state.clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        sample_chain_triton(p, static_state, noise, precision="fp32", split=kind, programs=8)  # this stream's scratch
-    torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=side):
         out = sample_chain_triton(p, static_state, noise, precision="fp32", split=kind, programs=8)
     for k in range(5):
         static_state.copy_(state + k)
         graph.replay()
         torch.testing.assert_close(out, sample_chain_ref(p, state + k, noise), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA graph capture needs a GPU")
+def test_split_scratch_is_not_first_made_inside_a_capture(monkeypatch, device):
+    """A barrier zeroed only when a graph replays would hang an eager launch before it: a capture
+    that would make the scratch is refused with a message saying what to do."""
+    _, _, p = packed(17, 6, 5, hidden=64, device=device)
+    state, noise = inputs(17, 6, 5, 1, device)
+    monkeypatch.setattr(sampler_split, "_SCRATCH", {})
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with pytest.raises(RuntimeError, match="run the sampler once on this device"):
+        with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=side):
+            sample_chain_triton(p, state, noise, split="tile")

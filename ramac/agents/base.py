@@ -28,6 +28,7 @@ mirror, advanced by `advanced()` once per update that really ran (eager or repla
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Hashable
 
 import torch
@@ -113,7 +114,10 @@ class Agent(nn.Module):
         for opt in self.optimizers():
             for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
                 group["fused"], group["foreach"] = False, True
-        options = dict(dynamic=False, options={"fallback_random": True})
+        inductor = {"fallback_random": True}
+        if os.environ.get("RAMAC_COMBO_KERNELS") == "1":  # Inductor's horizontal fusion of independent
+            inductor["combo_kernels"] = True  # kernels (issue 18 item 3): opt in until measured to help
+        options = dict(dynamic=False, options=inductor)
         for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)
             method = getattr(self, name)
             setattr(self, name, method.compiled(**options) if hasattr(method, "compiled") else

@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     sw.add_argument("--full", action="store_true", help="full-size presets on a CPU too (default: CPU-sized)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and which are finished; train nothing")
+    sw.add_argument("--lanes", type=int, metavar="N",
+                    help="train nothing: print the tasks with cells left dealt to N processes side by side, as "
+                         "bench/studies/gpu_sweep.sh's LANES (task lists separated by ';', balanced by the unit "
+                         "times recorded in OUT/unit-times.json)")
     sw.add_argument("--time-limit", type=float, metavar="MINUTES",
                     help="start no (task, agent) unit after MINUTES of training; the tables of the complete tasks "
                          "are written and the rest is left for the next run of the same command")
@@ -710,6 +714,11 @@ def cmd_sweep(args) -> int:
     out = args.out or Path("results") / spec.name
     if args.stack_seeds:
         os.environ["RAMAC_STACK_SEEDS"] = "1"
+    if args.lanes is not None:
+        from .sweep import lanes
+
+        print(";".join(" ".join(tasks) for tasks in lanes(spec, out, args.lanes, args.device, full=args.full)))
+        return 0
     if args.dry_run:
         from .study import is_finished
 

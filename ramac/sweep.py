@@ -37,7 +37,7 @@ import io
 import json
 import os
 import tomllib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -167,6 +167,38 @@ def units(cells: list[Cell]) -> list[list[Cell]]:
     for c in cells:
         grouped[(c.task, c.agent)].append(c)
     return list(grouped.values())
+
+
+def lanes(spec: SweepSpec, out, n: int, device: str = "auto", full: bool = False,
+          timed_on: str | None = None) -> list[list[str]]:
+    """The sweep's tasks that still have cells to train, dealt to n processes side by side on one
+    GPU (bench/studies/gpu_sweep.sh's LANES): the task with the most predicted seconds left (each
+    unfinished unit's time in OUT/unit-times.json on timed_on, default the device named most
+    there; an untimed unit as UnitTimes predicts it, else as the longest recorded) goes to the lane
+    with the least so far. Fewer lanes when fewer tasks are left; none when the sweep is done."""
+    if n < 1:
+        raise SweepError(f"--lanes must be at least 1, got {n}")
+    out = Path(out)
+    path = out / "unit-times.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if timed_on is None:
+        counts = Counter(k.split(" | ")[0] for k in known)
+        timed_on = counts.most_common(1)[0][0] if counts else ""
+    times = UnitTimes(path, timed_on)
+    longest = max(map(float, known.values()), default=1.0)
+    left: dict = defaultdict(float)
+    for unit in units(plan(spec, out / "runs", device, full=full)):
+        todo = [c for c in unit if not settled(c)]
+        if todo:
+            c = todo[0]
+            guess = times.predict(c.task, c.agent, len(todo), c.train_cfg.steps)
+            left[c.task] += longest if guess is None else guess
+    dealt: list[list] = [[0.0, []] for _ in range(n)]
+    for task in sorted(left, key=lambda t: (-left[t], spec.tasks.index(t))):
+        lane = min(dealt, key=lambda d: d[0])
+        lane[0] += left[task]
+        lane[1].append(task)
+    return [tasks for _, tasks in dealt if tasks]
 
 
 def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:

@@ -290,3 +290,28 @@ def test_tables_only_rebuilds_the_tables_from_the_run_directories_and_trains_not
     said = []
     report = sweep_tables(load_spec(write(tmp_path, steps=40, name="longer.toml")), out, full=False, log=said.append)
     assert not report["tasks"] and any("3 run(s) evaluated at another length than 40 steps" in s for s in said)
+
+
+def test_lanes_deal_the_tasks_with_cells_left_by_their_recorded_times(tmp_path, capsys):
+    """`ramac sweep --lanes N` (gpu_sweep.sh's LANES=auto): finished tasks are left out, the unit
+    times recorded for the device decide the balance, and a unit with some seeds finished is
+    predicted at its remaining seeds' size."""
+    text = TINY.replace('tasks = ["bandit"]', 'tasks = ["bandit", "bandit-x2", "bandit-x5", "bandit-ring"]')
+    path, out = write(tmp_path, steps=20, text=text), tmp_path / "out"
+    out.mkdir()
+    key = "GPU | {} | {} | {} seeds | 20 steps"
+    times = {key.format("bandit-x2", "radac", 2): 900, key.format("bandit-x5", "radac", 2): 500,
+             key.format("bandit-ring", "radac", 1): 300, "OTHER | bandit-x5 | radac | 2 seeds | 20 steps": 1}
+    times |= {key.format(t, "bc", 2): 100 for t in ("bandit", "bandit-x2", "bandit-x5", "bandit-ring")}
+    (out / "unit-times.json").write_text(json.dumps(times))
+    spec = load_spec(path)
+    for c in plan(spec, out / "runs", "cpu"):  # bandit all finished, bandit-ring's radac seed 0 too
+        if c.task == "bandit" or (c.task, c.agent, c.seed) == ("bandit-ring", "radac", 0):
+            c.run_dir.mkdir(parents=True)
+            (c.run_dir / "eval.json").write_text(json.dumps({"step": 20}))
+    # left: x2 1000 s, x5 600 s, ring 100 + 300 (radac's one seed left) = 400 s
+    assert main(["sweep", str(path), "--out", str(out), "--lanes", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "bandit-x2;bandit-x5 bandit-ring"
+    assert main(["sweep", str(path), "--out", str(out), "--lanes", "5"]) == 0  # fewer tasks than lanes
+    assert capsys.readouterr().out.strip() == "bandit-x2;bandit-x5;bandit-ring"
+    assert main(["sweep", str(path), "--out", str(out), "--lanes", "0"]) == 2

@@ -19,6 +19,7 @@
 #   OUT=/some/folder TASKS="halfcheetah-medium-replay" LIMIT_S=540 bash bench/studies/gpu_sweep.sh
 #   OUT=/some/folder LANES="hopper-medium-replay;walker2d-medium-replay" LIMIT_S=540 \
 #     bash bench/studies/gpu_sweep.sh
+#   OUT=/some/folder LANES=auto LIMIT_S=540 bash bench/studies/gpu_sweep.sh   # `ramac sweep --lanes 2` picks them
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 LANES=${LANES:-${TASKS:?set TASKS (one process) or LANES (processes side by side, task lists separated by ;)}}
@@ -30,6 +31,11 @@ NAME=$(basename "$CONFIG" .toml)
 export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$PWD/build/minari}  # ignored: kept while the machine is
 unset TRITON_INTERPRET || true
 mkdir -p "$OUT/sweep-logs"
+if [[ $LANES == auto ]]; then  # the tasks with cells left, balanced over LANE_COUNT processes by unit times
+  LANES=$(python3 -m ramac sweep "$CONFIG" --lanes "${LANE_COUNT:-2}" --full) || exit 2
+  [[ -n $LANES ]] || { echo "gpu_sweep.sh: every cell of $CONFIG is finished" >&2; exit 0; }
+  echo "gpu_sweep.sh: LANES=\"$LANES\""
+fi
 IFS=';' read -r -a lanes <<<"$LANES"
 for i in "${!lanes[@]}"; do
   [[ -z ${lanes[$i]// /} ]] && { echo "gpu_sweep.sh: lane $i names no task (LANES=\"$LANES\")" >&2; exit 2; }

@@ -233,9 +233,8 @@ def launch_split(p, dot_weights, state, noise, seed, out, precision: str, kind: 
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if interpreted:
         nprog = 1
-    elif nprog > torch.cuda.get_device_properties(state.device).multi_processor_count:
-        raise ValueError(f"{nprog} programs cannot all be resident on this GPU's "
-                         f"{torch.cuda.get_device_properties(state.device).multi_processor_count} SMs")
+    elif nprog > (sms := torch.cuda.get_device_properties(state.device).multi_processor_count):
+        raise ValueError(f"{nprog} programs cannot all be resident on this GPU's {sms} SMs")
     parts, barrier = _scratch(state.device, H)
     w_x, w_s, w2, w3, w_out = (w.contiguous() for w in dot_weights)
     c_time, b2, b3, b_out, coefs = (getattr(p, n).float().contiguous()

@@ -179,12 +179,11 @@ def lanes(spec: SweepSpec, out, n: int, device: str = "auto", full: bool = False
     if n < 1:
         raise SweepError(f"--lanes must be at least 1, got {n}")
     out = Path(out)
-    path = out / "unit-times.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
+    times = UnitTimes(out / "unit-times.json", timed_on or "")
+    known = times._read()
     if timed_on is None:
         counts = Counter(k.split(" | ")[0] for k in known)
-        timed_on = counts.most_common(1)[0][0] if counts else ""
-    times = UnitTimes(path, timed_on)
+        times.device_name = counts.most_common(1)[0][0] if counts else ""
     longest = max(map(float, known.values()), default=1.0)
     left: dict = defaultdict(float)
     for unit in units(plan(spec, out / "runs", device, full=full)):

@@ -253,10 +253,10 @@ def bench_sampler(device, batches=(1, 256, 4096, 65_536), steps=(5,), state_dim=
             for prec in precisions:
                 providers[f"triton-{prec}"] = (lambda prec=prec: sample_chain_triton(packed, state, seed=seed,
                                                                                      precision=prec))
-                if B <= SPLIT_AUTO_MAX_BATCH:  # beside the split kernel these batches take: the one-block
-                    # kernel and the split one-state GEMV kernel
+                if B <= SPLIT_AUTO_MAX_BATCH:  # beside the split kernel these batches take: the one-block one
                     providers[f"triton-{prec}-one-block"] = (lambda prec=prec: sample_chain_triton(
                         packed, state, seed=seed, precision=prec, split=False))
+                if B == 1:  # and the split one-state GEMV kernel
                     providers[f"triton-{prec}-gemv"] = (lambda prec=prec: sample_chain_triton(
                         packed, state, seed=seed, precision=prec, split="gemv"))
             if device.type == "cuda":  # end to end from Python: copy states in, replay, return the buffer

@@ -120,6 +120,9 @@ def plot_risk_profile(returns_by_method: dict, path, title: str = "") -> None:
     from .risk_measures import cvar_curve
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if len(returns_by_method) > 10:  # the default cycle's 10 colours would repeat
+        for ax in (ax1, ax2):
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for name, rets in returns_by_method.items():
         alphas, curve = cvar_curve(rets)
         ax1.plot(alphas, curve, label=name)

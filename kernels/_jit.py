@@ -70,9 +70,13 @@ if HAS_TRITON:
         # the chain samplers' noise at offsets offs of the (T + 1, B, A) layout: read from noise_ptr,
         # or Philox from the device seed at the same offsets (so a given seed gives the same noise in
         # every sampler kernel); 0 where mask is false
+        # (if/else, not an early return: the compiler still types the statements after a return
+        # under a constexpr if, and tl.randn then fails on the float placeholder seed_ptr)
         if HAS_NOISE:
-            return tl.load(noise_ptr + offs, mask=mask, other=0.0)
-        return tl.where(mask, tl.randn(tl.load(seed_ptr), offs), 0.0)
+            z = tl.load(noise_ptr + offs, mask=mask, other=0.0)
+        else:
+            z = tl.where(mask, tl.randn(tl.load(seed_ptr), offs), 0.0)
+        return z
 
     @triton.jit
     def _posterior_step(x, eps, z, coef_ptr, t, max_action):

@@ -50,7 +50,6 @@ AUTO_ROWS = 16_384  # B x K at most
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_K = 128  # fractions per sample one row block can hold
 MAX_EMB = 256  # embedding width (and cosine features) the kernel tiles hold
-PROGRAMS = 512  # backward programs over all stack entries (and hidden chunks), before capping at the blocks
 
 
 # --------------------------------------------------------------------------
@@ -293,23 +292,102 @@ if HAS_TRITON:
         tl.store(dhb_ptr + part + n, acc_bh)
         tl.store(dow_ptr + part + n, acc_wo)
 
-    def _launch_config(dtype, E_P):
-        """(BM forward, BM backward, BN, warps, stages). BM counts rows (b, k) and is raised to K_P when
-        K_P is larger. Chosen so that ptxas (sm_90, Triton 3.9) reports no spills at emb <= 128 (the
-        backward at emb 256 spills a few hundred bytes); not yet timed on a GPU."""
-        if dtype == torch.bfloat16:
-            return (128 if E_P <= 128 else 64), (64 if E_P <= 64 else 32), 64, 8, 2
-        return (64 if E_P <= 64 else 32), 32, 32, 8, 1
-
-
 def _pow2(n: int, least: int = 1) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
 
-class _Plan:
-    """Stacked, contiguous views of the inputs and the launch geometry."""
+# --------------------------------------------------------------------------
+# launch configurations
+# --------------------------------------------------------------------------
+KINDS = ("fwd", "rows", "head")  # the forward, the backward's row-wise and head-weight kernels
+# Rules, first match wins: "dtype" (torch dtype name), "emb" and "max_emb" (the embedding width
+# padded to a power of two: equal to, at most) and "max_rows" (C x B x K, all stack entries) select; each kernel kind then gets
+# [block_m (rows per block, raised to K_P), block_n (hidden units per chunk), warps, stages], and
+# "programs" sets the backward's programs over all stack entries (and hidden chunks). These
+# defaults were picked so that ptxas (sm_90, Triton 3.9) reports no spills at emb <= 128 (the
+# backward at emb 256 spills a few hundred bytes); bench/studies/iqn_tune.py times the
+# alternatives on a GPU and writes rules in this form, which RAMAC_IQN_TUNING=FILE.json puts ahead
+# of these.
+DEFAULT_RULES = (
+    {"dtype": "bfloat16", "max_emb": 64, "fwd": [128, 64, 8, 2], "rows": [64, 64, 8, 2], "head": [64, 64, 8, 2]},
+    {"dtype": "bfloat16", "max_emb": 128, "fwd": [128, 64, 8, 2], "rows": [32, 64, 8, 2], "head": [32, 64, 8, 2]},
+    {"dtype": "bfloat16", "fwd": [64, 64, 8, 2], "rows": [32, 64, 8, 2], "head": [32, 64, 8, 2]},
+    {"dtype": "float32", "max_emb": 64, "fwd": [64, 32, 8, 1], "rows": [32, 32, 8, 1], "head": [32, 32, 8, 1]},
+    {"dtype": "float32", "fwd": [32, 32, 8, 1], "rows": [32, 32, 8, 1], "head": [32, 32, 8, 1]},
+)
+PROGRAMS = 512  # backward programs over all stack entries (and hidden chunks) where a rule names none
+_FIELDS = {"dtype", "emb", "max_emb", "max_rows", "programs", *KINDS}
 
-    def __init__(self, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, block_m, block_n, programs):
+
+def tuning_rules() -> list[dict]:
+    """The rules in force: RAMAC_IQN_TUNING's file (a JSON list of rules, or {"rules": [...]})
+    ahead of DEFAULT_RULES. A file that cannot be read or holds a malformed rule is an error
+    naming the file: a tuning asked for is never silently dropped."""
+    path = os.environ.get("RAMAC_IQN_TUNING", "")
+    if not path:
+        return list(DEFAULT_RULES)
+    key = (path, os.path.getmtime(path) if os.path.exists(path) else None)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = _read_rules(path)
+    return _LOADED[key] + list(DEFAULT_RULES)
+
+
+_LOADED: dict = {}
+
+
+def _read_rules(path: str) -> list[dict]:
+    import json
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"RAMAC_IQN_TUNING={path}: cannot read the tuning rules ({e})") from None
+    rules = doc.get("rules") if isinstance(doc, dict) else doc
+    if not isinstance(rules, list):
+        raise ValueError(f"RAMAC_IQN_TUNING={path}: expected a list of rules or {{\"rules\": [...]}}")
+    for i, r in enumerate(rules):
+        bad = (not isinstance(r, dict) or set(r) - _FIELDS
+               or any(not (isinstance(r.get(k), list) and len(r[k]) == 4 and all(isinstance(v, int) and v > 0
+                                                                                  for v in r[k]))
+                      for k in KINDS if k in r)
+               or any(k in r and r[k] is not None and not (isinstance(r[k], int) and r[k] > 0)
+                      for k in ("emb", "max_emb", "max_rows", "programs")))
+        if bad:
+            raise ValueError(f"RAMAC_IQN_TUNING={path}: rule {i} is malformed ({r!r}); a rule takes "
+                             f"{sorted(_FIELDS)}, each kernel kind as [block_m, block_n, warps, stages]")
+    return rules
+
+
+def launch_configs(dtype: torch.dtype, e_p: int, rows: int) -> tuple[dict, int]:
+    """({kind: (block_m, block_n, warps, stages)}, backward programs) for a problem of `rows` rows
+    (C x B x K) in `dtype` with embedding width e_p (a power of two): each kind from the first rule
+    that matches and names it."""
+    name = str(dtype).replace("torch.", "")
+    got, programs = {}, None
+    for r in tuning_rules():
+        if (r.get("dtype", name) != name or r.get("emb", e_p) != e_p or e_p > (r.get("max_emb") or e_p)
+                or rows > (r.get("max_rows") or rows)):
+            continue
+        for kind in KINDS:
+            if kind in r and kind not in got:
+                got[kind] = tuple(r[kind])
+        if programs is None:
+            programs = r.get("programs")
+        if len(got) == len(KINDS):
+            return got, programs or PROGRAMS
+    raise ValueError(f"no IQN launch rule covers {name} at emb {e_p}")
+
+
+class _Plan:
+    """Stacked, contiguous views of the inputs and the launch geometry.
+
+    block_m, block_n, programs: override the rules' choice for every kernel (tests); tuning:
+    {kind: (block_m, block_n, warps, stages)} overrides it per kernel kind (the tuning study)."""
+
+    def __init__(self, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, block_m, block_n, programs,
+                 tuning=None):
         self.stacked = trunk.dim() == 3
         lift = (lambda t: t) if self.stacked else (lambda t: t[None])
         self.trunk = lift(trunk).contiguous()
@@ -320,18 +398,22 @@ class _Plan:
         self.taus = taus.expand(C, B, K)  # broadcast dims get stride 0: the kernel reads shared taus in place
         N, H = self.tensors[0].shape[-1], self.tensors[2].shape[1]
         self.shape = C, B, K, E, N, H
-        bm_f, bm_b, bn, self.warps, self.stages = _launch_config(trunk.dtype, _pow2(E, 16))
         self.k_p, self.e_p, self.n_p = _pow2(K), _pow2(E, 16), _pow2(N, 16)
-        self.bn = min(block_n or bn, _pow2(H, 16))
-        self.bb_f = max(1, (block_m or bm_f) // self.k_p)
-        self.bb_b = max(1, (block_m or bm_b) // self.k_p)
+        configs, default_programs = launch_configs(trunk.dtype, self.e_p, C * B * K)
+        configs.update(tuning or {})
+        self.launch = {}
+        for kind, (bm, bn, warps, stages) in configs.items():
+            bn = min(block_n or bn, _pow2(H, 16))
+            self.launch[kind] = (max(1, (block_m or bm) // self.k_p), bn, warps, stages)  # samples per block
         self.programs = programs
+        self.default_programs = default_programs
         self.precision = "ieee" if trunk.dtype == torch.float32 else "tf32"  # ignored by bf16 dots
         self.upcast = _INTERPRET
 
-    def geometry(self):
-        return dict(K_P=self.k_p, E_P=self.e_p, N_P=self.n_p, BN=self.bn, PRECISION=self.precision,
-                    UPCAST=self.upcast, num_warps=self.warps, num_stages=self.stages)
+    def geometry(self, kind):
+        bb, bn, warps, stages = self.launch[kind]
+        return dict(BB=bb, K_P=self.k_p, E_P=self.e_p, N_P=self.n_p, BN=bn, PRECISION=self.precision,
+                    UPCAST=self.upcast, num_warps=warps, num_stages=stages)
 
     def args(self):
         return (self.trunk, self.taus, self.tensors[0], self.tensors[1], self.tensors[2], self.tensors[3],
@@ -340,36 +422,37 @@ class _Plan:
     def forward(self):
         C, B, K, E, N, H = self.shape
         q = torch.empty(C, B, K, device=self.trunk.device, dtype=torch.float32)
-        _iqn_fwd_kernel[(triton.cdiv(B, self.bb_f), C)](
-            *self.args(), self.tensors[5], q, B, K, E, N, H, *self.taus.stride(),
-            BB=self.bb_f, **self.geometry())
+        _iqn_fwd_kernel[(triton.cdiv(B, self.launch["fwd"][0]), C)](
+            *self.args(), self.tensors[5], q, B, K, E, N, H, *self.taus.stride(), **self.geometry("fwd"))
         return q
 
     def backward(self, dq, rows, head):
         """dq (C, B, K) fp32 -> (dtrunk, dWc, dbc) if rows, (dWh, dbh, dwo) if head (else None)."""
         C, B, K, E, N, H = self.shape
         dev, f32 = self.trunk.device, torch.float32
-        n_blocks = triton.cdiv(B, self.bb_b)
         out_rows = out_head = None
         if rows:
-            P = self.programs or max(1, min(n_blocks, triton.cdiv(PROGRAMS, C)))
+            n_blocks = triton.cdiv(B, self.launch["rows"][0])
+            P = self.programs or max(1, min(n_blocks, triton.cdiv(self.default_programs, C)))
             dtrunk = torch.empty_like(self.trunk)
             dcw = torch.empty(C, P, self.e_p, self.n_p, device=dev, dtype=f32)
             dcb = torch.empty(C, P, self.e_p, device=dev, dtype=f32)
             _iqn_bwd_rows_kernel[(P, C)](
                 *self.args(), dq, dtrunk, dcw, dcb, B, K, E, N, H, *self.taus.stride(), n_blocks, P,
-                BB=self.bb_b, **self.geometry())
+                **self.geometry("rows"))
             out_rows = dtrunk, dcw.sum(1)[:, :E, :N], dcb.sum(1)[:, :E]
         if head:
-            chunks = triton.cdiv(H, self.bn)
-            h_p = chunks * self.bn
-            P = self.programs or max(1, min(n_blocks, triton.cdiv(PROGRAMS, C * chunks)))
+            n_blocks = triton.cdiv(B, self.launch["head"][0])
+            bn = self.launch["head"][1]
+            chunks = triton.cdiv(H, bn)
+            h_p = chunks * bn
+            P = self.programs or max(1, min(n_blocks, triton.cdiv(self.default_programs, C * chunks)))
             dhw = torch.empty(C, P, h_p, self.e_p, device=dev, dtype=f32)
             dhb = torch.empty(C, P, h_p, device=dev, dtype=f32)
             dow = torch.empty(C, P, h_p, device=dev, dtype=f32)
             _iqn_bwd_head_kernel[(P, chunks, C)](
                 *self.args(), dq, dhw, dhb, dow, B, K, E, N, H, *self.taus.stride(), n_blocks, P, h_p,
-                BB=self.bb_b, **self.geometry())
+                **self.geometry("head"))
             out_head = dhw.sum(1)[:, :H, :E], dhb.sum(1)[:, :H], dow.sum(1)[:, :H]
         return out_rows, out_head
 

@@ -34,9 +34,25 @@ class RiskMeasure:
         return kernels.distort(u, self.kind, self.param), None
 
     def value(self, critic1, critic2, state: torch.Tensor, action: torch.Tensor, noise=None) -> torch.Tensor:
-        """Risk value per sample (B,), differentiable w.r.t. the action."""
+        """Risk value per sample (B,), differentiable w.r.t. the action (and the state) only: the
+        critics' parameters are read as constants (see `as_constant`)."""
         taus, weights = self.fractions(state.shape[0], state.device, noise)
-        return kernels.tail_mean(critic1(state, action, taus), critic2(state, action, taus), weights)
+        z1 = as_constant(critic1)(state, action, taus)
+        z2 = as_constant(critic2)(state, action, taus)
+        return kernels.tail_mean(z1, z2, weights)
+
+
+def as_constant(module: torch.nn.Module):
+    """module's forward with its parameters detached. The actor's risk term differentiates the
+    critics w.r.t. the action alone, but a critic read with live parameters makes every backward
+    through it compute their gradients as well: the fused IQN op's backward cannot tell that
+    torch.autograd.grad(loss, actor parameters) throws them away (its needs_input_grad is fixed at
+    forward time), and neither can a torch.compile'd backward, which computes the gradient of every
+    input that requires one. Reading them detached skips that work and changes no number."""
+    params = {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
+    if not params:
+        return module
+    return lambda *args: torch.func.functional_call(module, params, args)
 
 
 def bootstrap_ci(x, stat, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:

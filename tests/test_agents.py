@@ -204,3 +204,25 @@ def test_every_draw_of_the_update_comes_from_the_runs_seed(algo, device):
     assert not torch.equal(trained(1, torch_stream=1), first)
 
 
+
+
+@pytest.mark.parametrize("algo", [a for a in ALGOS if a != "bc"])
+def test_the_actor_loss_reads_the_critics_as_constants(algo):
+    """The actor's risk term reaches the critics' parameters through no autograd edge (their
+    gradients would be computed and thrown away: the fused IQN backward's head kernel, and every
+    input gradient of a compiled backward), while the actor's gradient still depends on the critics."""
+    agent = build(algo)
+    batch = dataset().gather(torch.arange(B))
+    critics = [p for c in (agent.critic1, agent.critic2) for p in c.parameters()]
+    actor = [p for p in agent.parameters() if p.requires_grad and all(p is not q for q in critics)]
+
+    def grads(scale):  # the same draws each call (the update's noise is a function of the step)
+        with torch.no_grad():  # critics whose output moves with the action
+            for p in critics:
+                p.normal_(0.0, scale, generator=torch.Generator().manual_seed(p.numel()))
+        loss, _ = agent.actor_loss(batch, 1.0)
+        assert all(g is None for g in torch.autograd.grad(loss, critics, allow_unused=True, retain_graph=True))
+        return torch.autograd.grad(loss, actor, allow_unused=True)
+
+    a, b = grads(0.3), grads(0.6)
+    assert any(x is not None and not torch.allclose(x, y) for x, y in zip(a, b))

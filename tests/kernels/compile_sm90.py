@@ -17,6 +17,9 @@ from ramac.kernels.student import _student_kernel
 
 
 def _signature(names, dot, ints, floats, constexprs):
+    # seed_ptr as the launchers pass it: the seed tensor (int64), or with noise given the output
+    # tensor as a placeholder (fp32: the kernel must not type the Philox branch then)
+    seed = "*fp32" if constexprs.get("HAS_NOISE") or constexprs.get("HAS_Z") else "*i64"
     sig = {}
     for name in names:
         if name in constexprs:
@@ -26,7 +29,7 @@ def _signature(names, dot, ints, floats, constexprs):
         elif name in floats:
             sig[name] = "fp32"
         elif name == "seed_ptr":
-            sig[name] = "*i64"
+            sig[name] = seed
         elif name == "bar_ptr":
             sig[name] = "*i32"
         else:  # weight matrices in the dot dtype, every other pointer fp32
@@ -41,14 +44,18 @@ def dot_of(precision: str) -> str:
 def cases():
     for precision in ("bf16", "tf32", "fp32"):
         tl_precision = "ieee" if precision == "fp32" else "tf32"
-        chain = dict(H=256, A_P=16, S_P=32, BM=16, BN=64 if precision == "bf16" else 32, HAS_NOISE=False,
-                     DOT_PRECISION=tl_precision, UPCAST=False)
-        yield "chain", precision, _chain_kernel, chain, ("B", "S", "A", "T"), ("max_action",), (4, 2)
-        split = dict(H=256, A_P=16, S_P=32, BM=16, HC=32, NPROG=8, HAS_NOISE=False, DOT_PRECISION=tl_precision,
-                     UPCAST=False)
-        yield "chain-split", precision, _chain_split_kernel, split, ("B", "S", "A", "T"), ("max_action",), (8, 1)
-        gemv = dict(H=256, A_P=16, S_P=32, HC=32, NPROG=8, HAS_NOISE=True)
-        yield "chain-split-gemv", precision, _chain_split_gemv_kernel, gemv, ("S", "A", "T"), ("max_action",), (8, 1)
+        for noise in (False, True):  # Philox noise from the seed, or noise given
+            tag = "-noise" if noise else ""
+            chain = dict(H=256, A_P=16, S_P=32, BM=16, BN=64 if precision == "bf16" else 32, HAS_NOISE=noise,
+                         DOT_PRECISION=tl_precision, UPCAST=False)
+            yield "chain" + tag, precision, _chain_kernel, chain, ("B", "S", "A", "T"), ("max_action",), (4, 2)
+            split = dict(H=256, A_P=16, S_P=32, BM=16, HC=32, NPROG=8, HAS_NOISE=noise, DOT_PRECISION=tl_precision,
+                         UPCAST=False)
+            yield ("chain-split" + tag, precision, _chain_split_kernel, split, ("B", "S", "A", "T"), ("max_action",),
+                   (8, 1))
+            gemv = dict(H=256, A_P=16, S_P=32, HC=32, NPROG=8, HAS_NOISE=noise)
+            yield ("chain-split-gemv" + tag, precision, _chain_split_gemv_kernel, gemv, ("S", "A", "T"),
+                   ("max_action",), (8, 1))
         student = dict(L=4, FIRST=1, D_P=32, H=512, A_P=16, BM=32, BN=32 if precision == "bf16" else 16,
                        BK=32 if precision == "bf16" else 16, HAS_Z=True, DOT_PRECISION=tl_precision, UPCAST=False)
         yield "student", precision, _student_kernel, student, ("B", "S", "A"), ("max_action",), (8, 2)

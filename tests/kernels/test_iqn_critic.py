@@ -1,12 +1,14 @@
 """Fused IQN quantile head vs the reference op: values and gradients, stacked and not."""
 
+import json
 import math
 
 import pytest
 import torch
 
 from ramac import kernels
-from ramac.kernels.iqn_critic import MAX_K, iqn_quantiles, iqn_quantiles_ref, iqn_quantiles_triton
+from ramac.kernels.iqn_critic import (DEFAULT_RULES, MAX_K, _Plan, iqn_quantiles, iqn_quantiles_ref,
+                                      iqn_quantiles_triton, launch_configs)
 from ramac.nets import IQNCritic
 
 NAMES = ("trunk", "cos_w", "cos_b", "head_w", "head_b", "out_w", "out_b")
@@ -117,6 +119,51 @@ def test_blocks_programs_and_determinism(device):
         assert_close(a, b, f"d{name}")
     _, again, _ = value_and_grads(lambda *a: iqn_quantiles_triton(*a, **options), params, taus, g)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_tuning_rules_from_a_file(tmp_path, monkeypatch, device):
+    """RAMAC_IQN_TUNING's rules come first, per kernel kind, within their dtype, emb and rows;
+    larger problems fall through to the defaults; the kernels give the reference's results."""
+    rules = [{"dtype": "float32", "max_emb": 16, "max_rows": 60, "fwd": [16, 16, 4, 1], "rows": [32, 16, 4, 1],
+              "programs": 3},
+             {"dtype": "float32", "emb": 32, "max_rows": 60, "head": [64, 64, 4, 2]},  # another width
+             {"dtype": "float32", "max_rows": 60, "head": [8, 32, 4, 2], "fwd": [64, 64, 8, 2]}]  # fwd: rule 0's
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps({"rules": rules}))
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(path))
+    params, taus = make(2, 7, 4, 16, 8, 40, device=device, seed=6)  # 56 rows
+    plan = _Plan(params[0], taus, *params[1:], None, None, None)
+    assert plan.launch == {"fwd": (4, 16, 4, 1), "rows": (8, 16, 4, 1), "head": (2, 32, 4, 2)}
+    assert plan.default_programs == 3
+    check(params, taus)
+    big, taus = make(2, 9, 4, 16, 8, 40, device=device, seed=6)  # 72 rows: the defaults
+    monkeypatch.delenv("RAMAC_IQN_TUNING")
+    want = _Plan(big[0], taus, *big[1:], None, None, None).launch
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(path))
+    assert _Plan(big[0], taus, *big[1:], None, None, None).launch == want
+    assert launch_configs(torch.float32, 16, 60)[0] != launch_configs(torch.float32, 16, 61)[0]
+
+
+@pytest.mark.parametrize("text,problem", [("not json", "cannot read"), ('[{"fwd": [1, 2, 3]}]', "rule 0 is malformed"),
+                                          ('[{"max_rows": -1}]', "rule 0 is malformed"),
+                                          ('{"rule": []}', "expected a list")])
+def test_a_bad_tuning_file_is_an_error_naming_it(tmp_path, monkeypatch, text, problem):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(path))
+    with pytest.raises(ValueError, match=f"RAMAC_IQN_TUNING={path}: {problem}"):
+        launch_configs(torch.bfloat16, 128, 8192)
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="cannot read"):
+        launch_configs(torch.bfloat16, 128, 8192)
+
+
+def test_default_rules_cover_every_dtype_and_width():
+    for dtype in (torch.float32, torch.bfloat16):
+        for e_p in (16, 64, 128, 256):
+            configs, programs = launch_configs(dtype, e_p, 10**9)
+            assert set(configs) == {"fwd", "rows", "head"} and programs > 0
+    assert all(r["dtype"] in ("float32", "bfloat16") for r in DEFAULT_RULES)
 
 
 def test_some_inputs_without_grad(device):

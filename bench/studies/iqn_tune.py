@@ -33,18 +33,19 @@ CANDIDATES = {
     "head": list(itertools.product((32, 64, 128), (32, 64, 128, 256), (4, 8), (1, 2))),
 }
 PROGRAMS = (128, 256, 512, 1024, 2048, 4096)
+DEVICE = "cuda"
 
 
 def inputs(C, B, K, E, N, H, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
 
     def r(*shape, scale=0.1):
-        return torch.randn(C, *shape, generator=g, device="cuda") * scale
+        return torch.randn(C, *shape, generator=g, device=DEVICE) * scale
 
-    trunk = torch.relu(torch.randn(C, B, E, generator=g, device="cuda")).bfloat16()
-    taus = torch.rand(C, B, K, generator=g, device="cuda")
+    trunk = torch.relu(torch.randn(C, B, E, generator=g, device=DEVICE)).bfloat16()
+    taus = torch.rand(C, B, K, generator=g, device=DEVICE)
     params = [r(E, N), r(E), r(H, E), r(H), r(1, H, scale=0.05), r(1)]
-    dq = torch.randn(C, B, K, generator=g, device="cuda")
+    dq = torch.randn(C, B, K, generator=g, device=DEVICE)
     return trunk, taus, params, dq
 
 
@@ -74,7 +75,8 @@ def _warm(jobs):
         for shape in SHAPES:
             try:
                 run_kind(kind, shape, config)()
-                torch.cuda.synchronize()
+                if DEVICE == "cuda":
+                    torch.cuda.synchronize()
             except Exception as e:  # noqa: BLE001 - out of resources and the like: reported, skipped
                 failed.append((kind, config, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"))
                 break
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rules", required=True, help="the rules file to write (RAMAC_IQN_TUNING's form)")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         print("iqn_tune: needs a CUDA GPU", file=sys.stderr)
         return 2
     from ramac.perf.bench import timeit
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
         for kind, cands in CANDIDATES.items():
             want = flat(run_kind(kind, shape)())
             timed = []
-            for config in cands:
+            for config in dict.fromkeys([default_config(shape, kind), *cands]):  # the default always timed
                 row = dict(C=C, B=B, K=K, kind=kind, config=list(config))
                 if (kind, config) in failed:
                     rows.append({**row, "error": failed[(kind, config)]})
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
                 if err > 2e-2:
                     rows.append({**row, "error": f"disagrees with the default configuration: rel err {err:.2e}"})
                     continue
-                us = timeit(fn, True, warmup=3, blocks=10, per_block=10, graph=True).median_us
+                us = timeit(fn, DEVICE == "cuda", warmup=3, blocks=10, per_block=10, graph=DEVICE == "cuda").median_us
                 rows.append({**row, "us": us, "rel_err": err})
                 timed.append((us, config))
             timed.sort()
@@ -137,28 +139,34 @@ def main(argv=None) -> int:
             us = 0.0
             for kind in ("rows", "head"):
                 fn = run_kind(kind, shape, tuning[kind], programs=P)
-                us += timeit(fn, True, warmup=3, blocks=10, per_block=10, graph=True).median_us
+                us += timeit(fn, DEVICE == "cuda", warmup=3, blocks=10, per_block=10, graph=DEVICE == "cuda").median_us
             rows.append(dict(C=C, B=B, K=K, kind="rows+head", programs=P, us=us))
             programs.append((us, P))
         best[shape]["programs"] = min(programs)
         print(f"C={C:2d} backward programs: best {best[shape]['programs'][1]} ({best[shape]['programs'][0]:.1f} us "
               f"for rows + head)", flush=True)
     rules = make_rules(best)
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     with open(args.rules, "w") as f:
-        json.dump({"rules": rules, "made_by": "python -m bench.studies.iqn_tune",
-                   "device": torch.cuda.get_device_name()}, f, indent=1)
+        json.dump({"rules": rules, "made_by": "python -m bench.studies.iqn_tune", "device": name}, f, indent=1)
     with open(args.out, "w") as f:
-        json.dump({"kind": "iqn-tune", "device": torch.cuda.get_device_name(), "provenance": provenance(),
+        json.dump({"kind": "iqn-tune", "device": name, "provenance": provenance(torch.device(DEVICE)),
                    "shapes": SHAPES, "rules": rules, "results": rows}, f, indent=1)
     print(f"wrote {args.out} and {args.rules} in {time.time() - t0:.0f} s")
     return 0
 
 
-def default_us(rows, shape, kind):
+def default_config(shape, kind) -> tuple:
+    """The configuration the rules in force give `kind` at `shape`."""
     from ramac.kernels.iqn_critic import _pow2, launch_configs
 
     C, B, K, E = shape[:4]
-    config = list(launch_configs(torch.bfloat16, _pow2(E, 16), C * B * K)[0][kind])
+    return tuple(launch_configs(torch.bfloat16, _pow2(E, 16), C * B * K)[0][kind])
+
+
+def default_us(rows, shape, kind):
+    C = shape[0]
+    config = list(default_config(shape, kind))
     for r in rows:
         if (r["C"], r["kind"], r.get("config")) == (C, kind, config) and "us" in r:
             return r["us"]

@@ -303,12 +303,19 @@ KINDS = ("fwd", "rows", "head")  # the forward, the backward's row-wise and head
 # Rules, first match wins: "dtype" (torch dtype name), "emb" and "max_emb" (the embedding width
 # padded to a power of two: equal to, at most) and "max_rows" (C x B x K, all stack entries) select; each kernel kind then gets
 # [block_m (rows per block, raised to K_P), block_n (hidden units per chunk), warps, stages], and
-# "programs" sets the backward's programs over all stack entries (and hidden chunks). These
-# defaults were picked so that ptxas (sm_90, Triton 3.9) reports no spills at emb <= 128 (the
-# backward at emb 256 spills a few hundred bytes); bench/studies/iqn_tune.py times the
-# alternatives on a GPU and writes rules in this form, which RAMAC_IQN_TUNING=FILE.json puts ahead
-# of these.
+# "programs" sets the backward's programs over all stack entries (and hidden chunks).
+# bench/studies/iqn_tune.py times the alternatives on a GPU and writes rules in this form, which
+# RAMAC_IQN_TUNING=FILE.json puts ahead of these.
 DEFAULT_RULES = (
+    # timed on an H200 (bench/results/iqn-tune-H200/: RADAC's critic, batch 256, K 32, hidden 256,
+    # bf16): one critic's call (8,192 rows) fwd 12.5 -> 8.8 us, rows 33.2 -> 24.6, head 39.4 -> 28.3;
+    # 16 stacked seeds (131,072 rows) fwd 53.6 -> 47.0, rows 254 -> 165, head 241 -> 137
+    {"dtype": "bfloat16", "emb": 128, "max_rows": 8192, "fwd": [64, 128, 8, 1], "rows": [64, 128, 8, 1],
+     "head": [128, 64, 4, 2], "programs": 4096},
+    {"dtype": "bfloat16", "emb": 128, "fwd": [128, 64, 8, 1], "rows": [128, 64, 8, 1], "head": [32, 128, 4, 2],
+     "programs": 256},
+    # not timed (picked so that ptxas reports no spills at emb <= 128; the backward at emb 256
+    # spills a few hundred bytes)
     {"dtype": "bfloat16", "max_emb": 64, "fwd": [128, 64, 8, 2], "rows": [64, 64, 8, 2], "head": [64, 64, 8, 2]},
     {"dtype": "bfloat16", "max_emb": 128, "fwd": [128, 64, 8, 2], "rows": [32, 64, 8, 2], "head": [32, 64, 8, 2]},
     {"dtype": "bfloat16", "fwd": [64, 64, 8, 2], "rows": [32, 64, 8, 2], "head": [32, 64, 8, 2]},

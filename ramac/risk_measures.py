@@ -49,9 +49,9 @@ def as_constant(module: torch.nn.Module):
     torch.autograd.grad(loss, actor parameters) throws them away (its needs_input_grad is fixed at
     forward time), and neither can a torch.compile'd backward, which computes the gradient of every
     input that requires one. Reading them detached skips that work and changes no number."""
-    params = {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
-    if not params:
-        return module
+    # every parameter, whatever its requires_grad says: under vmap (seeds stacked) a parameter is a
+    # batched wrapper that reports False while the tensor inside it does require a gradient
+    params = {name: p.detach() for name, p in module.named_parameters()}
     return lambda *args: torch.func.functional_call(module, params, args)
 
 

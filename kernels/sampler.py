@@ -250,8 +250,9 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     seed: an int, a 1-element int64 tensor on the device (so a CUDA graph can
     refresh it between replays), or None to draw one from torch's generator.
     split: "tile" or "gemv", the chain over `programs` programs sharing the hidden layer
-    (sampler_split: "tile" takes up to SPLIT_MAX_BATCH states, "gemv" one); None picks "tile" for
-    up to SPLIT_AUTO_MAX_BATCH states and hidden widths up to SPLIT_MAX_HIDDEN unless
+    (sampler_split: "tile" takes up to SPLIT_MAX_BATCH states, "gemv" one, in fp32 arithmetic from
+    fp32 weights whatever the precision: more exact, and faster than from bf16 weights); None picks
+    "gemv" for one state (SPLIT_AUTO_MAX_BATCH) at hidden widths up to SPLIT_MAX_HIDDEN unless
     RAMAC_SPLIT_SAMPLER=0 or a one-block launch setting is given; False always takes the one-block
     kernel.
     """
@@ -269,14 +270,15 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
     if split is None:
         auto = B <= SPLIT_AUTO_MAX_BATCH and split_enabled() and split_fits(H)
         one_block_asked = (block_m, block_n, num_warps, num_stages) != (None,) * 4
-        split = "tile" if auto and not one_block_asked else False
+        split = ("gemv" if B == 1 else "tile") if auto and not one_block_asked else False
     if noise is None:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if not torch.is_tensor(seed):
             seed = torch.tensor([seed], dtype=torch.int64, device=state.device)
     if split:
-        launch_split(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, split, programs, num_warps)
+        weights = p.weights_as(torch.float32 if split == "gemv" else dot_dtype)
+        launch_split(p, weights, state, noise, seed, out, precision, split, programs, num_warps)
         return out
     bm, bn, nw, ns = _launch_config(B, precision)
     tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)

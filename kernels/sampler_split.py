@@ -18,11 +18,14 @@ actions. Two kernels:
   "tile"  _chain_split_kernel: up to 16 states as one 16-row tile, every product a tensor-core
           tl.dot (as the one-block kernel). Measured on an H200 (T = 5, H = 256, bf16, graphed;
           bench/results/native-H200/split/): 72 us at batch 1 against the one-block kernel's 96
-          and graphed torch.compile's 89, but 88-112 us at batch 16 against 72, so sample_chain
-          takes it for one state only (SPLIT_AUTO_MAX_BATCH).
+          and graphed torch.compile's 89, but 88-112 us at batch 16 against 72; sample_chain takes
+          it only when asked for (split="tile"), or for one state where the GEMV kernel cannot run.
   "gemv"  _chain_split_gemv_kernel: one state, every product a CUDA-core dot product (tl.sum of
           a weight tile times a vector): the tile kernel computes 16 rows (mish included) where
-          one is real. Not yet measured on a GPU; taken only when asked for (split="gemv").
+          one is real. Measured on an H200 (bench/results/native-H200/split-2/, graphed, batch 1):
+          32.6 us with fp32 weights (8 programs, 8 warps), 44-57 us with bf16 weights, against the
+          tile kernel's 69-70 and graphed torch.compile's 86; its arithmetic is fp32 whatever the
+          precision asked for, so sample_chain hands it fp32 weights and takes it for one state.
 
 The math is sampler.sample_chain_ref's (the parity tests compare against it and against the
 one-block kernel); the sum over p differs from the one-block kernel's accumulation order only by
@@ -46,7 +49,7 @@ import torch
 from ._dispatch import HAS_TRITON
 
 SPLIT_MAX_BATCH = 16  # the tile kernel's one row block; larger batches take the one-block kernel
-SPLIT_AUTO_MAX_BATCH = 1  # sample_chain's choice: where the tile kernel was measured faster
+SPLIT_AUTO_MAX_BATCH = 1  # sample_chain's choice: one state, the GEMV kernel (measured faster than the rest)
 SPLIT_KINDS = ("tile", "gemv")
 SPLIT_NUM_WARPS = 8  # measured at batch 1 on an H200: 69 us with 8 warps, 73 with 4 (8 programs)
 SPLIT_MAX_HIDDEN = 256  # the widest denoiser sample_chain splits (split_fits)

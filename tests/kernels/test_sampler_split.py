@@ -52,9 +52,13 @@ def test_small_batches_take_the_split_kernel(monkeypatch, device):
     monkeypatch.delenv("RAMAC_SPLIT_SAMPLER", raising=False)
     calls = []
     real = sampler.launch_split
-    monkeypatch.setattr(sampler, "launch_split", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
+    def spy(*a, **k):  # (states, kind, weight dtype)
+        calls.append((a[2].shape[0], a[7], a[1][2].dtype))
+        return real(*a, **k)
+
+    monkeypatch.setattr(sampler, "launch_split", spy)
     _, _, p = packed(17, 6, 5, hidden=64, device=device)
-    for B in (1, 2, 16):  # one state: the split tile kernel (measured faster there, slower at 16)
+    for B in (1, 2, 16):  # one state: the split GEMV kernel from fp32 weights (measured fastest there)
         sample_chain_triton(p, inputs(17, 6, 5, B, device)[0], seed=0)
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0, block_m=16)  # a one-block tile asked for
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0, num_warps=4)  # one-block warps asked for
@@ -62,10 +66,10 @@ def test_small_batches_take_the_split_kernel(monkeypatch, device):
     monkeypatch.setattr(sampler_split, "SPLIT_MAX_HIDDEN", 32)  # wider than the split kernel is measured at
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0)
     monkeypatch.undo()
-    monkeypatch.setattr(sampler, "launch_split", lambda *a, **k: calls.append(a[2].shape[0]) or real(*a, **k))
+    monkeypatch.setattr(sampler, "launch_split", spy)
     monkeypatch.setenv("RAMAC_SPLIT_SAMPLER", "0")
     sample_chain_triton(p, inputs(17, 6, 5, 1, device)[0], seed=0)
-    assert calls == [1, 3]
+    assert calls == [(1, "gemv", torch.float32), (3, "tile", torch.bfloat16)]
 
 
 def test_split_arguments_are_checked(device):

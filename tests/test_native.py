@@ -191,6 +191,7 @@ BF16_ATOL = GPU_FLOOR["bf16"]  # native vs the Triton kernel: the same bf16 arit
 @pytest.mark.parametrize("B", [1, 16, 17, 300])
 def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     from ramac.kernels.sampler import sample_chain_triton
+    from ramac.kernels.sampler_split import GEMV_BF16_LAUNCH, launch_split
     from ramac.native import NativeSampler
 
     p = export.packed_from_export(halfcheetah_export, "cuda")
@@ -199,9 +200,13 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     noise = torch.randn(6, B, 6, device="cuda", generator=g)
     with NativeSampler(halfcheetah_export) as native:
         got = native.sample(states, noise=noise)
-    # the library's kernel for B (its split variant is the tile kernel, for one state; Python's own
-    # choice at one state is the fp32 GEMV kernel)
-    same = sample_chain_triton(p, states, noise, precision="bf16", split="tile" if B == 1 else None)
+    # the library's kernel for B: at one state its GEMV variant with bf16 weights (RAMAC_ONE_STATE)
+    # against Python's GEMV kernel on the same weights; elsewhere the one-block kernel
+    if B == 1:
+        same = torch.empty_like(got)
+        launch_split(p, p.weights_as(torch.bfloat16), states, noise, None, same, "bf16", "gemv", *GEMV_BF16_LAUNCH)
+    else:
+        same = sample_chain_triton(p, states, noise, precision="bf16")
     torch.testing.assert_close(got, same, atol=BF16_ATOL, rtol=0)
     want = sample_chain_ref(p, states, noise)  # fp32: the kernel tests' rule, twice torch's own bf16 error
     atol = precision_atol(lambda: sample_chain_ref(p, states, noise), "bf16", states.device, want)
@@ -260,8 +265,11 @@ def test_the_generator_knows_every_argument_of_the_chain_kernel():
         if interpret is not None:  # the tests after this one still interpret their kernels
             os.environ["TRITON_INTERPRET"] = interpret
     from ramac.kernels.sampler import _chain_kernel
-    from ramac.kernels.sampler_split import _chain_split_kernel
+    from ramac.kernels.sampler_split import _chain_split_gemv_kernel, _chain_split_kernel
 
     for precision in ("bf16", "fp32"):
         assert list(gen_kernels.signature(precision)) == list(_chain_kernel.arg_names)
         assert list(gen_kernels.signature(precision, "split")) == list(_chain_split_kernel.arg_names)
+        assert list(gen_kernels.signature(precision, "gemv")) == list(_chain_split_gemv_kernel.arg_names)
+    # the library launches both split kernels with one argument list
+    assert gen_kernels.kernel("gemv")[1] == gen_kernels.kernel("split")[1]

@@ -19,9 +19,9 @@ typedef struct {
   unsigned shared;             /* dynamic shared memory per block, bytes */
   int n_params;                /* kernel parameters: the run-time arguments + trailing scratch pointers */
   int programs;                /* 0: the one-block kernel (19 run-time arguments, a program per block_m
-                                  states); N: the split kernel for one state (20: the partials scratch
-                                  and barrier pointers after the seed, no B; N programs share the
-                                  hidden layer) */
+                                  states); N: a split kernel for one state, GEMV or tile (20: the
+                                  partials scratch and barrier pointers after the seed, no B; N
+                                  programs share the hidden layer; block_m sizes the partials) */
 } ramac_variant;
 
 typedef struct {

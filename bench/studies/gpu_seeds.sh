@@ -3,7 +3,10 @@
 # `ramac bench train --seeds K` (K = 1..32 at batch 256 and 4096). Every log and JSON goes into
 # $OUT/seeds.tgz. Run from the repository root after the package is installed:
 #
-#   OUT=/some/folder PART=tests|bench256|bench4096|stacked|all bash bench/studies/gpu_seeds.sh
+#   OUT=/some/folder PART=tests|bench256|bench4096|stacked|table|all bash bench/studies/gpu_seeds.sh
+#
+# PART=table (one 600 s call): the stacked scaling table, K = 1..32 seeds stacked at batch 256 and
+# 4,096 on graph-kernels-bf16 (the fused IQN critic's path; K = 1 is the single-seed path).
 #
 # PART=stacked (one 600 s call): the stacked-seeds tests on CUDA (graphs, the compiled stack, the
 # stacked chain kernel), then K = 4 and 16 side by side and stacked at batch 256, eager-graphed
@@ -44,5 +47,11 @@ if [[ $PART == stacked ]]; then
   for P in graph-kernels-bf16 graph-compile-bf16; do
     step "bench-stacked-$P" "${LIMIT:-170}" python3 -m ramac bench train --seeds 4 16 --batch-size 256 --paths "$P" \
       --layouts side stacked --out "$WORK/bench-train-stacked-$P.json"
+  done
+fi
+if [[ $PART == table ]]; then
+  for B in 256 4096; do
+    step "bench-stacked-table-$B" "${LIMIT:-270}" python3 -m ramac bench train --seeds 2 4 8 16 32 --batch-size "$B" \
+      --paths graph-kernels-bf16 --layouts stacked --out "$WORK/bench-train-stacked-table-$B.json"
   done
 fi

@@ -17,6 +17,12 @@ posterior step.
 
 The time embedding enters layer 1 through c_time = temb W1[:, A:A+td]^T + b1, a (T, H) table
 computed differentiably outside the kernels, so gradients reach the time MLP and b1 by autograd.
+
+Seeds stacked (ramac.train.stacked, under torch.func.vmap): `denoise_chain_triton` has a vmap rule
+(kernels._dispatch.fold_seeds) that runs both kernels once for all K seeds, a second grid axis
+picking each program's seed (STACKED: every tensor with a leading seed dimension), and the weight
+gradients as batched products. Diffusion.sample takes it under vmap with RAMAC_FUSED_CHAIN_STACKED=1
+(opt-in until measured on a GPU); otherwise vmap batches the per-step chain.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, is_vmapped, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, is_vmapped, seeds_first, use_triton
 from .sampler import _pad
 
 
@@ -44,14 +50,19 @@ def _forward_block(B: int, device) -> int:
     return 16 if B <= 16 or -(-B // 16) <= sms else 32
 
 
-def _check(state, noise, w1, w2, t_emb, coefs):
-    T = len(coefs)
-    H = w2.shape[0]
-    if state.dim() != 2 or noise.dim() != 3 or noise.shape[0] != T + 1 or noise.shape[1] != state.shape[0]:
-        raise ValueError(f"state must be (B, S) and noise (T + 1, B, A) with T = {T}, got {tuple(state.shape)} "
-                         f"and {tuple(noise.shape)}")
-    A, S = noise.shape[2], state.shape[1]
-    if t_emb.dim() != 2 or t_emb.shape[0] != T or w1.shape != (H, A + t_emb.shape[1] + S):
+def _check(state, noise, w1, w2, t_emb, coefs, stacked: bool = False):
+    """Shapes; stacked: every tensor (coefs a tensor) with a leading seed dimension K."""
+    lead = 1 if stacked else 0
+    T = coefs.shape[lead] if stacked else len(coefs)
+    H = w2.shape[lead]
+    K = tuple(state.shape[:lead])
+    if (state.dim() != 2 + lead or noise.dim() != 3 + lead or noise.shape[lead] != T + 1
+            or noise.shape[lead + 1] != state.shape[lead] or tuple(noise.shape[:lead]) != K):
+        raise ValueError(f"state must be {K + ('B', 'S')} and noise {K + ('T + 1', 'B', 'A')} with T = {T}, got "
+                         f"{tuple(state.shape)} and {tuple(noise.shape)}")
+    A, S = noise.shape[-1], state.shape[-1]
+    if (t_emb.dim() != 2 + lead or t_emb.shape[lead] != T
+            or tuple(w1.shape) != K + (H, A + t_emb.shape[-1] + S)):
         raise ValueError(f"w1 must be (H, A + t_dim + S) = ({H}, {A + t_emb.shape[-1] + S}) and t_emb (T, t_dim), "
                          f"got {tuple(w1.shape)} and {tuple(t_emb.shape)}")
 
@@ -86,7 +97,14 @@ def fused_chain_enabled(state: torch.Tensor) -> bool:
     1,024, 860 vs 1,054 at 4,096, 2,892 vs 1,734 at 16,384; the graphed bf16 update at 256 went
     from 338 to 410-468 updates/s."""
     return (os.environ.get("RAMAC_FUSED_CHAIN", "1") != "0" and state.is_cuda and not torch.compiler.is_compiling()
-            and state.shape[0] <= FUSED_CHAIN_MAX_BATCH and not is_vmapped(state))  # stacked seeds: per step
+            and state.shape[0] <= FUSED_CHAIN_MAX_BATCH and (not is_vmapped(state) or stacked_enabled()))
+
+
+def stacked_enabled() -> bool:
+    """Whether seeds stacked under vmap take the fused chain (one launch for all seeds) rather than
+    the per-step chain that vmap batches: opt in with RAMAC_FUSED_CHAIN_STACKED=1 until it is
+    measured on a GPU (tests/kernels/test_chain_grad.py checks it in the interpreter)."""
+    return os.environ.get("RAMAC_FUSED_CHAIN_STACKED", "0") == "1"
 
 
 @torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
@@ -101,7 +119,7 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
     with fp32 accumulation, pre-activations and weight gradients; default bf16 under bf16
     autocast (as the reference's matmuls would run), else tf32."""
     H = w2.shape[0]
-    ok = (use_triton(state, noise, w1) and H >= 16 and H & (H - 1) == 0
+    ok = (use_triton(state, noise, w1, vmap_rule=stacked_enabled()) and H >= 16 and H & (H - 1) == 0
           and all(t.dtype == torch.float32 for t in (state, noise, w1, w2, w3, w4)))
     if not ok:
         return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
@@ -114,22 +132,30 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
 
 def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                          precision: str = "tf32", block_m: int | None = None):
-    _check(state, noise, w1, w2, t_emb, coefs)
+    """The fused chain. Under torch.func.vmap (seeds stacked) one launch of each kernel serves every
+    seed (a grid axis over the seeds, each its own weights)."""
     if block_m not in BLOCKS:
         raise ValueError(f"block_m must be one of {BLOCKS}, got {block_m!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    A, td = noise.shape[2], t_emb.shape[1]
+    if not torch.is_tensor(coefs):  # (a host-to-device copy: not inside a CUDA-graph capture)
+        coefs = torch.tensor([[float(v) for v in c[:5]] for c in coefs], dtype=torch.float32, device=state.device)
+    args = (state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs)
+    return fold_seeds(lambda *a: _fused(*a, max_action, precision, block_m, stacked=False),
+                      lambda K, dims, *a: _fused(*seeds_first(K, a, dims), max_action, precision, block_m, stacked=True),
+                      *args)
+
+
+def _fused(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision, block_m, stacked):
+    _check(state, noise, w1, w2, t_emb, coefs, stacked)
+    A, td = noise.shape[-1], t_emb.shape[-1]
     # layer 1 split by its inputs; the time part and b1 become a (T, H) table (autograd takes
     # their gradients back to W1, b1 and the time MLP)
-    w_x, w_s = w1[:, :A].t(), w1[:, A + td:].t()
-    c_time = t_emb @ w1[:, A:A + td].t() + b1
-    if torch.is_tensor(coefs):
-        coef_t = coefs[:, :5].float().contiguous()
-    else:  # (a host-to-device copy: not inside a CUDA-graph capture)
-        coef_t = torch.tensor([[float(v) for v in c[:5]] for c in coefs], dtype=torch.float32, device=state.device)
-    return _Chain.apply(state, noise, w_x, w_s, c_time, w2.t(), b2, w3.t(), b3, w4.t(), b4, coef_t,
-                        float(max_action), precision, block_m)
+    w_x, w_s = w1[..., :A].transpose(-1, -2), w1[..., A + td:].transpose(-1, -2)
+    c_time = t_emb @ w1[..., A:A + td].transpose(-1, -2) + b1[..., None, :]
+    coef_t = coefs[..., :5].float().contiguous()
+    return _Chain.apply(state, noise, w_x, w_s, c_time, w2.transpose(-1, -2), b2, w3.transpose(-1, -2), b3,
+                        w4.transpose(-1, -2), b4, coef_t, float(max_action), precision, block_m)
 
 
 class _Chain(torch.autograd.Function):
@@ -139,36 +165,37 @@ class _Chain(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             raise ValueError("denoise_chain: the fused chain takes no gradient to its noise (reparameterised "
                              "draws are constants); detach it")
-        B, S = state.shape
-        A, H, T = noise.shape[2], w2t.shape[0], coef_t.shape[0]
+        lead = tuple(state.shape[:-2])  # (K,): seeds stacked
+        B, S = state.shape[-2:]
+        A, H, T = noise.shape[-1], w2t.shape[-2], coef_t.shape[-2]
         A_P, S_P = _pad(A), _pad(S)
         dev = state.device
 
         dot_t = torch.bfloat16 if precision == "bf16" else torch.float32  # the weights' dtype in the dots
 
-        def padded(t, rows, cols, dtype=dot_t):
-            out = torch.zeros(rows, cols, device=dev, dtype=dtype)
-            out[:t.shape[0], :t.shape[1]] = t
+        def padded(t, *size, dtype=dot_t):  # t zero-padded to (*lead, *size)
+            out = torch.zeros(*lead, *size, device=dev, dtype=dtype)
+            out[(...,) + tuple(slice(0, n) for n in t.shape[len(lead):])] = t
             return out
 
         weights = dict(w_x=padded(w_x, A_P, H), w_s=padded(w_s, S_P, H), c_time=c_time.float().contiguous(),
                        w2t=w2t.to(dot_t).contiguous(), b2=b2.float().contiguous(), w3t=w3t.to(dot_t).contiguous(),
                        b3=b3.float().contiguous(), w_outt=padded(w_outt, H, A_P),
-                       b_out=padded(b_out[None, :], 1, A_P, torch.float32)[0])
+                       b_out=padded(b_out, A_P, dtype=torch.float32))
         state_c, noise_c = state.float().contiguous(), noise.float().contiguous()
-        saved = dict(x_in=torch.empty(T, B, A_P, device=dev), a1=torch.empty(T, B, H, device=dev),
-                     a2=torch.empty(T, B, H, device=dev), a3=torch.empty(T, B, H, device=dev),
-                     eps=torch.empty(T, B, A_P, device=dev), x_pre=torch.empty(B, A_P, device=dev))
-        out = torch.empty(B, A, device=dev)
-        bm = block_m or _forward_block(B, dev)
-        if B:
-            _chain_fwd_kernel[(triton.cdiv(B, bm),)](
+        saved = dict(x_in=torch.empty(*lead, T, B, A_P, device=dev), a1=torch.empty(*lead, T, B, H, device=dev),
+                     a2=torch.empty(*lead, T, B, H, device=dev), a3=torch.empty(*lead, T, B, H, device=dev),
+                     eps=torch.empty(*lead, T, B, A_P, device=dev), x_pre=torch.empty(*lead, B, A_P, device=dev))
+        out = torch.empty(*lead, B, A, device=dev)
+        bm = block_m or _forward_block(B * (lead[0] if lead else 1), dev)
+        if B and all(lead):
+            _chain_fwd_kernel[(triton.cdiv(B, bm), *lead)](
                 state_c, noise_c, out, weights["w_x"], weights["w_s"], weights["c_time"], weights["w2t"],
                 weights["b2"], weights["w3t"], weights["b3"], weights["w_outt"], weights["b_out"], coef_t,
                 saved["x_in"], saved["a1"], saved["a2"], saved["a3"], saved["eps"], saved["x_pre"],
                 B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
                 PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
-                **_launch(H, precision))
+                STACKED=bool(lead), **_launch(H, precision))
         ctx.save_for_backward(state_c, coef_t, *(weights[k] for k in ("w_x", "w_s", "w2t", "w3t", "w_outt")),
                               *saved.values())
         ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
@@ -185,29 +212,34 @@ class _Chain(torch.autograd.Function):
     def _backward(ctx, g):
         state, coef_t, w_x, w_s, w2t, w3t, w_outt, x_in, a1, a2, a3, eps, x_pre = ctx.saved_tensors
         A, S, H, T, bm, max_action, precision = ctx.shapes
-        B = state.shape[0]
-        A_P = w_x.shape[0]
+        lead = tuple(state.shape[:-2])
+        B = state.shape[-2]
+        A_P = w_x.shape[-2]
         d_eps, d_a1 = torch.empty_like(eps), torch.empty_like(a1)
         d_a2, d_a3 = torch.empty_like(a2), torch.empty_like(a3)
         g = g.float().contiguous()
-        if B:
+        if B and all(lead):
             bm = 16 if H >= 256 else bm  # the backward keeps two (BM, H) fp32 tiles live: smaller blocks spill less
-            _chain_bwd_kernel[(triton.cdiv(B, bm),)](
+            _chain_bwd_kernel[(triton.cdiv(B, bm), *lead)](
                 g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
                 B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
                 PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
-                **_launch(H, precision))
-        rows = T * B  # each weight's gradient: one product over every step and state
-        h1, h2, h3 = (F.mish(a).reshape(rows, H) for a in (a1, a2, a3))
-        d_a1r = d_a1.reshape(rows, H)
+                STACKED=bool(lead), **_launch(H, precision))
+        rows = T * B  # each weight's gradient: one product over every step and state (per seed)
+        h1, h2, h3 = (F.mish(a).reshape(*lead, rows, H) for a in (a1, a2, a3))
+        d_a1r = d_a1.reshape(*lead, rows, H)
+
+        def tr(x):
+            return x.transpose(-1, -2)
+
         grads = dict(
-            state=d_a1.sum(0) @ w_s[:S].float().t(),  # state enters layer 1 at every step
-            w_x=x_in.reshape(rows, A_P)[:, :A].t() @ d_a1r,
-            w_s=state.t() @ d_a1.sum(0),
-            c_time=d_a1.sum(1),
-            w2t=h1.t() @ d_a2.reshape(rows, H), b2=d_a2.sum((0, 1)),
-            w3t=h2.t() @ d_a3.reshape(rows, H), b3=d_a3.sum((0, 1)),
-            w_outt=h3.t() @ d_eps.reshape(rows, A_P)[:, :A], b_out=d_eps.sum((0, 1))[:A])
+            state=d_a1.sum(-3) @ tr(w_s[..., :S, :].float()),  # state enters layer 1 at every step
+            w_x=tr(x_in.reshape(*lead, rows, A_P)[..., :A]) @ d_a1r,
+            w_s=tr(state) @ d_a1.sum(-3),
+            c_time=d_a1.sum(-2),
+            w2t=tr(h1) @ d_a2.reshape(*lead, rows, H), b2=d_a2.sum((-3, -2)),
+            w3t=tr(h2) @ d_a3.reshape(*lead, rows, H), b3=d_a3.sum((-3, -2)),
+            w_outt=tr(h3) @ d_eps.reshape(*lead, rows, A_P)[..., :A], b_out=d_eps.sum((-3, -2))[..., :A])
         need = ctx.needs_input_grad
         names = ("w_x", "w_s", "c_time", "w2t", "b2", "w3t", "b3", "w_outt", "b_out")
         return (grads["state"] if need[0] else None, None,
@@ -255,7 +287,30 @@ if HAS_TRITON:
         B, S, A, T, max_action,
         H: tl.constexpr, A_P: tl.constexpr, S_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        STACKED: tl.constexpr = False,  # seeds stacked: program_id(1) picks a seed, every tensor has a
+        # leading seed dimension (the coefficients too), contiguous
     ):
+        if STACKED:
+            sid = tl.program_id(1).to(tl.int64)
+            state_ptr += sid * B * S
+            noise_ptr += sid * (T + 1) * B * A
+            out_ptr += sid * B * A
+            w_x_ptr += sid * A_P * H
+            w_s_ptr += sid * S_P * H
+            c_time_ptr += sid * T * H
+            w2_ptr += sid * H * H
+            b2_ptr += sid * H
+            w3_ptr += sid * H * H
+            b3_ptr += sid * H
+            w_out_ptr += sid * H * A_P
+            b_out_ptr += sid * A_P
+            coef_ptr += sid * T * 5
+            x_in_ptr += sid * T * B * A_P
+            a1_ptr += sid * T * B * H
+            a2_ptr += sid * T * B * H
+            a3_ptr += sid * T * B * H
+            eps_ptr += sid * T * B * A_P
+            x_pre_ptr += sid * B * A_P
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)
@@ -308,7 +363,26 @@ if HAS_TRITON:
         B, A, T, max_action,
         H: tl.constexpr, A_P: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        STACKED: tl.constexpr = False,  # as the forward's
     ):
+        if STACKED:
+            sid = tl.program_id(1).to(tl.int64)
+            g_ptr += sid * B * A
+            w_x_ptr += sid * A_P * H
+            w2_ptr += sid * H * H
+            w3_ptr += sid * H * H
+            w_out_ptr += sid * H * A_P
+            coef_ptr += sid * T * 5
+            x_in_ptr += sid * T * B * A_P
+            a1_ptr += sid * T * B * H
+            a2_ptr += sid * T * B * H
+            a3_ptr += sid * T * B * H
+            eps_ptr += sid * T * B * A_P
+            x_pre_ptr += sid * B * A_P
+            d_eps_ptr += sid * T * B * A_P
+            d_a1_ptr += sid * T * B * H
+            d_a2_ptr += sid * T * B * H
+            d_a3_ptr += sid * T * B * H
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)

@@ -390,3 +390,17 @@ def test_stacked_actor_loss_reads_the_critics_as_constants():
     grads = torch.autograd.grad(loss.sum(), critics + actor, allow_unused=True)
     assert all(g is None for g in grads[:len(critics)])
     assert all(g is not None for g in grads[len(critics):])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused chain runs on CUDA")
+def test_seeds_stacked_through_the_fused_chain_equal_each_seed_alone(monkeypatch):
+    """RAMAC_FUSED_CHAIN_STACKED=1: the actor's chain of the stacked seeds is one fused launch over
+    the seeds (kernels.chain_grad, a grid axis over the seeds), and each seed still trains as alone."""
+    from ramac.kernels import chain_grad
+
+    monkeypatch.setenv("RAMAC_FUSED_CHAIN_STACKED", "1")
+    calls = []
+    real = chain_grad._fused
+    monkeypatch.setattr(chain_grad, "_fused", lambda *a, **k: calls.append(k["stacked"]) or real(*a, **k))
+    test_seed_i_of_a_stack_equals_seed_i_alone("radac", torch.device("cuda"), monkeypatch)
+    assert True in calls and False in calls  # stacked launches, and the seeds alone took the fused chain too

@@ -190,3 +190,33 @@ def test_the_backward_keeps_fp32_weight_gradients_inside_bf16_autocast(device):
     for (name, _), a, b in zip(model.named_parameters(), inside, outside):
         if name.startswith(("mid.2", "mid.4", "final")):  # gradients from the op's own GEMMs alone (the
             assert torch.equal(a, b), name  # time MLP's also pass through autocast-recorded ops outside it)
+
+
+@pytest.mark.parametrize("shared_coefs", [False, True])
+def test_seeds_stacked_under_vmap_are_each_seeds_own_chain(shared_coefs, device):
+    """Under torch.func.vmap (seeds stacked) the fused chain runs once for every seed (a grid axis
+    over the seeds): each seed's actions and weight gradients equal its own call's."""
+    K, B, S, A, H, T = 3, 9, 5, 2, 16, 3
+    seeds = [setup(B, S, A, H, T, device, seed=10 + k, max_action=0.5, scale=2.0) for k in range(K)]
+    g_out = torch.randn(K, B, A, generator=torch.Generator().manual_seed(5)).to(device)
+    coefs = torch.tensor([list(c) for c in chain_args(*seeds[0][:2])[1]], device=device)
+    want, want_grads = [], []
+    for k, (model, diffusion, state, noise) in enumerate(seeds):
+        params = [p.detach().requires_grad_() for p in chain_args(model, diffusion)[0]]
+        out = denoise_chain_triton(state, noise, *params, coefs, 0.5, precision="ieee")
+        want.append(out.detach())
+        want_grads.append(torch.autograd.grad(out, params, g_out[k]))
+    stacked = [torch.stack([chain_args(m, d)[0][i].detach() for m, d, _, _ in seeds]).requires_grad_()
+               for i in range(len(NAMES))]
+    states, noises = torch.stack([s[2] for s in seeds]), torch.stack([s[3] for s in seeds])
+    coef_arg, coef_dim = (coefs, None) if shared_coefs else (coefs.expand(K, *coefs.shape).clone(), 0)
+
+    def one(state, noise, coef, *params):
+        return denoise_chain_triton(state, noise, *params, coef, 0.5, precision="ieee")
+
+    got = torch.func.vmap(one, in_dims=(0, 0, coef_dim) + (0,) * len(NAMES))(states, noises, coef_arg, *stacked)
+    grads = torch.autograd.grad(got, stacked, g_out)
+    tol = 1e-5 if device.type == "cpu" else 1e-4
+    torch.testing.assert_close(got.detach(), torch.stack(want), atol=tol, rtol=tol)
+    for i, name in enumerate(NAMES):
+        torch.testing.assert_close(grads[i], torch.stack([g[i] for g in want_grads]), atol=tol, rtol=tol, msg=name)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One device call (~400 s): the fused chain for stacked seeds (kernels/chain_grad.py, opt-in with
+# RAMAC_FUSED_CHAIN_STACKED=1) on the GPU: its tests, then `ramac bench train` of 16 stacked seeds
+# at batch 256 (graph-kernels-bf16) without and with it, then the GEMV native library's check.
+# Everything lands in $OUT/stacked-chain.tgz (and native/gpu_check.sh's $OUT/native.tgz).
+#
+#   OUT=/some/folder bash bench/studies/gpu_stacked_chain.sh
+set -uo pipefail
+OUT=${OUT:?set OUT to an output folder}
+R="$OUT/stacked-chain"
+mkdir -p "$R"
+unset TRITON_INTERPRET || true
+trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1; tar czf "$OUT/stacked-chain.tgz" -C "$OUT" stacked-chain' EXIT
+say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
+step() {  # step NAME LIMIT_S command...
+  local name=$1 limit=$2 rc=0
+  shift 2
+  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$R/$name.log" 2>&1 || rc=$?
+  say "$name: exit $rc: $(tail -n 1 "$R/$name.log")"
+}
+step pytest 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_chain_grad.py tests/test_stacked.py \
+  -k "chain or seed_i or constants"
+for fused in 0 1; do
+  step "train-fused-stacked$fused" "${TRAIN_S:-80}" env RAMAC_FUSED_CHAIN_STACKED=$fused python3 -m ramac bench train \
+    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 12 \
+    --out "$R/train-fused-stacked$fused.json"
+  grep -e "train-seeds" "$R/train-fused-stacked$fused.log" | tail -1 | tee -a "$R/summary.txt"
+done
+OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-150} bash native/gpu_check.sh >"$R/native.log" 2>&1
+say "native check exit $?"

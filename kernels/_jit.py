@@ -66,6 +66,19 @@ if HAS_TRITON:
         tl.debug_barrier()
 
     @triton.jit
+    def _seed_chain_ptrs(sid, state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr,
+                         b3_ptr, w_out_ptr, b_out_ptr, coef_ptr, B, S, A, T,
+                         H: tl.constexpr, A_P: tl.constexpr, S_P: tl.constexpr, NCOEF: tl.constexpr):
+        # seed sid's slices of the chain kernels' common tensors, each stacked contiguous along a
+        # leading seed dimension: states (B, S), noise (T + 1, B, A), actions (B, A), the packed
+        # denoiser (w_x (A_P, H), w_s (S_P, H), c_time (T, H), W2^T, b2, W3^T, b3, W_out (H, A_P),
+        # b_out (A_P,)) and the schedule (T, NCOEF)
+        return (state_ptr + sid * B * S, noise_ptr + sid * (T + 1) * B * A, out_ptr + sid * B * A,
+                w_x_ptr + sid * A_P * H, w_s_ptr + sid * S_P * H, c_time_ptr + sid * T * H,
+                w2_ptr + sid * H * H, b2_ptr + sid * H, w3_ptr + sid * H * H, b3_ptr + sid * H,
+                w_out_ptr + sid * H * A_P, b_out_ptr + sid * A_P, coef_ptr + sid * T * NCOEF)
+
+    @triton.jit
     def _chain_noise(noise_ptr, seed_ptr, offs, mask, HAS_NOISE: tl.constexpr):
         # the chain samplers' noise at offsets offs of the (T + 1, B, A) layout: read from noise_ptr,
         # or Philox from the device seed at the same offsets (so a given seed gives the same noise in

@@ -256,7 +256,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import _dot, _mish, _step_coefs
+    from ._jit import _dot, _mish, _seed_chain_ptrs, _step_coefs
 
     @triton.jit
     def _as_dot(x, w, UPCAST: tl.constexpr):
@@ -292,19 +292,10 @@ if HAS_TRITON:
     ):
         if STACKED:
             sid = tl.program_id(1).to(tl.int64)
-            state_ptr += sid * B * S
-            noise_ptr += sid * (T + 1) * B * A
-            out_ptr += sid * B * A
-            w_x_ptr += sid * A_P * H
-            w_s_ptr += sid * S_P * H
-            c_time_ptr += sid * T * H
-            w2_ptr += sid * H * H
-            b2_ptr += sid * H
-            w3_ptr += sid * H * H
-            b3_ptr += sid * H
-            w_out_ptr += sid * H * A_P
-            b_out_ptr += sid * A_P
-            coef_ptr += sid * T * 5
+            (state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, w_out_ptr,
+             b_out_ptr, coef_ptr) = _seed_chain_ptrs(
+                sid, state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                w_out_ptr, b_out_ptr, coef_ptr, B, S, A, T, H, A_P, S_P, 5)
             x_in_ptr += sid * T * B * A_P
             a1_ptr += sid * T * B * H
             a2_ptr += sid * T * B * H

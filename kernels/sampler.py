@@ -158,7 +158,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import _chain_noise, _dot, _mish, _posterior_step
+    from ._jit import _chain_noise, _dot, _mish, _posterior_step, _seed_chain_ptrs
 
     @triton.jit
     def _chain_kernel(
@@ -179,20 +179,10 @@ if HAS_TRITON:
         # then has a leading seed dimension (contiguous), weights, states, noise and actions alike
     ):
         if STACKED:
-            sid = tl.program_id(1).to(tl.int64)
-            state_ptr += sid * B * S
-            noise_ptr += sid * (T + 1) * B * A
-            out_ptr += sid * B * A
-            w_x_ptr += sid * A_P * H
-            w_s_ptr += sid * S_P * H
-            c_time_ptr += sid * T * H
-            w2_ptr += sid * H * H
-            b2_ptr += sid * H
-            w3_ptr += sid * H * H
-            b3_ptr += sid * H
-            w_out_ptr += sid * H * A_P
-            b_out_ptr += sid * A_P
-            coef_ptr += sid * T * 8
+            (state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, w_out_ptr,
+             b_out_ptr, coef_ptr) = _seed_chain_ptrs(
+                tl.program_id(1).to(tl.int64), state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr,
+                b2_ptr, w3_ptr, b3_ptr, w_out_ptr, b_out_ptr, coef_ptr, B, S, A, T, H, A_P, S_P, 8)
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)

@@ -11,6 +11,7 @@ import sys
 import triton
 from triton.backends.compiler import GPUTarget
 
+from ramac.kernels.chain_grad import _chain_bwd_kernel, _chain_fwd_kernel
 from ramac.kernels.sampler import _chain_kernel
 from ramac.kernels.sampler_split import _chain_split_gemv_kernel, _chain_split_kernel
 from ramac.kernels.student import _student_kernel
@@ -56,6 +57,16 @@ def cases():
             gemv = dict(H=256, A_P=16, S_P=32, HC=32, NPROG=8, HAS_NOISE=noise)
             yield ("chain-split-gemv" + tag, precision, _chain_split_gemv_kernel, gemv, ("S", "A", "T"),
                    ("max_action",), (8, 1))
+        stacked = dict(H=256, A_P=16, S_P=32, BM=16, BN=64 if precision == "bf16" else 32, HAS_NOISE=True,
+                       DOT_PRECISION=tl_precision, UPCAST=False, STACKED=True)  # seeds stacked
+        yield "chain-stacked", precision, _chain_kernel, stacked, ("B", "S", "A", "T"), ("max_action",), (4, 2)
+        grad = dict(H=256, A_P=16, S_P=32, BM=16, BN=32, PRECISION=tl_precision, UPCAST=False, STACKED=True)
+        stages = 2 if precision == "bf16" else 1
+        yield ("chain-fwd-stacked", precision, _chain_fwd_kernel, grad, ("B", "S", "A", "T"), ("max_action",),
+               (8, stages))
+        grad = {k: v for k, v in grad.items() if k != "S_P"}
+        yield ("chain-bwd-stacked", precision, _chain_bwd_kernel, grad, ("B", "A", "T"), ("max_action",),
+               (8, stages))
         student = dict(L=4, FIRST=1, D_P=32, H=512, A_P=16, BM=32, BN=32 if precision == "bf16" else 16,
                        BK=32 if precision == "bf16" else 16, HAS_Z=True, DOT_PRECISION=tl_precision, UPCAST=False)
         yield "student", precision, _student_kernel, student, ("B", "S", "A"), ("max_action",), (8, 2)

@@ -343,6 +343,10 @@ def tuning_rules() -> list[dict]:
 _LOADED: dict = {}
 
 
+def _is_pow2(v) -> bool:
+    return isinstance(v, int) and v > 0 and v & (v - 1) == 0
+
+
 def _read_rules(path: str) -> list[dict]:
     import json
 
@@ -360,7 +364,10 @@ def _read_rules(path: str) -> list[dict]:
                                                                                   for v in r[k]))
                       for k in KINDS if k in r)
                or any(k in r and r[k] is not None and not (isinstance(r[k], int) and r[k] > 0)
-                      for k in ("emb", "max_emb", "max_rows", "programs")))
+                      for k in ("emb", "max_emb", "max_rows", "programs"))
+               or r.get("dtype", "float32") not in ("float32", "bfloat16")  # a typo would never match
+               or any(not _is_pow2(v) for k in KINDS if k in r for v in r[k][:3])  # tile sizes and warps
+               or any(k in r and not _is_pow2(r[k]) for k in ("emb", "max_emb")))
         if bad:
             raise ValueError(f"RAMAC_IQN_TUNING={path}: rule {i} is malformed ({r!r}); a rule takes "
                              f"{sorted(_FIELDS)}, each kernel kind as [block_m, block_n, warps, stages]")

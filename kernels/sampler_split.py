@@ -19,7 +19,7 @@ actions. Two kernels:
           tl.dot (as the one-block kernel). Measured on an H200 (T = 5, H = 256, bf16, graphed;
           bench/results/native-H200/split/): 72 us at batch 1 against the one-block kernel's 96
           and graphed torch.compile's 89, but 88-112 us at batch 16 against 72; sample_chain takes
-          it only when asked for (split="tile"), or for one state where the GEMV kernel cannot run.
+          it only when asked for (split="tile").
   "gemv"  _chain_split_gemv_kernel: one state, every product a CUDA-core dot product (tl.sum of
           a weight tile times a vector): the tile kernel computes 16 rows (mish included) where
           one is real. Measured on an H200 (bench/results/native-H200/split-2/, graphed, batch 1):
@@ -62,7 +62,7 @@ GEMV_BF16_LAUNCH = (16, 4)
 
 
 def split_enabled() -> bool:
-    """Whether one state takes the tile kernel (RAMAC_SPLIT_SAMPLER=0 turns it off)."""
+    """Whether one state takes the split GEMV kernel (RAMAC_SPLIT_SAMPLER=0 turns it off)."""
     return os.environ.get("RAMAC_SPLIT_SAMPLER", "1") != "0"
 
 

@@ -147,6 +147,8 @@ def test_tuning_rules_from_a_file(tmp_path, monkeypatch, device):
 
 @pytest.mark.parametrize("text,problem", [("not json", "cannot read"), ('[{"fwd": [1, 2, 3]}]', "rule 0 is malformed"),
                                           ('[{"max_rows": -1}]', "rule 0 is malformed"),
+                                          ('[{"dtype": "bf16"}]', "rule 0 is malformed"),
+                                          ('[{"fwd": [48, 32, 4, 1]}]', "rule 0 is malformed"),
                                           ('{"rule": []}', "expected a list")])
 def test_a_bad_tuning_file_is_an_error_naming_it(tmp_path, monkeypatch, text, problem):
     path = tmp_path / "bad.json"

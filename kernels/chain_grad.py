@@ -21,8 +21,8 @@ computed differentiably outside the kernels, so gradients reach the time MLP and
 Seeds stacked (ramac.train.stacked, under torch.func.vmap): `denoise_chain_triton` has a vmap rule
 (kernels._dispatch.fold_seeds) that runs both kernels once for all K seeds, a second grid axis
 picking each program's seed (STACKED: every tensor with a leading seed dimension), and the weight
-gradients as batched products. Diffusion.sample takes it under vmap with RAMAC_FUSED_CHAIN_STACKED=1
-(opt-in until measured on a GPU); otherwise vmap batches the per-step chain.
+gradients as batched products. Diffusion.sample takes it under vmap unless RAMAC_FUSED_CHAIN_STACKED=0
+(then vmap batches the per-step chain).
 """
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ def fused_chain_enabled(state: torch.Tensor) -> bool:
 
 def stacked_enabled() -> bool:
     """Whether seeds stacked under vmap take the fused chain (one launch for all seeds) rather than
-    the per-step chain that vmap batches: opt in with RAMAC_FUSED_CHAIN_STACKED=1 until it is
-    measured on a GPU (tests/kernels/test_chain_grad.py checks it in the interpreter)."""
-    return os.environ.get("RAMAC_FUSED_CHAIN_STACKED", "0") == "1"
+    the per-step chain that vmap batches; RAMAC_FUSED_CHAIN_STACKED=0 opts out. On an H200, 16 RADAC
+    seeds stacked at batch 256 (graph-kernels-bf16): 3,200 -> 3,610 seed-updates/s, 1,370 -> 914
+    kernels per update (bench/results/stacked-chain-H200/)."""
+    return os.environ.get("RAMAC_FUSED_CHAIN_STACKED", "1") != "0"
 
 
 @torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
@@ -277,6 +278,14 @@ if HAS_TRITON:
         return tl.where(a > 20.0, 1.0, th + a * (e / (1.0 + e)) * (1.0 - th * th))
 
     @triton.jit
+    def _seed_steps(sid, x_ptr, h1_ptr, h2_ptr, h3_ptr, y_ptr, B, T, H: tl.constexpr, A_P: tl.constexpr):
+        # seed sid's slices of the per-step tensors, each stacked contiguous along a leading seed
+        # dimension: two of (T, B, A_P) (x and y) and three of (T, B, H) (the forward's x_t, a1..a3,
+        # eps; the backward's d_eps, d_a1..d_a3)
+        return (x_ptr + sid * T * B * A_P, h1_ptr + sid * T * B * H, h2_ptr + sid * T * B * H,
+                h3_ptr + sid * T * B * H, y_ptr + sid * T * B * A_P)
+
+    @triton.jit
     def _chain_fwd_kernel(
         state_ptr, noise_ptr, out_ptr,  # (B, S), (T + 1, B, A), (B, A) fp32
         w_x_ptr, w_s_ptr, c_time_ptr,  # (A_P, H), (S_P, H), (T, H)
@@ -296,11 +305,8 @@ if HAS_TRITON:
              b_out_ptr, coef_ptr) = _seed_chain_ptrs(
                 sid, state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                 w_out_ptr, b_out_ptr, coef_ptr, B, S, A, T, H, A_P, S_P, 5)
-            x_in_ptr += sid * T * B * A_P
-            a1_ptr += sid * T * B * H
-            a2_ptr += sid * T * B * H
-            a3_ptr += sid * T * B * H
-            eps_ptr += sid * T * B * A_P
+            x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr,
+                                                                     B, T, H, A_P)
             x_pre_ptr += sid * B * A_P
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
@@ -364,16 +370,12 @@ if HAS_TRITON:
             w3_ptr += sid * H * H
             w_out_ptr += sid * H * A_P
             coef_ptr += sid * T * 5
-            x_in_ptr += sid * T * B * A_P
-            a1_ptr += sid * T * B * H
-            a2_ptr += sid * T * B * H
-            a3_ptr += sid * T * B * H
-            eps_ptr += sid * T * B * A_P
+            x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr,
+                                                                     B, T, H, A_P)
             x_pre_ptr += sid * B * A_P
-            d_eps_ptr += sid * T * B * A_P
-            d_a1_ptr += sid * T * B * H
-            d_a2_ptr += sid * T * B * H
-            d_a3_ptr += sid * T * B * H
+            # (d_eps in both (T, B, A_P) places; not `_`, which the loop below types as a float)
+            d_eps_ptr, d_a1_ptr, d_a2_ptr, d_a3_ptr, d_eps_again = _seed_steps(sid, d_eps_ptr, d_a1_ptr, d_a2_ptr,
+                                                                                d_a3_ptr, d_eps_ptr, B, T, H, A_P)
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)

@@ -209,10 +209,13 @@ class UnitTimes:
     """Seconds each (task, agent) unit took on a device, training and second evaluation together,
     kept in OUT/unit-times.json so that a later stretch of machine time can tell which units fit
     what is left of its budget. A unit never timed on the device is predicted by the longest unit
-    of the same agent there, else the longest unit there, else not at all."""
+    of the same agent there, else the longest unit there, else not at all. The seeds' layout is
+    part of the key ("5 seeds" side by side, "5 seeds stacked" with RAMAC_STACK_SEEDS=1): the
+    layouts' times differ, and one never predicts the other."""
 
-    def __init__(self, path: Path, device_name: str):
+    def __init__(self, path: Path, device_name: str, stacked: bool | None = None):
         self.path, self.device_name = Path(path), device_name
+        self.stacked = os.environ.get("RAMAC_STACK_SEEDS") == "1" if stacked is None else stacked
 
     def _read(self) -> dict:
         try:
@@ -221,7 +224,7 @@ class UnitTimes:
             return {}
 
     def _key(self, task: str, agent: str, seeds: int, steps: int) -> str:
-        return f"{self.device_name} | {task} | {agent} | {seeds} seeds | {steps} steps"
+        return f"{self.device_name} | {task} | {agent} | {seeds} seeds{' stacked' if self.stacked else ''} | {steps} steps"
 
     def predict(self, task: str, agent: str, seeds: int, steps: int) -> float | None:
         known = self._read()
@@ -232,7 +235,7 @@ class UnitTimes:
         alike = {k.split(" | ")[2]: [] for k in known}
         for k, v in known.items():
             device, _, other, n, length = k.split(" | ")
-            if device == self.device_name and (n, length) == (f"{seeds} seeds", f"{steps} steps"):
+            if device == self.device_name and [n, length] == self._key(task, agent, seeds, steps).split(" | ")[3:]:
                 alike[other].append(float(v))
         everything = [v for values in alike.values() for v in values]
         return max(alike.get(agent) or everything) if everything else None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ramac.cli import main
-from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep, sweep_tables
+from ramac.sweep import SweepError, UnitTimes, load_spec, parse_spec, plan, run_sweep, sweep_tables
 from ramac.utils import device_name
 
 TINY = """
@@ -315,3 +315,19 @@ def test_lanes_deal_the_tasks_with_cells_left_by_their_recorded_times(tmp_path, 
     assert main(["sweep", str(path), "--out", str(out), "--lanes", "5"]) == 0  # fewer tasks than lanes
     assert capsys.readouterr().out.strip() == "bandit-x2;bandit-x5;bandit-ring"
     assert main(["sweep", str(path), "--out", str(out), "--lanes", "0"]) == 2
+
+
+def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
+    """A stacked unit is not predicted by side-by-side times (nor the other way), and each layout
+    records under its own key."""
+    path = tmp_path / "unit-times.json"
+    side, stacked = UnitTimes(path, "GPU", stacked=False), UnitTimes(path, "GPU", stacked=True)
+    side.record("task", "radac", 5, 100, 445.0)
+    assert side.predict("task", "radac", 5, 100) == 445.0
+    assert side.predict("other", "radac", 5, 100) == 445.0  # the same agent's longest, same layout
+    assert stacked.predict("task", "radac", 5, 100) is None
+    stacked.record("task", "bc", 5, 100, 90.0)
+    assert stacked.predict("task", "radac", 5, 100) == 90.0  # the longest stacked unit of that size
+    assert side.predict("task", "bc", 5, 100) == 445.0
+    assert sorted(json.loads(path.read_text())) == ["GPU | task | bc | 5 seeds stacked | 100 steps",
+                                                    "GPU | task | radac | 5 seeds | 100 steps"]

@@ -20,10 +20,14 @@
 #   OUT=/some/folder LANES="hopper-medium-replay;walker2d-medium-replay" LIMIT_S=540 \
 #     bash bench/studies/gpu_sweep.sh
 #   OUT=/some/folder LANES=auto LIMIT_S=540 bash bench/studies/gpu_sweep.sh   # `ramac sweep --lanes 2` picks them
+#
+# STACK=1: each unit's seeds stacked (`ramac sweep --stack-seeds`), timed under their own keys in
+# unit-times.json.
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 LANES=${LANES:-${TASKS:?set TASKS (one process) or LANES (processes side by side, task lists separated by ;)}}
 MINUTES=${MINUTES:-}
+STACK_FLAG=$([[ ${STACK:-0} == 1 ]] && echo --stack-seeds)
 LIMIT_S=${LIMIT_S:-520}
 BUDGET_MIN=$(python3 -c "print(max(1, ${LIMIT_S} - 25) / 60)")  # 25 s for the archive after the sweep
 CONFIG=${CONFIG:-sweeps/mujoco-reduced.toml}
@@ -32,7 +36,7 @@ export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$PWD/build/minari}  # ignore
 unset TRITON_INTERPRET || true
 mkdir -p "$OUT/sweep-logs"
 if [[ $LANES == auto ]]; then  # the tasks with cells left, balanced over LANE_COUNT processes by unit times
-  LANES=$(python3 -m ramac sweep "$CONFIG" --lanes "${LANE_COUNT:-2}" --full) || exit 2
+  LANES=$(python3 -m ramac sweep "$CONFIG" --lanes "${LANE_COUNT:-2}" --full $STACK_FLAG) || exit 2
   [[ -n $LANES ]] || { echo "gpu_sweep.sh: every cell of $CONFIG is finished" >&2; exit 0; }
   echo "gpu_sweep.sh: LANES=\"$LANES\""
 fi
@@ -50,7 +54,7 @@ lane() {  # $1: lane number, $2: its tasks
   # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=15 "$LIMIT_S" \
     python3 -m ramac sweep "$CONFIG" --tasks $2 --budget "$BUDGET_MIN" ${MINUTES:+--time-limit "$MINUTES"} \
-      --make-data 2>&1 \
+      --make-data $STACK_FLAG 2>&1 \
     | grep --line-buffered -v -e settotalmass -e '^$' >"$OUT/sweep-logs/lane-$1.log"
 }
 pids=()

@@ -303,7 +303,8 @@ KINDS = ("fwd", "rows", "head")  # the forward, the backward's row-wise and head
 # Rules, first match wins: "dtype" (torch dtype name), "emb" and "max_emb" (the embedding width
 # padded to a power of two: equal to, at most) and "max_rows" (C x B x K, all stack entries) select; each kernel kind then gets
 # [block_m (rows per block, raised to K_P), block_n (hidden units per chunk), warps, stages], and
-# "programs" sets the backward's programs over all stack entries (and hidden chunks).
+# "programs" sets the backward's programs over all stack entries (and hidden chunks), taken from the
+# rule that gives "rows".
 # bench/studies/iqn_tune.py times the alternatives on a GPU and writes rules in this form, which
 # RAMAC_IQN_TUNING=FILE.json puts ahead of these.
 DEFAULT_RULES = (
@@ -377,18 +378,18 @@ def _read_rules(path: str) -> list[dict]:
 def launch_configs(dtype: torch.dtype, e_p: int, rows: int) -> tuple[dict, int]:
     """({kind: (block_m, block_n, warps, stages)}, backward programs) for a problem of `rows` rows
     (C x B x K) in `dtype` with embedding width e_p (a power of two): each kind from the first rule
-    that matches and names it."""
+    that matches and names it, the programs from the rule that gives "rows" (else PROGRAMS)."""
     name = str(dtype).replace("torch.", "")
     got, programs = {}, None
     for r in tuning_rules():
         if (r.get("dtype", name) != name or r.get("emb", e_p) != e_p or e_p > (r.get("max_emb") or e_p)
                 or rows > (r.get("max_rows") or rows)):
             continue
+        if "rows" in r and "rows" not in got:  # programs were timed with the backward's blocks
+            programs = r.get("programs")
         for kind in KINDS:
             if kind in r and kind not in got:
                 got[kind] = tuple(r[kind])
-        if programs is None:
-            programs = r.get("programs")
         if len(got) == len(KINDS):
             return got, programs or PROGRAMS
     raise ValueError(f"no IQN launch rule covers {name} at emb {e_p}")

@@ -11,11 +11,8 @@
 # then stopped it during batch 16.)
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
-R="$OUT/split"
-mkdir -p "$R"
-unset TRITON_INTERPRET || true
-trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1; tar czf "$OUT/split.tgz" -C "$OUT" split' EXIT
-say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
+source "$(dirname "$0")/_gpu_lib.sh"
+gpu_study split
 
 say "parity tests"
 if [[ -n ${QUICK:-} ]]; then tests=(tests/kernels/test_sampler_split.py); else

@@ -7,17 +7,8 @@
 #   OUT=/some/folder bash bench/studies/gpu_stacked_chain.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
-R="$OUT/stacked-chain"
-mkdir -p "$R"
-unset TRITON_INTERPRET || true
-trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1; tar czf "$OUT/stacked-chain.tgz" -C "$OUT" stacked-chain' EXIT
-say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
-step() {  # step NAME LIMIT_S command...
-  local name=$1 limit=$2 rc=0
-  shift 2
-  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$R/$name.log" 2>&1 || rc=$?
-  say "$name: exit $rc: $(tail -n 1 "$R/$name.log")"
-}
+source "$(dirname "$0")/_gpu_lib.sh"
+gpu_study stacked-chain
 step pytest 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_chain_grad.py tests/test_stacked.py \
   -k "chain or seed_i or constants"
 for fused in 0 1; do

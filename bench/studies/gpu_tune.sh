@@ -8,17 +8,8 @@
 #   OUT=/some/folder bash bench/studies/gpu_tune.sh
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
-R="$OUT/tune"
-mkdir -p "$R"
-unset TRITON_INTERPRET || true
-trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1; tar czf "$OUT/tune.tgz" -C "$OUT" tune' EXIT
-say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
-step() {  # step NAME LIMIT_S command...
-  local name=$1 limit=$2 rc=0
-  shift 2
-  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$R/$name.log" 2>&1 || rc=$?
-  say "$name: exit $rc: $(tail -n 1 "$R/$name.log")"
-}
+source "$(dirname "$0")/_gpu_lib.sh"
+gpu_study tune
 step pytest-sampler "${PYTEST_S:-120}" python3 -m pytest -q -p no:cacheprovider tests/kernels/test_sampler.py \
   tests/kernels/test_sampler_split.py
 step pytest-agents 90 python3 -m pytest -q -p no:cacheprovider tests/test_agents.py -k "constants or alike"

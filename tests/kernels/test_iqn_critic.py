@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ramac import kernels
-from ramac.kernels.iqn_critic import (DEFAULT_RULES, MAX_K, _Plan, iqn_quantiles, iqn_quantiles_ref,
+from ramac.kernels.iqn_critic import (DEFAULT_RULES, MAX_K, PROGRAMS, _Plan, iqn_quantiles, iqn_quantiles_ref,
                                       iqn_quantiles_triton, launch_configs)
 from ramac.nets import IQNCritic
 
@@ -143,6 +143,14 @@ def test_tuning_rules_from_a_file(tmp_path, monkeypatch, device):
     monkeypatch.setenv("RAMAC_IQN_TUNING", str(path))
     assert _Plan(big[0], taus, *big[1:], None, None, None).launch == want
     assert launch_configs(torch.float32, 16, 60)[0] != launch_configs(torch.float32, 16, 61)[0]
+    # the programs come with the rows kernel's rule, not from a rule that names only the forward
+    fwd_only = {"dtype": "float32", "fwd": [16, 16, 4, 1], "programs": 7}
+    for name, doc in (("fwd-first.json", [fwd_only, rules[0]]), ("fwd-only.json", [fwd_only])):
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(tmp_path / "fwd-first.json"))
+    assert launch_configs(torch.float32, 16, 60)[1] == 3
+    monkeypatch.setenv("RAMAC_IQN_TUNING", str(tmp_path / "fwd-only.json"))
+    assert launch_configs(torch.float32, 16, 60)[1] == launch_configs(torch.float32, 16, 61)[1] == PROGRAMS
 
 
 @pytest.mark.parametrize("text,problem", [("not json", "cannot read"), ('[{"fwd": [1, 2, 3]}]', "rule 0 is malformed"),

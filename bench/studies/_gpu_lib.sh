@@ -1,0 +1,20 @@
+# Sourced by the GPU study scripts (bench/studies/gpu_*.sh): `gpu_study NAME` makes $R = $OUT/NAME
+# and, on exit whatever happens, writes the GPU's name into $R/gpu.txt and archives $R into
+# $OUT/NAME.tgz (a device call returns only a few files). `say` adds a timed line to
+# $R/summary.txt; `step NAME LIMIT_S COMMAND...` runs COMMAND within LIMIT_S seconds, logs it to
+# $R/NAME.log and says its exit status and last line; a failing step never stops the script.
+gpu_study() {
+  GPU_STUDY=$1
+  R="$OUT/$GPU_STUDY"
+  mkdir -p "$R"
+  unset TRITON_INTERPRET || true
+  trap 'nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1
+        tar czf "$OUT/$GPU_STUDY.tgz" -C "$OUT" "$GPU_STUDY"' EXIT
+}
+say() { printf '[%3d s] %s\n' "$SECONDS" "$*" | tee -a "$R/summary.txt"; }
+step() {
+  local name=$1 limit=$2 rc=0
+  shift 2
+  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$R/$name.log" 2>&1 || rc=$?
+  say "$name: exit $rc: $(tail -n 1 "$R/$name.log")"
+}

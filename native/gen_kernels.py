@@ -6,7 +6,8 @@ and write a C source that embeds the cubins with a table of the variants (run by
 
 Variants: the split chain for one state (kernels/sampler_split.py: several programs share the
 hidden layer; `--one-state gemv`, the default, compiles `_chain_split_gemv_kernel`, its CUDA-core
-variant, with the weights in the build's dtype; `--one-state tile` compiles `_chain_split_kernel`
+variant, with fp32 weights (the library uploads an fp32 copy of the dot weights beside a bf16
+build's) and launched as sample_chain launches it; `--one-state tile` compiles `_chain_split_kernel`
 with B = 1 as the Python sampler's JIT takes it; both take the same run-time arguments), then
 every launch configuration `_launch_config` picks for some batch size (bf16: the small-batch
 one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from a (T + 1, B, A)
@@ -68,8 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="tensor-core inputs")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="compiles run side by side")
     p.add_argument("--one-state", default="gemv", choices=("gemv", "tile"),
-                   help="the split kernel for one state (default: gemv, 44 us against tile's 70 us on an H200 "
-                        "with bf16 weights, graphed from Python)")
+                   help="the split kernel for one state (default: gemv, fp32 weights: 32.6 us against tile's 69 us "
+                        "on an H200, graphed from Python)")
     return p.parse_args(argv)
 
 
@@ -111,7 +112,8 @@ def kernel(kind: str):
 
 def signature(precision: str, kind: str = "one-block") -> dict:
     fn, runtime_args, constexprs = kernel(kind)
-    dot = "*bf16" if precision == "bf16" else "*fp32"
+    # the GEMV variant reads fp32 weights whatever the build's dtype, as sample_chain hands it them
+    dot = "*bf16" if precision == "bf16" and kind != "gemv" else "*fp32"
     names = [n for n, _ in runtime_args]
     runtime = [n for n in fn.arg_names if n not in constexprs]
     if runtime != names:
@@ -139,12 +141,13 @@ def split_config(hidden: int):
 
 
 def gemv_config(hidden: int):
-    """(block_m = 1, HC, warps, stages) of the GEMV variant: sampler_split.GEMV_BF16_LAUNCH (at most
-    H / 16 programs). block_m 1 sizes the library's partials scratch (2 x programs x H)."""
-    from ramac.kernels.sampler_split import GEMV_BF16_LAUNCH
+    """(block_m = 1, HC, warps, stages) of the GEMV variant, launched as sample_chain launches it for
+    one state: fp32 weights, default_programs x SPLIT_NUM_WARPS (H200, batch 1, T = 5, graphed from
+    Python: 32.6 us, against 44.0 us for bf16 weights at their best 16 x 4). block_m 1 sizes the
+    library's partials scratch (2 x programs x H)."""
+    from ramac.kernels.sampler_split import SPLIT_NUM_WARPS, default_programs
 
-    programs = max(1, min(GEMV_BF16_LAUNCH[0], hidden // 16))
-    return 1, hidden // programs, GEMV_BF16_LAUNCH[1], 1
+    return 1, hidden // default_programs(hidden), SPLIT_NUM_WARPS, 1
 
 
 def compile_variant(job):
@@ -226,7 +229,7 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
         parts.append(f"static const unsigned char cubin_{i}[{len(cubin) + 1}] =\n{c_bytes(cubin)};\n")
         rows.append(f'    {{"{meta["name"]}", cubin_{i}, {len(cubin)}, {bm}, {min(bn, a["hidden"])}, {warps}, {stages}, '
                     f'{int(has_noise)}, {max_batch if max_batch is not None else -1}, {meta["shared"]}, {n_params}, '
-                    f'{programs}}},')
+                    f'{programs}, {int(kind == "gemv")}}},')
     parts.append("const ramac_variant RAMAC_VARIANTS[] = {\n" + "\n".join(rows) + "\n};")
     parts.append(f"const int RAMAC_NUM_VARIANTS = {len(rows)};")
     build = (f"sm_{a['arch']} H={a['hidden']} S_P={a['state_pad']} A_P={a['action_pad']} {a['precision']} "
@@ -277,6 +280,7 @@ def main(argv=None) -> int:
         results.append((job, max_batch, meta, cubin, n_params))
         manifest.append({"kernel": kind, "block_m": bm, "block_n": min(bn, a.hidden), "num_warps": warps,
                          "num_stages": stages, "programs": a.hidden // bn if kind in ("split", "gemv") else 1,
+                         "fp32_weights": kind == "gemv",
                          "has_noise": has_noise, "max_batch": max_batch, "cubin_bytes": len(cubin),
                          "ptx_params": len(params), **meta})
     a.out_dir.mkdir(parents=True, exist_ok=True)

@@ -191,7 +191,7 @@ BF16_ATOL = GPU_FLOOR["bf16"]  # native vs the Triton kernel: the same bf16 arit
 @pytest.mark.parametrize("B", [1, 16, 17, 300])
 def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     from ramac.kernels.sampler import sample_chain_triton
-    from ramac.kernels.sampler_split import GEMV_BF16_LAUNCH, launch_split
+    from ramac.kernels.sampler_split import launch_split
     from ramac.native import NativeSampler
 
     p = export.packed_from_export(halfcheetah_export, "cuda")
@@ -200,11 +200,11 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     noise = torch.randn(6, B, 6, device="cuda", generator=g)
     with NativeSampler(halfcheetah_export) as native:
         got = native.sample(states, noise=noise)
-    # the library's kernel for B: at one state its GEMV variant with bf16 weights (RAMAC_ONE_STATE)
-    # against Python's GEMV kernel on the same weights; elsewhere the one-block kernel
+    # the library's kernel for B: at one state its GEMV variant (RAMAC_ONE_STATE), fp32 weights,
+    # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel
     if B == 1:
         same = torch.empty_like(got)
-        launch_split(p, p.weights_as(torch.bfloat16), states, noise, None, same, "bf16", "gemv", *GEMV_BF16_LAUNCH)
+        launch_split(p, p.weights_as(torch.float32), states, noise, None, same, "bf16", "gemv")
     else:
         same = sample_chain_triton(p, states, noise, precision="bf16")
     torch.testing.assert_close(got, same, atol=BF16_ATOL, rtol=0)

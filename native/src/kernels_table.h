@@ -22,6 +22,8 @@ typedef struct {
                                   states); N: a split kernel for one state, GEMV or tile (20: the
                                   partials scratch and barrier pointers after the seed, no B; N
                                   programs share the hidden layer; block_m sizes the partials) */
+  int fp32_weights;            /* 1: reads the dot weights in fp32 whatever the build's precision (the
+                                  GEMV variant); 0: in the build's dtype */
 } ramac_variant;
 
 typedef struct {

@@ -79,6 +79,7 @@ struct ramac_sampler {
   bool retained = false;  // ctx is device's primary context, retained by this handle
   CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed, the split kernel's barrier
   CUdeviceptr ptr[10] = {};  // and partials
+  CUdeviceptr ptr32[10] = {};  // the same tensors with the dot weights in fp32 (fp32_weights variants)
   CUdeviceptr seed = 0;
   CUdeviceptr barrier = 0;   // two int32, zero at load; the split kernel leaves the count at 0 after each use
   CUdeviceptr partials = 0;  // 2 x programs x block_m x hidden fp32 (one launch at a time per handle)
@@ -91,21 +92,35 @@ namespace {
 void upload(ramac_sampler* s) {
   const bool bf16 = std::strcmp(RAMAC_BUILD.precision, "bf16") == 0;
   std::vector<unsigned char> staging;
-  size_t offsets[11];
+  auto align = [&staging]() {  // the next tensor's offset, 256-byte aligned
+    staging.resize((staging.size() + 255) / 256 * 256);
+    return staging.size();
+  };
+  auto append_fp32 = [&staging](const std::vector<float>& t) {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(t.data());
+    staging.insert(staging.end(), p, p + 4 * t.size());
+  };
+  size_t offsets[11], offsets32[10] = {};
   for (int i = 0; i < 10; ++i) {
     const std::string name = TENSOR_NAMES[i];
     const std::vector<float>& t = s->host.tensors.at(name);
-    offsets[i] = (staging.size() + 255) / 256 * 256;
-    staging.resize(offsets[i]);
+    offsets[i] = align();
     if (bf16 && is_dot_weight(name)) {
       for (float v : t) {
         uint16_t b = to_bf16(v);
         staging.insert(staging.end(), reinterpret_cast<unsigned char*>(&b), reinterpret_cast<unsigned char*>(&b) + 2);
       }
     } else {
-      const unsigned char* p = reinterpret_cast<const unsigned char*>(t.data());
-      staging.insert(staging.end(), p, p + 4 * t.size());
+      append_fp32(t);
     }
+  }
+  // the GEMV variant reads fp32 dot weights: with bf16 ones above, a second copy of those five
+  bool fp32_copy = false;
+  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) fp32_copy = fp32_copy || (bf16 && RAMAC_VARIANTS[i].fp32_weights);
+  for (int i = 0; i < 10 && fp32_copy; ++i) {
+    if (!is_dot_weight(TENSOR_NAMES[i])) continue;
+    offsets32[i] = align();
+    append_fp32(s->host.tensors.at(TENSOR_NAMES[i]));
   }
   offsets[10] = (staging.size() + 255) / 256 * 256;
   staging.resize(offsets[10] + 24, 0);  // the seed, 0 until a call sets it; at +16 the barrier, zero
@@ -117,7 +132,10 @@ void upload(ramac_sampler* s) {
   const size_t partials_at = (staging.size() + 255) / 256 * 256;
   RAMAC_CHECK(cuMemAlloc_(&s->arena, partials_at + partials));
   RAMAC_CHECK(cuMemcpyHtoD_(s->arena, staging.data(), staging.size()));
-  for (int i = 0; i < 10; ++i) s->ptr[i] = s->arena + offsets[i];
+  for (int i = 0; i < 10; ++i) {
+    s->ptr[i] = s->arena + offsets[i];
+    s->ptr32[i] = s->arena + (offsets32[i] ? offsets32[i] : offsets[i]);  // a copy follows the tensors: never at 0
+  }
   s->seed = s->arena + offsets[10];
   s->barrier = s->seed + 16;  // 16-byte aligned, as the kernel was compiled to assume
   s->partials = s->arena + partials_at;
@@ -190,8 +208,9 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   int B = batch, S = h.state_dim, A = h.action_dim, T = h.n_steps;
   float max_action = h.max_action;
   CUdeviceptr scratch = 0;  // global / profile scratch: size 0 (checked by gen_kernels.py), NULL as Triton passes
-  void* params[26] = {&state_p, &noise_p, &out_p, &s->ptr[0], &s->ptr[1], &s->ptr[2], &s->ptr[3], &s->ptr[4],
-                      &s->ptr[5], &s->ptr[6], &s->ptr[7], &s->ptr[8], &s->ptr[9], &seed_p};
+  CUdeviceptr* w = v.fp32_weights ? s->ptr32 : s->ptr;
+  void* params[26] = {&state_p, &noise_p, &out_p, &w[0], &w[1], &w[2], &w[3], &w[4],
+                      &w[5], &w[6], &w[7], &w[8], &w[9], &seed_p};
   int n = 14;
   if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed; B compiled in
     params[n++] = &s->partials;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One device call (~450 s) for issues 17 and 18, each step bounded:
+# 1. native/gpu_check.sh (build, ctest, parity, C++ bench, Python bench, ncu), for the one-state GEMV
+#    variant with fp32 weights (the library's $OUT/native.tgz);
+# 2. the single seed at batch 256 on graph-compile-bf16 with and without RAMAC_IQN_UNDER_COMPILE=1
+#    (torch.compile'd code calling the fused IQN kernels, now that their launches are tuned);
+# 3. the same with RAMAC_COMBO_KERNELS=1 (Inductor's horizontal fusion);
+# 4. 16 stacked seeds at batch 256 on graph-kernels-bf16 (the fused chain for stacked seeds is now
+#    the default), with the kernel table.
+# Everything else lands in $OUT/speed-ab.tgz.
+#
+#   OUT=/some/folder bash bench/studies/gpu_speed_ab.sh
+set -uo pipefail
+OUT=${OUT:?set OUT to an output folder}
+source "$(dirname "$0")/_gpu_lib.sh"
+gpu_study speed-ab
+OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-200} bash native/gpu_check.sh >"$R/native.log" 2>&1
+say "native check exit $?: $(grep -c ': ok' "$OUT/native/summary.txt" 2>/dev/null) ok steps"
+train() {  # train NAME ENV... : one `ramac bench train` at batch 256, single seed, graph-compile-bf16
+  local name=$1
+  shift
+  step "$name" "${TRAIN_S:-75}" env "$@" python3 -m ramac bench train --batch-size 256 --paths graph-compile-bf16 \
+    --top-kernels 12 --out "$R/$name.json"
+  grep -e "train-single" "$R/$name.log" | tail -1 | tee -a "$R/summary.txt"
+}
+train compile-base RAMAC_IQN_UNDER_COMPILE=0
+train compile-iqn RAMAC_IQN_UNDER_COMPILE=1
+train compile-combo RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=1
+step stacked16 "${TRAIN_S:-75}" python3 -m ramac bench train --seeds 16 --batch-size 256 --paths graph-kernels-bf16 \
+  --layouts stacked --top-kernels 16 --out "$R/stacked16.json"
+grep -e "train-seeds" "$R/stacked16.log" | tail -1 | tee -a "$R/summary.txt"

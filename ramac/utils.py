@@ -183,7 +183,9 @@ def device_name(device: torch.device) -> str:
 
 
 def provenance(device: torch.device) -> dict:
-    """Versions, machine and source revision, recorded with every run and benchmark."""
+    """Versions, machine, source revision (and whether tracked files differ from it: a copied work
+    tree, as on a lent GPU machine, can carry an older .git), and every RAMAC_* switch in force
+    (the seeds' layout, kernel choices, tuning files), recorded with every run and benchmark."""
     import ramac
 
     info = {
@@ -202,6 +204,10 @@ def provenance(device: torch.device) -> dict:
         info["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         ).stdout.strip() or None
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10)
+        info["git_dirty"] = bool(changed.stdout.strip()) if changed.returncode == 0 and info["git_commit"] else None
     except Exception:
-        info["git_commit"] = None
+        info["git_commit"] = info["git_dirty"] = None
+    info["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAMAC_")}
     return info

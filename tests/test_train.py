@@ -238,3 +238,19 @@ def test_metrics_are_appended_and_a_failed_append_leaves_the_file_as_it_was(tmp_
     again.load(log.rows)
     again.append({"kind": "train", "step": 4, "a": 4.0, "b": 1.0})
     assert (tmp_path / "train.csv").read_text().splitlines()[-1] == "train,4,4.0,1.0"
+
+
+def test_provenance_records_the_ramac_switches_and_whether_the_tree_differs(monkeypatch, tmp_path):
+    """Every RAMAC_* switch in force (the seeds' layout, kernel choices) and whether tracked files
+    differ from the recorded commit: a copied work tree can carry an older .git."""
+    from ramac import utils
+
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    monkeypatch.delenv("RAMAC_FUSED_CHAIN_STACKED", raising=False)
+    info = utils.provenance(torch.device("cpu"))
+    assert info["env"].get("RAMAC_STACK_SEEDS") == "1" and "RAMAC_FUSED_CHAIN_STACKED" not in info["env"]
+    assert all(k.startswith("RAMAC_") for k in info["env"])
+    if info["git_commit"]:  # a checkout: clean or not, as git says
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, cwd=os.path.dirname(utils.__file__)).stdout
+        assert info["git_dirty"] == bool(out.strip())

@@ -6,7 +6,8 @@
 #    (torch.compile'd code calling the fused IQN kernels, now that their launches are tuned);
 # 3. the same with RAMAC_COMBO_KERNELS=1 (Inductor's horizontal fusion);
 # 4. 16 stacked seeds at batch 256 on graph-kernels-bf16 (the fused chain for stacked seeds is now
-#    the default), with the kernel table.
+#    the default), with the kernel table, with the chain backward's weight-gradient products in
+#    exact fp32 (RAMAC_CHAIN_WGRAD_TF32=0) and in TF32 (the default).
 # Everything else lands in $OUT/speed-ab.tgz.
 #
 #   OUT=/some/folder bash bench/studies/gpu_speed_ab.sh
@@ -26,6 +27,9 @@ train() {  # train NAME ENV... : one `ramac bench train` at batch 256, single se
 train compile-base RAMAC_IQN_UNDER_COMPILE=0
 train compile-iqn RAMAC_IQN_UNDER_COMPILE=1
 train compile-combo RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=1
-step stacked16 "${TRAIN_S:-75}" python3 -m ramac bench train --seeds 16 --batch-size 256 --paths graph-kernels-bf16 \
-  --layouts stacked --top-kernels 16 --out "$R/stacked16.json"
-grep -e "train-seeds" "$R/stacked16.log" | tail -1 | tee -a "$R/summary.txt"
+for tf32 in 0 1; do
+  step "stacked16-wgrad-tf32-$tf32" "${TRAIN_S:-75}" env RAMAC_CHAIN_WGRAD_TF32=$tf32 python3 -m ramac bench train \
+    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 16 \
+    --out "$R/stacked16-wgrad-tf32-$tf32.json"
+  grep -e "train-seeds" "$R/stacked16-wgrad-tf32-$tf32.log" | tail -1 | tee -a "$R/summary.txt"
+done

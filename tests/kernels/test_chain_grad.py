@@ -192,6 +192,25 @@ def test_the_backward_keeps_fp32_weight_gradients_inside_bf16_autocast(device):
             assert torch.equal(a, b), name  # time MLP's also pass through autocast-recorded ops outside it)
 
 
+@pytest.mark.parametrize("precision,tf32", [("bf16", True), ("tf32", True), ("ieee", False)])
+def test_the_weight_gradient_products_take_tf32_unless_the_dots_are_exact(precision, tf32, device, monkeypatch):
+    """The backward's weight-gradient products run with CUDA matmuls in TF32 where the chain's dots
+    are tf32 or bf16, in exact fp32 for "ieee" or with RAMAC_CHAIN_WGRAD_TF32=0; the flag is restored."""
+    from ramac.kernels import chain_grad
+
+    seen = []
+    real = chain_grad._Chain._backward
+    monkeypatch.setattr(chain_grad._Chain, "_backward", staticmethod(
+        lambda ctx, g: seen.append(torch.backends.cuda.matmul.fp32_precision) or real(ctx, g)))
+    model, diffusion, state, noise = setup(5, 3, 2, 16, 2, device)
+    before = torch.backends.cuda.matmul.fp32_precision
+    for off in ("1", "0"):
+        monkeypatch.setenv("RAMAC_CHAIN_WGRAD_TF32", off)
+        run(denoise_chain_triton, model, diffusion, state, noise, torch.ones(5, 2, device=device), precision=precision)
+    assert seen == (["tf32", before] if tf32 else [before, before])
+    assert torch.backends.cuda.matmul.fp32_precision == before
+
+
 @pytest.mark.parametrize("shared_coefs", [False, True])
 def test_seeds_stacked_under_vmap_are_each_seeds_own_chain(shared_coefs, device):
     """Under torch.func.vmap (seeds stacked) the fused chain runs once for every seed (a grid axis

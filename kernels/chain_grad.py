@@ -43,12 +43,12 @@ PRECISIONS = ("tf32", "ieee", "bf16")  # the dots' inputs: fp32 rounded to tf32,
 BLOCKS = (None, 16, 32)
 
 
-def _forward_block(B: int, device) -> int:
-    """16 rows per program while that fits one wave of programs on the SMs, else 32 (H200, forward +
-    backward, bf16: 16 rows 11 % faster at 256 and 1,024, where 32 leave most SMs idle; 32 rows 7 %
-    faster at 4,096, where 16 need two waves)."""
+def _forward_block(B: int, device, seeds: int = 1) -> int:
+    """16 rows per program while that fits one wave of programs on the SMs (seeds x cdiv(B, 16)
+    programs), else 32 (H200, forward + backward, bf16: 16 rows 11 % faster at 256 and 1,024, where
+    32 leave most SMs idle; 32 rows 7 % faster at 4,096, where 16 need two waves)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    return 16 if B <= 16 or -(-B // 16) <= sms else 32
+    return 16 if B <= 16 or seeds * -(-B // 16) <= sms else 32
 
 
 def _check(state, noise, w1, w2, t_emb, coefs, stacked: bool = False):
@@ -118,7 +118,8 @@ def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, ma
     the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
     (T, >= 5) tensor on the device (CUDA-graph capturable) or a list of tuples. precision: the
     kernels' dot inputs, "tf32" (fp32 rounded to tf32), "ieee" (exact fp32) or "bf16", always
-    with fp32 accumulation, pre-activations and weight gradients; default bf16 under bf16
+    with fp32 accumulation, pre-activations and weight gradients (the backward's GEMMs for the
+    weight and state gradients in TF32 unless "ieee", wgrad_tf32); default bf16 under bf16
     autocast (as the reference's matmuls would run), else tf32."""
     H = w2.shape[0]
     ok = (use_triton(state, noise, w1, vmap_rule=stacked_enabled()) and H >= 16 and H & (H - 1) == 0
@@ -189,7 +190,7 @@ class _Chain(torch.autograd.Function):
                      a2=torch.empty(*lead, T, B, H, device=dev), a3=torch.empty(*lead, T, B, H, device=dev),
                      eps=torch.empty(*lead, T, B, A_P, device=dev), x_pre=torch.empty(*lead, B, A_P, device=dev))
         out = torch.empty(*lead, B, A, device=dev)
-        bm = block_m or _forward_block(B * (lead[0] if lead else 1), dev)
+        bm = block_m or _forward_block(B, dev, lead[0] if lead else 1)
         if B and all(lead):
             _chain_fwd_kernel[(triton.cdiv(B, bm), *lead)](
                 state_c, noise_c, out, weights["w_x"], weights["w_s"], weights["c_time"], weights["w2t"],
@@ -260,7 +261,9 @@ def wgrad_tf32(precision: str) -> bool:
 @contextlib.contextmanager
 def _matmul_tf32(on: bool):
     """CUDA fp32 matmuls in TF32 within the block (the flag is read when each product is issued,
-    so a captured CUDA graph keeps the choice)."""
+    so a captured CUDA graph keeps the choice). The new API's flag, saved and restored exactly;
+    inside the block the legacy reads (allow_tf32, get_float32_matmul_precision) raise torch's
+    mixed-API error, and the flag is process-wide (not for backwards on several threads at once)."""
     if not on:
         yield
         return

@@ -53,11 +53,10 @@ SPLIT_AUTO_MAX_BATCH = 1  # sample_chain's choice: one state, the GEMV kernel (m
 SPLIT_KINDS = ("tile", "gemv")
 SPLIT_NUM_WARPS = 8  # measured at batch 1 on an H200: 69 us with 8 warps, 73 with 4 (8 programs)
 SPLIT_MAX_HIDDEN = 256  # the widest denoiser sample_chain splits (split_fits)
-# the GEMV kernel's best (programs, warps) with bf16 weights on an H200 (batch 1, H = 256, graphed:
-# 44.0 us, against 56.7 at 16 x 8 and 57.5 at 8 x 8; bench/results/native-H200/split-2/split.txt).
-# sample_chain (and the native library) hand the kernel fp32 weights instead and launch it at
+# The GEMV kernel on an H200 (batch 1, H = 256, graphed): with bf16 weights its best launch was 16
+# programs x 4 warps, 44.0 us (56.7 at 16 x 8, 57.5 at 8 x 8; bench/results/native-H200/split-2/
+# split.txt); sample_chain (and the native library) hand it fp32 weights instead and launch it at
 # default_programs x SPLIT_NUM_WARPS (8 x 8: 32.6 us, the only fp32-weight launch measured).
-GEMV_BF16_LAUNCH = (16, 4)
 
 
 def split_enabled() -> bool:

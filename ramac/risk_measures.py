@@ -48,7 +48,10 @@ def as_constant(module: torch.nn.Module):
     through it compute their gradients as well: the fused IQN op's backward cannot tell that
     torch.autograd.grad(loss, actor parameters) throws them away (its needs_input_grad is fixed at
     forward time), and neither can a torch.compile'd backward, which computes the gradient of every
-    input that requires one. Reading them detached skips that work and changes no number."""
+    input that requires one. Reading them detached skips that work and changes no number. Without
+    grad mode (acting, targets) the module itself is returned: nothing is differentiated there."""
+    if not torch.is_grad_enabled():
+        return module
     # every parameter, whatever its requires_grad says: under vmap (seeds stacked) a parameter is a
     # batched wrapper that reports False while the tensor inside it does require a gradient
     params = {name: p.detach() for name, p in module.named_parameters()}

@@ -224,7 +224,9 @@ class UnitTimes:
             return {}
 
     def _key(self, task: str, agent: str, seeds: int, steps: int) -> str:
-        return f"{self.device_name} | {task} | {agent} | {seeds} seeds{' stacked' if self.stacked else ''} | {steps} steps"
+        # (one seed is never stacked: make_seeds_updater trains it alone)
+        stacked = " stacked" if self.stacked and seeds > 1 else ""
+        return f"{self.device_name} | {task} | {agent} | {seeds} seeds{stacked} | {steps} steps"
 
     def predict(self, task: str, agent: str, seeds: int, steps: int) -> float | None:
         known = self._read()

@@ -182,6 +182,9 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+SOURCE_PATHS = ("ramac", "kernels", "native", "bench", "sweeps", "pyproject.toml", "CMakeLists.txt")
+
+
 def provenance(device: torch.device) -> dict:
     """Versions, machine, source revision (and whether tracked files differ from it: a copied work
     tree, as on a lent GPU machine, can carry an older .git), and every RAMAC_* switch in force
@@ -204,10 +207,15 @@ def provenance(device: torch.device) -> dict:
         info["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         ).stdout.strip() or None
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                 capture_output=True, text=True, timeout=10)
-        info["git_dirty"] = bool(changed.stdout.strip()) if changed.returncode == 0 and info["git_commit"] else None
     except Exception:
-        info["git_commit"] = info["git_dirty"] = None
+        info["git_commit"] = None
+    info["git_dirty"] = None
+    try:  # the source only: runs and sweeps rewrite the tracked results; no index lock (lanes side by side)
+        changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
+                                  "--", *SOURCE_PATHS], cwd=root, capture_output=True, text=True, timeout=10)
+        if changed.returncode == 0 and info["git_commit"]:
+            info["git_dirty"] = bool(changed.stdout.strip())
+    except Exception:
+        pass
     info["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAMAC_")}
     return info

@@ -206,6 +206,19 @@ def test_every_draw_of_the_update_comes_from_the_runs_seed(algo, device):
 
 
 
+def test_as_constant_leaves_the_module_alone_without_grad_mode():
+    """No grad mode (acting, targets): the critic itself, not a functional_call over detached copies
+    of its parameters; with grad mode the same values through no parameter edge."""
+    from ramac.risk_measures import as_constant
+
+    critic = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        assert as_constant(critic) is critic
+    read = as_constant(critic)
+    assert read is not critic and torch.equal(read(x), critic(x)) and not read(x).requires_grad
+
+
 @pytest.mark.parametrize("algo", [a for a in ALGOS if a != "bc"])
 def test_the_actor_loss_reads_the_critics_as_constants(algo):
     """The actor's risk term reaches the critics' parameters through no autograd edge (their

@@ -202,12 +202,13 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
         got = native.sample(states, noise=noise)
     # the library's kernel for B: at one state its GEMV variant (RAMAC_ONE_STATE), fp32 weights,
     # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel
-    if B == 1:
+    if B == 1:  # the same kernel, launch and fp32 weights: the same numbers up to fp32 rounding
         same = torch.empty_like(got)
         launch_split(p, p.weights_as(torch.float32), states, noise, None, same, "bf16", "gemv")
+        torch.testing.assert_close(got, same, atol=1e-5, rtol=0)
     else:
         same = sample_chain_triton(p, states, noise, precision="bf16")
-    torch.testing.assert_close(got, same, atol=BF16_ATOL, rtol=0)
+        torch.testing.assert_close(got, same, atol=BF16_ATOL, rtol=0)
     want = sample_chain_ref(p, states, noise)  # fp32: the kernel tests' rule, twice torch's own bf16 error
     atol = precision_atol(lambda: sample_chain_ref(p, states, noise), "bf16", states.device, want)
     torch.testing.assert_close(got, want, atol=atol, rtol=0)
@@ -271,5 +272,8 @@ def test_the_generator_knows_every_argument_of_the_chain_kernel():
         assert list(gen_kernels.signature(precision)) == list(_chain_kernel.arg_names)
         assert list(gen_kernels.signature(precision, "split")) == list(_chain_split_kernel.arg_names)
         assert list(gen_kernels.signature(precision, "gemv")) == list(_chain_split_gemv_kernel.arg_names)
+        # the GEMV variant reads fp32 weights whatever the build's dtype; the others the build's
+        assert gen_kernels.signature(precision, "gemv")["w2_ptr"] == "*fp32"
+        assert gen_kernels.signature(precision, "split")["w2_ptr"] == ("*bf16" if precision == "bf16" else "*fp32")
     # the library launches both split kernels with one argument list
     assert gen_kernels.kernel("gemv")[1] == gen_kernels.kernel("split")[1]

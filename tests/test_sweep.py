@@ -329,5 +329,8 @@ def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
     stacked.record("task", "bc", 5, 100, 90.0)
     assert stacked.predict("task", "radac", 5, 100) == 90.0  # the longest stacked unit of that size
     assert side.predict("task", "bc", 5, 100) == 445.0
-    assert sorted(json.loads(path.read_text())) == ["GPU | task | bc | 5 seeds stacked | 100 steps",
+    stacked.record("task", "bc", 1, 100, 30.0)  # one seed trains alone whatever the switch says
+    assert side.predict("task", "bc", 1, 100) == 30.0
+    assert sorted(json.loads(path.read_text())) == ["GPU | task | bc | 1 seeds | 100 steps",
+                                                    "GPU | task | bc | 5 seeds stacked | 100 steps",
                                                     "GPU | task | radac | 5 seeds | 100 steps"]

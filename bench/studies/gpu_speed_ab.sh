@@ -15,8 +15,10 @@ set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"
 gpu_study speed-ab
-OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-200} bash native/gpu_check.sh >"$R/native.log" 2>&1
-say "native check exit $?: $(grep -c ': ok' "$OUT/native/summary.txt" 2>/dev/null) ok steps"
+# (bounded from outside too: its required steps' own limits add up to more than the call has)
+OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-200} timeout --kill-after=10 "${NATIVE_S:-240}" bash native/gpu_check.sh \
+  >"$R/native.log" 2>&1
+say "native check exit $?: $(grep -c ': ok' "$R/native.log") steps ok; $(grep 'done:' "$R/native.log")"
 train() {  # train NAME ENV... : one `ramac bench train` at batch 256, single seed, graph-compile-bf16
   local name=$1
   shift

@@ -239,3 +239,18 @@ def test_seeds_stacked_under_vmap_are_each_seeds_own_chain(shared_coefs, device)
     torch.testing.assert_close(got.detach(), torch.stack(want), atol=tol, rtol=tol)
     for i, name in enumerate(NAMES):
         torch.testing.assert_close(grads[i], torch.stack([g[i] for g in want_grads]), atol=tol, rtol=tol, msg=name)
+
+
+def test_the_forward_block_counts_each_seeds_programs(monkeypatch):
+    """16 rows per program while seeds x cdiv(B, 16) programs fit one wave on the SMs, else 32: each
+    seed's row blocks are separate programs (17 states make two blocks per seed, not 17/16)."""
+    from types import SimpleNamespace
+
+    from ramac.kernels.chain_grad import _forward_block
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(multi_processor_count=132))
+    cuda = torch.device("cuda")
+    assert _forward_block(256, cuda) == 16 and _forward_block(4096, cuda) == 32
+    assert _forward_block(256, cuda, seeds=8) == 16 and _forward_block(256, cuda, seeds=9) == 32
+    assert _forward_block(17, cuda, seeds=66) == 16 and _forward_block(17, cuda, seeds=70) == 32  # 140 programs
+    assert _forward_block(16, cuda, seeds=1000) == 16  # one block per seed holds all its states

@@ -18,3 +18,17 @@ step() {
   timeout --signal=INT --kill-after=10 "$limit" "$@" >"$R/$name.log" 2>&1 || rc=$?
   say "$name: exit $rc: $(tail -n 1 "$R/$name.log")"
 }
+# bench_train NAME ROW [VAR=VALUE...] -- ARGS...: `ramac bench train ARGS --out $R/NAME.json` with
+# those environment settings as a step (limit TRAIN_S, default 80 s), then the log's last ROW line
+# (train-single, train-seeds) into the summary
+bench_train() {
+  local name=$1 row=$2 envs=()
+  shift 2
+  while [[ $# -gt 0 && $1 != -- ]]; do
+    envs+=("$1")
+    shift
+  done
+  shift
+  step "$name" "${TRAIN_S:-80}" env "${envs[@]}" python3 -m ramac bench train "$@" --out "$R/$name.json"
+  grep -e "$row" "$R/$name.log" | tail -1 | tee -a "$R/summary.txt"
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (~450 s) for issues 17 and 18, each step bounded:
+# One device call (~350 s typical, at most ~560 s) for issues 17 and 18, each step bounded:
 # 1. native/gpu_check.sh (build, ctest, parity, C++ bench, Python bench, ncu), for the one-state GEMV
 #    variant with fp32 weights (the library's $OUT/native.tgz);
 # 2. the single seed at batch 256 on graph-compile-bf16 with and without RAMAC_IQN_UNDER_COMPILE=1
@@ -16,22 +16,15 @@ OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"
 gpu_study speed-ab
 # (bounded from outside too: its required steps' own limits add up to more than the call has)
-OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-200} timeout --kill-after=10 "${NATIVE_S:-240}" bash native/gpu_check.sh \
+OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-170} timeout --kill-after=10 "${NATIVE_S:-200}" bash native/gpu_check.sh \
   >"$R/native.log" 2>&1
 say "native check exit $?: $(grep -c ': ok' "$R/native.log") steps ok; $(grep 'done:' "$R/native.log")"
-train() {  # train NAME ENV... : one `ramac bench train` at batch 256, single seed, graph-compile-bf16
-  local name=$1
-  shift
-  step "$name" "${TRAIN_S:-75}" env "$@" python3 -m ramac bench train --batch-size 256 --paths graph-compile-bf16 \
-    --top-kernels 12 --out "$R/$name.json"
-  grep -e "train-single" "$R/$name.log" | tail -1 | tee -a "$R/summary.txt"
-}
-train compile-base RAMAC_IQN_UNDER_COMPILE=0
-train compile-iqn RAMAC_IQN_UNDER_COMPILE=1
-train compile-combo RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=1
+single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
+TRAIN_S=${TRAIN_S:-70}  # at most 200 + 5 x 70 s: within a 600 s call
+bench_train compile-base train-single RAMAC_IQN_UNDER_COMPILE=0 -- "${single[@]}"
+bench_train compile-iqn train-single RAMAC_IQN_UNDER_COMPILE=1 -- "${single[@]}"
+bench_train compile-combo train-single RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"
 for tf32 in 0 1; do
-  step "stacked16-wgrad-tf32-$tf32" "${TRAIN_S:-75}" env RAMAC_CHAIN_WGRAD_TF32=$tf32 python3 -m ramac bench train \
-    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 16 \
-    --out "$R/stacked16-wgrad-tf32-$tf32.json"
-  grep -e "train-seeds" "$R/stacked16-wgrad-tf32-$tf32.log" | tail -1 | tee -a "$R/summary.txt"
+  bench_train "stacked16-wgrad-tf32-$tf32" train-seeds RAMAC_CHAIN_WGRAD_TF32=$tf32 -- \
+    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 16
 done

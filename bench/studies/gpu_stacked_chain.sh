@@ -12,10 +12,8 @@ gpu_study stacked-chain
 step pytest 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_chain_grad.py tests/test_stacked.py \
   -k "chain or seed_i or constants"
 for fused in 0 1; do
-  step "train-fused-stacked$fused" "${TRAIN_S:-80}" env RAMAC_FUSED_CHAIN_STACKED=$fused python3 -m ramac bench train \
-    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 12 \
-    --out "$R/train-fused-stacked$fused.json"
-  grep -e "train-seeds" "$R/train-fused-stacked$fused.log" | tail -1 | tee -a "$R/summary.txt"
+  bench_train "train-fused-stacked$fused" train-seeds RAMAC_FUSED_CHAIN_STACKED=$fused -- \
+    --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 12
 done
 OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-150} bash native/gpu_check.sh >"$R/native.log" 2>&1
 say "native check exit $?"

@@ -350,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "in OUT/runs (no data set or GPU needed; for a sweep trained elsewhere: add --full on a "
                          "CPU when the runs trained on a GPU and the file leaves their length to the presets)")
     sw.add_argument("--make-data", action="store_true",
-                    help="build the missing Stochastic MuJoCo data sets first (`ramac data make`, process 0)")
+                    help="build the missing Stochastic MuJoCo data sets (`ramac data make`): one process builds each "
+                         "just before its task's first unit that trains (a --budget counts its recorded build "
+                         "time), several processes build them all first (process 0)")
     sw.add_argument("--stack-seeds", action="store_true",
                     help="each unit's seeds stacked (one computation over weights with a seed dimension) instead "
                          "of side by side (RAMAC_STACK_SEEDS=1; README)")

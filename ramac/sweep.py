@@ -242,27 +242,79 @@ class UnitTimes:
         everything = [v for values in alike.values() for v in values]
         return max(alike.get(agent) or everything) if everything else None
 
+    def _data_key(self, task: str) -> str:  # five fields, as a unit's key (never matched as one)
+        return f"{self.device_name} | {task} | data set | {DATA_WORKERS} workers | build"
+
+    def predict_data(self, task: str) -> float | None:
+        """Seconds the task's data set took to build on this device, if recorded."""
+        seconds = self._read().get(self._data_key(task))
+        return None if seconds is None else float(seconds)
+
+    def record_data(self, task: str, seconds: float) -> None:
+        self._write(self._data_key(task), seconds)
+
     def record(self, task: str, agent: str, seeds: int, steps: int, seconds: float) -> None:
+        self._write(self._key(task, agent, seeds, steps), seconds)
+
+    def _write(self, key: str, seconds: float) -> None:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:  # the processes of a torchrun
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             known = self._read()  # read under the lock: another process may have written meanwhile
-            known[self._key(task, agent, seeds, steps)] = round(seconds, 1)
+            known[key] = round(seconds, 1)
             atomic_write_json(self.path, dict(sorted(known.items())))
+
+
+class DataSets:
+    """The missing data sets of a single-process sweep, built on demand: a task's just before its
+    first unit that is to train, so that a metered stretch spends no time building the data of
+    tasks it will not reach. With a budget a unit then needs its own recorded time plus its data
+    set's (OUT/unit-times.json; an unrecorded build counts as 0 s). build: task -> None (default
+    `ramac data make TASK --workers DATA_WORKERS`)."""
+
+    def __init__(self, missing, times: UnitTimes | None = None, log=print, build=None):
+        self.missing, self.times, self.log = list(missing), times, log
+        self.build = build or self._make
+
+    @staticmethod
+    def _make(task: str) -> None:
+        from .data import stochastic_mujoco
+
+        stochastic_mujoco.make(task, progress=False, workers=DATA_WORKERS)
+
+    def predict(self, task: str) -> float:
+        """Seconds still to spend on the task's data set before it can train."""
+        if task not in self.missing:
+            return 0.0
+        return (self.times.predict_data(task) if self.times else None) or 0.0
+
+    def ensure(self, task: str) -> None:
+        import time
+
+        if task not in self.missing:
+            return
+        self.log(f"building the data set of {task} (ramac data make {task} --workers {DATA_WORKERS})")
+        t = time.perf_counter()
+        self.build(task)
+        self.missing.remove(task)
+        if self.times is not None:
+            self.times.record_data(task, time.perf_counter() - t)
 
 
 def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s: float | None = None,
                 after_unit=None, budget_s: float | None = None, times: UnitTimes | None = None,
-                t0: float | None = None) -> None:
+                t0: float | None = None, data: DataSets | None = None) -> None:
     """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
     that hold a checkpoint). time_limit_s: start no unit after that many seconds of training (a
     unit under way runs to its end). budget_s: start only units predicted (by `times`) to end,
     second evaluation included, within that many seconds of t0, skipping those that would not for
     later ones that do (a unit never timed starts while any budget is left); so a metered stretch
     of GPU time ends on finished cells. after_unit: called with each unit's cells once they are
-    trained (the sweep's second evaluation). times: where each unit's duration is recorded."""
+    trained (the sweep's second evaluation). times: where each unit's duration is recorded.
+    data: the missing data sets, each built before the first unit of its task that trains (and
+    counted in the budget)."""
     import time
 
     from .train.group import Diverged, train_seeds
@@ -286,10 +338,14 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
                     f"the next run")
                 return
             need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps) if times else None
-            if need is not None and need > left:
-                log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s, "
-                    f"{max(left, 0):.0f} s of the budget are left")
+            build = data.predict(first.task) if data else 0.0
+            if need is not None and need + build > left:
+                log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s"
+                    + (f" after {build:.0f} s for its data set" if build else "")
+                    + f", {max(left, 0):.0f} s of the budget are left")
                 continue
+        if data is not None:
+            data.ensure(first.task)
         t_unit = time.perf_counter()
         fresh = not any((c.run_dir / CHECKPOINT).exists() for c in todo)  # a resumed unit's time says less
         results = train_seeds(first.agent_cfg, first.train_cfg, [c.seed for c in todo], [c.run_dir for c in todo],
@@ -409,15 +465,17 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         if missing and not make_data:
             raise SweepError(f"no data set for {', '.join(missing)}; build them with `ramac data make NAME` "
                              f"or pass --make-data")
-        if missing and rank == 0:
-            from .data import stochastic_mujoco
-
+        out = Path(out)
+        times = UnitTimes(out / "unit-times.json", device_name(dev))
+        # one process: each data set built when its task's first unit is to train; several: all
+        # of them first, by process 0, while the others wait
+        data = DataSets(missing, times, log) if world == 1 else None
+        if missing and rank == 0 and data is None:
+            everything = DataSets(missing, times, log)
             for task in missing:
-                log(f"building the data set of {task} (ramac data make {task} --workers {DATA_WORKERS})")
-                stochastic_mujoco.make(task, progress=False, workers=DATA_WORKERS)
+                everything.ensure(task)
         if group is not None:
             group.barrier()
-        out = Path(out)
         cells = plan(spec, out / "runs", str(dev), full)
         mine = shard([c for c in cells if c.task in training], rank, world)
         done = sum(settled(c) for c in mine)
@@ -429,11 +487,14 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
                 set_aside_unevaluable(c, rank_log)
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
-        times = UnitTimes(out / "unit-times.json", device_name(dev))
         train_units(mine, rank_log, plots, time_limit_s, after_unit=again, budget_s=budget_s, times=times,
-                    t0=t_start)
+                    t0=t_start, data=data)
         finished = [str(c.run_dir) for c in mine if settled(c)]
         if spec.eval:  # and the cells an earlier run trained but did not evaluate again
+            if data is not None:  # (their detectors read the data set)
+                for task in dict.fromkeys(c.task for c in mine if str(c.run_dir) in finished and
+                                          not evaluated_again(c)):
+                    data.ensure(task)
             reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log, ood_cache)
         if group is not None:  # every process's finished cells reach process 0
             gathered = [None] * world

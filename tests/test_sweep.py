@@ -334,3 +334,32 @@ def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
     assert sorted(json.loads(path.read_text())) == ["GPU | task | bc | 1 seeds | 100 steps",
                                                     "GPU | task | bc | 5 seeds stacked | 100 steps",
                                                     "GPU | task | radac | 5 seeds | 100 steps"]
+
+
+def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_it(tmp_path):
+    """One process builds a task's data set only when a unit of that task is to train, and the
+    budget counts the build's recorded time: a stretch that cannot train the task builds nothing."""
+    from ramac.sweep import DataSets, train_units
+
+    path, out = write(tmp_path, steps=20), tmp_path / "out"
+    cells = plan(load_spec(path), out / "runs", "cpu")
+    times = UnitTimes(out / "unit-times.json", device_name(torch.device("cpu")))
+    times.record("bandit", "bc", 2, 20, 0.05)
+    times.record("bandit", "radac", 2, 20, 1e6)
+    built, said = [], []
+
+    def build(task):  # the data set is there only once built
+        assert not list(out.glob("runs/*/eval.json"))
+        built.append(task)
+
+    times.record_data("bandit", 900.0)  # bc (0.05 s) would fit 600 s, but not after a 900 s build
+    train_units(cells, said.append, "none", budget_s=600, times=times, data=DataSets(["bandit"], times, said.append, build))
+    assert built == [] and not list(out.glob("runs/*/eval.json"))
+    assert any("bandit / bc left for the next run: it took 0 s after 900 s for its data set" in s for s in said)
+    times.record_data("bandit", 100.0)
+    data = DataSets(["bandit"], times, said.append, build)
+    train_units(cells, said.append, "none", budget_s=600, times=times, data=data)
+    assert built == ["bandit"] and data.missing == [] and data.predict("bandit") == 0.0  # built once, before bc
+    assert (out / "runs" / "bandit-bc-seed1" / "eval.json").exists() and not (out / "runs" / "bandit-radac-seed0").exists()
+    assert times.predict_data("bandit") < 100.0  # the build's own time replaces the old record
+    assert times.predict("bandit", "bc", 2, 20) != times.predict_data("bandit")  # the keys never mix

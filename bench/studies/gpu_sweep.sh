@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 16's experiment on the GPU machine, one stretch of it: build the missing data sets of the
-# tasks (`ramac sweep --make-data`: 8 rollout processes), train the sweep's unfinished cells of those
-# tasks within a budget of LIMIT_S seconds less a margin for the archive (`--budget`: a unit starts
+# Issue 16's experiment on the GPU machine, one stretch of it: train the sweep's unfinished cells of
+# the tasks, each missing data set built just before its task's first unit that trains (`ramac sweep
+# --make-data`: 8 rollout processes; the budget counts its recorded build time), within a budget of LIMIT_S seconds less a margin for the archive (`--budget`: a unit starts
 # only if its recorded duration on this GPU, results/NAME/unit-times.json, fits what is left; each
 # unit is evaluated again as soon as it is trained), stop the sweeps outright after LIMIT_S seconds,
 # then archive the sweep's folder without its checkpoints into $OUT/sweep.tgz with the logs and the

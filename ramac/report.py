@@ -122,21 +122,57 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path) -> bool:
-    """Risk profile (CVaR_alpha over alpha) of each method's pooled returns; False when no run saved them."""
+    """Risk profile (CVaR_alpha over alpha) of each method's pooled returns: one task, the profile
+    and the return histograms; several, one profile panel per task, each method in one colour
+    throughout. False when no run saved its returns."""
     saved = [run for run in runs if run["returns"] is not None]
     if not saved:
         return False
-    tasks = sorted({run["task"] for run in saved})
-    by_method = defaultdict(list)  # one task: the methods' names alone label the curves
+    pooled = defaultdict(list)
     for run in saved:
-        name = run["algo"] if len(tasks) == 1 else f"{run['task']} / {run['algo']}"
-        by_method[name].append(np.asarray(run["returns"], dtype=np.float64).ravel())
-    from .evaluation import plot_risk_profile
+        pooled[run["task"], run["algo"]].append(np.asarray(run["returns"], dtype=np.float64).ravel())
+    returns = {key: np.concatenate(v) for key, v in sorted(pooled.items())}
+    tasks = sorted({task for task, _ in returns})
+    if len(tasks) == 1:
+        from .evaluation import plot_risk_profile
 
-    title = f"{tasks[0]}: " if len(tasks) == 1 else ""
-    plot_risk_profile({k: np.concatenate(v) for k, v in sorted(by_method.items())}, path,
-                      f"{title}risk profile, returns pooled over seeds")
+        plot_risk_profile({algo: r for (_, algo), r in returns.items()}, path,
+                          f"{tasks[0]}: risk profile, returns pooled over seeds")
+        return True
+    _plot_tasks(tasks, returns, path)
     return True
+
+
+def _plot_tasks(tasks: list[str], returns: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .risk_measures import cvar_curve
+    from .utils import save_figure
+
+    methods = sorted({algo for _, algo in returns})
+    colours = dict(zip(methods, (plt.cm.tab10.colors if len(methods) <= 10 else plt.cm.tab20.colors)))
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for algo in methods:
+            if (task, algo) in returns:
+                alphas, curve = cvar_curve(returns[task, algo])
+                ax.plot(alphas, curve, color=colours[algo], label=algo)
+        ax.axvline(0.1, color="0.6", ls=":")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel(r"$\alpha$")
+        ax.set_ylabel(r"CVaR$_\alpha$ of episode return")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    fig.suptitle("risk profile per task, returns pooled over seeds")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
 
 
 def write_report(run_dirs, out, seed: int = 0) -> dict:

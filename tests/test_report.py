@@ -97,7 +97,10 @@ def test_ramac_report_on_trained_runs(tmp_path, capsys):
 
 
 def test_the_risk_profile_names_methods_alone_when_every_run_is_of_one_task(monkeypatch, tmp_path):
+    """One task: its methods' profiles and histograms; several: a panel per task (each method's
+    seeds pooled within its task only)."""
     import ramac.evaluation
+    import ramac.report
     from ramac.report import plot
 
     seen = []
@@ -108,6 +111,12 @@ def test_the_risk_profile_names_methods_alone_when_every_run_is_of_one_task(monk
     curves, title = seen[-1]
     assert sorted(curves) == ["bc", "radac"] and title.startswith("hop: ")
     assert len(curves["radac"]) == 8  # the seeds' returns pooled
-    assert plot(runs + [{"task": "cheetah", "algo": "bc", "returns": np.zeros(2)}], tmp_path / "b.png")
-    assert sorted(seen[-1][0]) == ["cheetah / bc", "hop / bc", "hop / radac"]
+    more = runs + [{"task": "cheetah", "algo": "bc", "returns": np.zeros(2)}]
+    assert plot(more, tmp_path / "b.png") and len(seen) == 1 and (tmp_path / "b.png").stat().st_size > 0
+    panels = []
+    monkeypatch.setattr(ramac.report, "_plot_tasks", lambda tasks, returns, path: panels.append((tasks, returns)))
+    assert plot(more, tmp_path / "b.png")
+    tasks, returns = panels[-1]
+    assert tasks == ["cheetah", "hop"] and sorted(returns) == [("cheetah", "bc"), ("hop", "bc"), ("hop", "radac")]
+    assert len(returns["hop", "radac"]) == 8 and len(returns["cheetah", "bc"]) == 2
     assert not plot([{"task": "hop", "algo": "bc", "returns": None}], tmp_path / "c.png")

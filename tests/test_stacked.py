@@ -394,8 +394,9 @@ def test_stacked_actor_loss_reads_the_critics_as_constants():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused chain runs on CUDA")
 def test_seeds_stacked_through_the_fused_chain_equal_each_seed_alone(monkeypatch):
-    """RAMAC_FUSED_CHAIN_STACKED=1: the actor's chain of the stacked seeds is one fused launch over
-    the seeds (kernels.chain_grad, a grid axis over the seeds), and each seed still trains as alone."""
+    """The actor's chain of the stacked seeds (RAMAC_FUSED_CHAIN_STACKED, on by default) is one
+    fused launch over the seeds (kernels.chain_grad, a grid axis over the seeds), and each seed
+    still trains as alone."""
     from ramac.kernels import chain_grad
 
     monkeypatch.setenv("RAMAC_FUSED_CHAIN_STACKED", "1")

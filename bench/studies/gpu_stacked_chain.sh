@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call (~400 s): the fused chain for stacked seeds (kernels/chain_grad.py, opt-in with
-# RAMAC_FUSED_CHAIN_STACKED=1) on the GPU: its tests, then `ramac bench train` of 16 stacked seeds
+# One device call (~400 s): the fused chain for stacked seeds (kernels/chain_grad.py; RAMAC_FUSED_CHAIN_STACKED,
+# then opt-in, now the default) on the GPU: its tests, then `ramac bench train` of 16 stacked seeds
 # at batch 256 (graph-kernels-bf16) without and with it, then the GEMV native library's check.
 # Everything lands in $OUT/stacked-chain.tgz (and native/gpu_check.sh's $OUT/native.tgz).
 #

@@ -22,8 +22,10 @@ Compiled (torch.compile), the optimiser steps and averaging compile as for one a
 vmapped loss method compiles on its own, checked against its eager call (_PerSeed.compiled, which
 Agent._compile_methods uses in place of torch.compile).
 
-Opt in with RAMAC_STACK_SEEDS=1 (ramac.train.updaters.make_seeds_updater), until the GPU
-measurements say it pays (`ramac bench train --seeds K --layouts side stacked`).
+Opt in with RAMAC_STACK_SEEDS=1 (ramac.train.updaters.make_seeds_updater): on an H200 it pays
+on the eager graphed path (graph-kernels-bf16: 16 seeds 1.45-2x side by side), but the compiled
+path, ramac train's default, is not yet measured stacked against side by side (`ramac bench train
+--seeds K --layouts side stacked --paths graph-compile-bf16`).
 """
 
 from __future__ import annotations

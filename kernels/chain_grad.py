@@ -307,12 +307,12 @@ if HAS_TRITON:
         return tl.where(a > 20.0, 1.0, th + a * (e / (1.0 + e)) * (1.0 - th * th))
 
     @triton.jit
-    def _seed_steps(sid, x_ptr, h1_ptr, h2_ptr, h3_ptr, y_ptr, B, T, H: tl.constexpr, A_P: tl.constexpr):
-        # seed sid's slices of the per-step tensors, each stacked contiguous along a leading seed
-        # dimension: two of (T, B, A_P) (x and y) and three of (T, B, H) (the forward's x_t, a1..a3,
-        # eps; the backward's d_eps, d_a1..d_a3)
+    def _seed_steps(sid, x_ptr, h1_ptr, h2_ptr, h3_ptr, B, T, H: tl.constexpr, A_P: tl.constexpr):
+        # seed sid's slices of four per-step tensors, each stacked contiguous along a leading seed
+        # dimension: one of (T, B, A_P) and three of (T, B, H) (the forward's x_t or eps and a1..a3;
+        # the backward's d_eps and d_a1..d_a3)
         return (x_ptr + sid * T * B * A_P, h1_ptr + sid * T * B * H, h2_ptr + sid * T * B * H,
-                h3_ptr + sid * T * B * H, y_ptr + sid * T * B * A_P)
+                h3_ptr + sid * T * B * H)
 
     @triton.jit
     def _chain_fwd_kernel(
@@ -334,8 +334,8 @@ if HAS_TRITON:
              b_out_ptr, coef_ptr) = _seed_chain_ptrs(
                 sid, state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                 w_out_ptr, b_out_ptr, coef_ptr, B, S, A, T, H, A_P, S_P, 5)
-            x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr,
-                                                                     B, T, H, A_P)
+            x_in_ptr, a1_ptr, a2_ptr, a3_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, B, T, H, A_P)
+            eps_ptr += sid * T * B * A_P
             x_pre_ptr += sid * B * A_P
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
@@ -399,12 +399,11 @@ if HAS_TRITON:
             w3_ptr += sid * H * H
             w_out_ptr += sid * H * A_P
             coef_ptr += sid * T * 5
-            x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, eps_ptr,
-                                                                     B, T, H, A_P)
+            x_in_ptr, a1_ptr, a2_ptr, a3_ptr = _seed_steps(sid, x_in_ptr, a1_ptr, a2_ptr, a3_ptr, B, T, H, A_P)
+            eps_ptr += sid * T * B * A_P
             x_pre_ptr += sid * B * A_P
-            # (d_eps in both (T, B, A_P) places; not `_`, which the loop below types as a float)
-            d_eps_ptr, d_a1_ptr, d_a2_ptr, d_a3_ptr, d_eps_again = _seed_steps(sid, d_eps_ptr, d_a1_ptr, d_a2_ptr,
-                                                                                d_a3_ptr, d_eps_ptr, B, T, H, A_P)
+            d_eps_ptr, d_a1_ptr, d_a2_ptr, d_a3_ptr = _seed_steps(sid, d_eps_ptr, d_a1_ptr, d_a2_ptr, d_a3_ptr,
+                                                                  B, T, H, A_P)
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         row_ok = rows < B
         a_cols = tl.arange(0, A_P)

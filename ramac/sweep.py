@@ -235,9 +235,10 @@ class UnitTimes:
         # units of the same size (seeds, steps) on this device: the same agent's longest, else the
         # longest of any agent (an untimed agent is assumed as slow as the slowest one timed)
         alike = {k.split(" | ")[2]: [] for k in known}
+        size = self._key(task, agent, seeds, steps).split(" | ")[3:]  # seeds (and layout), steps
         for k, v in known.items():
             device, _, other, n, length = k.split(" | ")
-            if device == self.device_name and [n, length] == self._key(task, agent, seeds, steps).split(" | ")[3:]:
+            if device == self.device_name and [n, length] == size:
                 alike[other].append(float(v))
         everything = [v for values in alike.values() for v in values]
         return max(alike.get(agent) or everything) if everything else None
@@ -469,11 +470,11 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
         times = UnitTimes(out / "unit-times.json", device_name(dev))
         # one process: each data set built when its task's first unit is to train; several: all
         # of them first, by process 0, while the others wait
-        data = DataSets(missing, times, log) if world == 1 else None
-        if missing and rank == 0 and data is None:
-            everything = DataSets(missing, times, log)
-            for task in missing:
-                everything.ensure(task)
+        data = DataSets(missing, times, log)
+        if world > 1:
+            for task in missing if rank == 0 else ():
+                data.ensure(task)
+            data = None
         if group is not None:
             group.barrier()
         cells = plan(spec, out / "runs", str(dev), full)

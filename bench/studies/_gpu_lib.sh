@@ -32,3 +32,13 @@ bench_train() {
   step "$name" "${TRAIN_S:-80}" env "${envs[@]}" python3 -m ramac bench train "$@" --out "$R/$name.json"
   grep -e "$row" "$R/$name.log" | tail -1 | tee -a "$R/summary.txt"
 }
+# native_check BUDGET_S: native/gpu_check.sh (its own $OUT/native.tgz) with that budget for its
+# optional steps (NATIVE_BUDGET_S overrides), bounded from outside too (NATIVE_S, default the budget
+# + 30 s: its required steps' own limits add up to more than a device call has), logged to
+# $R/native.log; says its exit status and its closing line
+native_check() {
+  local budget=${NATIVE_BUDGET_S:-$1}
+  OUT=$OUT BUDGET_S=$budget timeout --kill-after=10 "${NATIVE_S:-$((budget + 30))}" bash native/gpu_check.sh \
+    >"$R/native.log" 2>&1
+  say "native check exit $?: $(grep 'done:' "$R/native.log")"
+}

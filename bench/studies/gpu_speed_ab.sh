@@ -15,10 +15,7 @@ set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"
 gpu_study speed-ab
-# (bounded from outside too: its required steps' own limits add up to more than the call has)
-OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-170} timeout --kill-after=10 "${NATIVE_S:-200}" bash native/gpu_check.sh \
-  >"$R/native.log" 2>&1
-say "native check exit $?: $(grep -c ': ok' "$R/native.log") steps ok; $(grep 'done:' "$R/native.log")"
+native_check 170
 single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
 TRAIN_S=${TRAIN_S:-70}  # at most 200 + 5 x 70 s: within a 600 s call
 bench_train compile-base train-single RAMAC_IQN_UNDER_COMPILE=0 -- "${single[@]}"

@@ -27,5 +27,4 @@ say "study exit $?"; cat "$R/split.txt" | tee -a "$R/summary.txt"
 timeout 90 python3 -m ramac bench sampler --batch-size "${small[@]}" --steps 5 --out "$R/bench_sampler_small.json" \
   >"$R/bench_sampler_small.log" 2>&1
 say "bench sampler exit $?"
-OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-170} bash native/gpu_check.sh >"$R/native.log" 2>&1
-say "native check exit $?"
+native_check 170

@@ -15,5 +15,4 @@ for fused in 0 1; do
   bench_train "train-fused-stacked$fused" train-seeds RAMAC_FUSED_CHAIN_STACKED=$fused -- \
     --seeds 16 --batch-size 256 --paths graph-kernels-bf16 --layouts stacked --top-kernels 12
 done
-OUT=$OUT BUDGET_S=${NATIVE_BUDGET_S:-150} bash native/gpu_check.sh >"$R/native.log" 2>&1
-say "native check exit $?"
+native_check 150

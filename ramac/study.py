@@ -27,7 +27,7 @@ from .config import build_configs
 from .envs import bandit
 from .envs.bandit_family import FAMILY
 from .train import CHECKPOINT, Trainer, read_metrics
-from .utils import atomic_write_bytes, atomic_write_json, resolve_device
+from .utils import atomic_write_bytes, atomic_write_json, resolve_device, save_figure
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (CIs over a handful of seeds)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -243,7 +243,7 @@ def plot_variant(out: Path, report: dict, variant: str) -> None:
     ax.legend(fontsize=7)
     fig.suptitle(f"{variant} ({spec.note}): {report['algo']}, actions over the CVaR$_{{0.1}}$ map", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / f"{variant}.png", dpi=100)
+    save_figure(fig, out / f"{variant}.png", dpi=100)
     plt.close(fig)
 
 

@@ -25,7 +25,7 @@ from .envs import bandit
 from .envs.bandit_family import FAMILY
 from .study import draw_map, final_actions, is_finished, plan_runs, t_interval, train_runs
 from .train import read_metrics
-from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device
+from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device, save_figure
 
 COVER_SHARE = 0.5  # "covers every mode": each mode holds at least this fraction of its share of the data
 SEED_COLOURS = ("tab:blue", "tab:purple", "black", "tab:cyan", "tab:pink", "tab:brown", "tab:olive", "navy")
@@ -308,5 +308,5 @@ def plot_agents(path: Path, report: dict, variant: str) -> None:
     fig.suptitle(f"{variant} ({spec.note}): final actions over the CVaR$_{{0.1}}$ map, {report['steps']} steps, "
                  f"seeds {' '.join(map(str, report['seeds']))}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)

@@ -74,12 +74,34 @@ def set_rng_state(state: dict) -> None:
 
 def save_figure(fig, path, **kwargs) -> None:
     """fig.savefig written atomically (atomic_write_bytes): a reader, or another process writing
-    the same figure (sweep lanes side by side), never sees half a file."""
-    import io
+    the same figure (sweep lanes side by side), never sees half a file. PNGs as figure_png."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    if fmt == "png":
+        atomic_write_bytes(path, figure_png(fig, **kwargs))
+        return
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def figure_png(fig, **kwargs) -> bytes:
+    """fig as PNG bytes in a 256-colour palette (no dithering): a third of matplotlib's RGBA size
+    for our line plots and colour maps, so the committed figures stay small enough to travel."""
+    from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
-    atomic_write_bytes(path, buf.getvalue())
+    fig.savefig(buf, format="png", **kwargs)
+    return png_palette(Image.open(buf))
+
+
+def png_palette(image) -> bytes:
+    """A PIL image as optimised PNG bytes in a 256-colour median-cut palette, no dithering."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

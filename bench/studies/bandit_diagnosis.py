@@ -25,7 +25,7 @@ from ramac.config import build_configs
 from ramac.envs import bandit
 from ramac.envs.bandit_family import get_spec
 from ramac.train.updaters import make_updater
-from ramac.utils import seed_everything
+from ramac.utils import save_figure, seed_everything
 
 GRID = np.linspace(-1, 1, 61)
 
@@ -195,7 +195,7 @@ def plot(out: Path, title: str = "", n_panels: int = 6) -> None:
     fig.colorbar(im, ax=axes, fraction=0.02)
     fig.suptitle(f"{title}critic maps (min of the two critics, colours clipped to [-8, 3], contours at -5 and 0) "
                  f"and EMA-actor actions (blue); dashed: mode discs", fontsize=10)
-    fig.savefig(out / "critic_maps.png", dpi=100)
+    save_figure(fig, out / "critic_maps.png", dpi=100)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
@@ -215,7 +215,7 @@ def plot(out: Path, title: str = "", n_panels: int = 6) -> None:
     axes[2].set_title("where the policy acts")
     fig.suptitle(title.rstrip(": "))
     fig.tight_layout()
-    fig.savefig(out / "gradients.png", dpi=100)
+    save_figure(fig, out / "gradients.png", dpi=100)
     plt.close(fig)
 
 
@@ -244,7 +244,7 @@ def plot_valley(out: Path, title: str = "") -> None:
     ax.set_title(f"{title}the landscape between L1 and S (dotted: true CVaR of S and L1)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "valley.png", dpi=100)
+    save_figure(fig, out / "valley.png", dpi=100)
     plt.close(fig)
 
 

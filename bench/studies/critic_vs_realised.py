@@ -19,6 +19,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from ramac.utils import save_figure
+
 PANELS = (("actor/risk", "critics' CVaR of the actor's action"), ("critic/z_mean", "critics' mean at data actions"),
           ("return/cvar_0.1", "evaluation CVaR_0.1 of the return"), ("return/mean", "evaluation mean return"))
 
@@ -86,7 +88,7 @@ def main(argv=None) -> None:
         axes[-1][j].set_xlabel("update")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(a.out.with_suffix(".png"), dpi=110)
+    save_figure(fig, a.out.with_suffix(".png"), dpi=110)
     print(f"wrote {a.out.with_suffix('.md')} and {a.out.with_suffix('.png')}")
 
 

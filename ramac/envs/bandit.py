@@ -19,7 +19,7 @@ import torch
 
 from ..data import OfflineDataset
 from ..risk_measures import empirical_cvar
-from ..utils import seeded
+from ..utils import save_figure, seeded
 from .bandit_family import DEFAULT
 from .bandit_spec import BanditSpec
 
@@ -148,5 +148,5 @@ def plot(results: dict, data_actions, path, title: str = "", spec: BanditSpec = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -4,7 +4,7 @@ mode and outside; MuJoCo: episode return and the risky-step rate)."""
 
 from __future__ import annotations
 
-import io
+from ..utils import figure_png
 
 # (metrics key, label) per panel; a panel is drawn when the rows have its keys
 LOSSES = (("critic/loss1", "critic 1 loss"), ("critic/loss2", "critic 2 loss"), ("actor/bc", "BC loss"),
@@ -48,7 +48,6 @@ def curves_png(rows: list[dict], title: str = "") -> bytes | None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    data = figure_png(fig, dpi=100)
     plt.close(fig)
-    return buf.getvalue()
+    return data

@@ -21,6 +21,7 @@ from ._dispatch import HAS_TRITON, fold_seeds, seeds_first, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 MAX_K = 1024  # predicted quantiles one kernel tile can hold
+LAUNCH_DEFAULT = (False, None, None)  # (unroll, rows per program, warps): the loop, ~1024 cells, 4 warps
 
 
 # --------------------------------------------------------------------------
@@ -99,7 +100,8 @@ if HAS_TRITON:
         #   dL_b/dz_bk = -w_b/K * sum_j g_bkj,   dL_b/dy_bj = w_b/K * sum_k g_bkj.
         # Each thread owns (b, k) cells and walks the K' targets: the loss and dL/dz
         # accumulate in registers with no cross-thread reduction; dL/dy (only when the
-        # target needs a gradient) reduces over k once per target.
+        # target needs a gradient) reduces over k once per target. Cells outside (B, K)
+        # get both asymmetric weights 0, so they add nothing and need no mask per target.
         pid = tl.program_id(0)
         rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
         ks = tl.arange(0, BLOCK_K)
@@ -112,39 +114,44 @@ if HAS_TRITON:
         else:
             scale = tl.zeros([BLOCK_B], dtype=tl.float32) + inv_k
         scale = scale / kappa
-        below = 1.0 - tau  # weight of targets below the prediction (u < 0)
+        below = tl.where(rk_ok, 1.0 - tau, 0.0)  # weight of targets below the prediction (u < 0)
+        scale_g = scale * grad_scale  # the gradients' scale: times the 1/B of a "mean" reduction
 
         loss_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
         dz_acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
         if UNROLL:  # K' known at compile time: every target load can be issued up front
             for j in tl.static_range(KP_C):
-                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale,
+                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, z, tau, below, scale_g,
                                               kappa, stride_yb, KP, j, loss_acc, dz_acc, GRAD_TARGET)
         else:
             for j in range(0, KP):
-                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale,
+                loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, z, tau, below, scale_g,
                                               kappa, stride_yb, KP, j, loss_acc, dz_acc, GRAD_TARGET)
 
-        loss = tl.sum(tl.where(rk_ok, loss_acc, 0.0), axis=1) * scale
+        loss = tl.sum(loss_acc, axis=1) * scale
         tl.store(loss_ptr + rows, loss, mask=row_ok)
-        if GRAD_PRED:  # times grad_scale: the 1/B of a "mean" reduction, so backward is one product
-            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * (scale * grad_scale)[:, None], mask=rk_ok)
+        if GRAD_PRED:  # scaled already, so backward is one product per gradient
+            tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * scale_g[:, None], mask=rk_ok)
 
     @triton.jit
-    def _qh_target(target_ptr, dtarget_ptr, rows, row_ok, rk_ok, z, tau, below, scale, kappa, stride_yb, KP, j,
+    def _qh_target(target_ptr, dtarget_ptr, rows, row_ok, z, tau, below, scale_g, kappa, stride_yb, KP, j,
                    loss_acc, dz_acc, GRAD_TARGET: tl.constexpr):
-        # one target sample y_bj against the row's K predicted quantiles
+        # One target sample y_bj against the row's K predicted quantiles. With c = min(|u|, kappa):
+        # huber(u) = c (|u| - c / 2) and clamp(u, -kappa, kappa) = sign(u) c, so with m = asym c the
+        # loss term is m (|u| - c / 2) and g is +-m: a handful of operations per pair, no mask.
         y = tl.load(target_ptr + rows * stride_yb + j, mask=row_ok, other=0.0).to(tl.float32)
         u = y[:, None] - z  # (BLOCK_B, BLOCK_K)
-        asym = tl.where(u < 0, below, tau)
+        neg = u < 0
         abs_u = tl.abs(u)
-        huber = tl.where(abs_u <= kappa, 0.5 * u * u, kappa * (abs_u - 0.5 * kappa))
-        g = tl.where(rk_ok, asym * tl.minimum(tl.maximum(u, -kappa), kappa), 0.0)
+        c = tl.minimum(abs_u, kappa)
+        m = tl.where(neg, below, tau) * c
+        g = tl.where(neg, -m, m)
         if GRAD_TARGET:
-            tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale, mask=row_ok)
-        return loss_acc + asym * huber, dz_acc + g
+            tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale_g, mask=row_ok)
+        return loss_acc + m * (abs_u - 0.5 * c), dz_acc + g
 
-    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target, grad_scale=1.0, unroll=False):
+    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target, grad_scale=1.0, config=None):
+        unroll, block_b, num_warps = config or LAUNCH_DEFAULT
         B, K = pred.shape
         KP = target.shape[1]
         pred = pred if pred.stride(1) == 1 else pred.contiguous()
@@ -156,7 +163,7 @@ if HAS_TRITON:
         dpred = torch.empty((B, K), device=dev, dtype=torch.float32) if grad_pred else loss
         dtarget = torch.empty((B, KP), device=dev, dtype=torch.float32) if grad_target else loss
         block_k = max(triton.next_power_of_2(K), 2)
-        block_b = max(1, min(64, 1024 // block_k))  # ~1024 (b, k) cells per program
+        block_b = block_b or max(1, min(64, 1024 // block_k))  # default: ~1024 (b, k) cells per program
         grid = (triton.cdiv(B, block_b),)
         _quantile_huber_kernel[grid](
             pred, taus, target, weight if weight is not None else loss,
@@ -169,7 +176,7 @@ if HAS_TRITON:
             GRAD_TARGET=grad_target,
             BLOCK_B=block_b, BLOCK_K=block_k,
             UNROLL=bool(unroll), KP_C=KP if unroll else 0,
-            num_warps=4,
+            num_warps=num_warps or 4,
         )
         return loss, (dpred if grad_pred else None), (dtarget if grad_target else None)
 
@@ -178,11 +185,11 @@ class QuantileHuberFn(torch.autograd.Function):
     """Fused quantile-Huber loss; gradients for pred and target."""
 
     @staticmethod
-    def forward(ctx, pred, taus, target, weight, kappa, reduction, unroll=False):
+    def forward(ctx, pred, taus, target, weight, kappa, reduction, config=None):
         need_pred, _, need_target = ctx.needs_input_grad[:3]
-        # with "mean", dL/dz comes out of the kernel already divided by B (one launch less in backward)
+        # with "mean", dL/dz and dL/dy come out of the kernel already divided by B (one launch less each)
         loss, dpred, dtarget = _launch(pred, taus, target, weight, kappa, need_pred, need_target,
-                                       1.0 / max(pred.shape[0], 1) if reduction == "mean" else 1.0, unroll)
+                                       1.0 / max(pred.shape[0], 1) if reduction == "mean" else 1.0, config)
         ctx.save_for_backward(dpred, dtarget)
         ctx.reduction = reduction
         ctx.dtypes = (pred.dtype, target.dtype)
@@ -195,23 +202,26 @@ class QuantileHuberFn(torch.autograd.Function):
         dpred, dtarget = ctx.saved_tensors
         g = grad_out.float()[:, None] if ctx.reduction == "none" else grad_out.float()
         grad_pred = (dpred * g).to(ctx.dtypes[0]) if dpred is not None else None
-        if dtarget is not None and ctx.reduction == "mean":
-            g = g / dtarget.shape[0]
         grad_target = (dtarget * g).to(ctx.dtypes[1]) if dtarget is not None else None
         return grad_pred, None, grad_target, None, None, None, None
 
 
-def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduction="mean", unroll=False):
+def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduction="mean", unroll=False,
+                               block_b=None, num_warps=None):
     """The Triton path, whatever the device (tests call it under TRITON_INTERPRET=1). unroll: the loop
-    over the K' targets unrolled at compile time (one compilation per K'; which is faster is timed by
-    bench/studies/qh_graph_check.py)."""
+    over the K' targets unrolled at compile time (one compilation per K'); block_b: rows per program
+    (a power of two; default ~1024 (b, k) cells per program); num_warps (default 4). Which launch is
+    faster is timed by bench/studies/qh_graph_check.py --configs."""
+    if block_b is not None and (block_b < 1 or block_b & (block_b - 1)):
+        raise ValueError(f"block_b must be a power of two, got {block_b}")
+    config = (unroll, block_b, num_warps)
     _check_args(pred, taus, target, kappa, weight, reduction)
     if pred.shape[1] > MAX_K:
         raise ValueError(f"the fused kernel holds at most {MAX_K} predicted quantiles, got {pred.shape[1]}")
-    return fold_seeds(QuantileHuberFn.apply, _qh_fold, pred, taus.detach(), target, weight, kappa, reduction, unroll)
+    return fold_seeds(QuantileHuberFn.apply, _qh_fold, pred, taus.detach(), target, weight, kappa, reduction, config)
 
 
-def _qh_fold(K, in_dims, pred, taus, target, weight, kappa, reduction, unroll):
+def _qh_fold(K, in_dims, pred, taus, target, weight, kappa, reduction, config):
     """Under vmap over K seeds: one launch over the K x B samples (per-sample losses), reduced per seed."""
     pred, target, weight = seeds_first(K, (pred, target, weight), (in_dims[0], in_dims[2], in_dims[3]))
     B = pred.shape[1]
@@ -219,7 +229,7 @@ def _qh_fold(K, in_dims, pred, taus, target, weight, kappa, reduction, unroll):
         taus = seeds_first(K, (taus,), in_dims[1:2])[0]
         taus = (taus if taus.dim() == 3 else taus[:, None, :]).expand(K, B, pred.shape[2]).reshape(K * B, -1)
     flat = QuantileHuberFn.apply(pred.reshape(K * B, -1), taus, target.reshape(K * B, -1),
-                                 None if weight is None else weight.reshape(K * B), kappa, "none", unroll)
+                                 None if weight is None else weight.reshape(K * B), kappa, "none", config)
     per_seed = flat.view(K, B)
     return per_seed if reduction == "none" else per_seed.mean(1) if reduction == "mean" else per_seed.sum(1)
 

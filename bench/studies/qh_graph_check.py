@@ -2,12 +2,15 @@
 goal of <= 20 us at B = 16,384, K = K' = 32 (GPU):
 
     python -m bench.studies.qh_graph_check --legacy --out bench/results/qh-graph-H200.json
+    python -m bench.studies.qh_graph_check --providers triton --configs 16x2 32x4 32x4u 64x8 --out ...
 
 Each provider (reference, compile = torch.compile of the reference, triton, and triton-unrolled: the
 kernel with its loop over the K' targets unrolled at compile time) and mode (fwd, bwd,
 full = fwd + bwd) is timed eagerly and as graph replays through the benchmark harness
 (ramac.perf.bench: fresh closures per row, warm-up and capture on one side stream); each graph's
-replayed output is compared with an eager call's. --legacy first captures full the way the old
+replayed output is compared with an eager call's. --configs adds the kernel at other launch settings,
+one provider each: ROWSxWARPS rows per program and warps, a trailing u for the unrolled loop
+(provider "triton:16x2u"). --legacy first captures full the way the old
 harness did, for quantile_huber and tail_mean, each attempt in a fresh process (the first capture
 there, as quantile_huber's was in the old runs): with a forward made before the capture and kept
 alive through the same leaf (what the old _modes did for bwd) on the default stream, or on a side
@@ -23,6 +26,7 @@ import argparse
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,8 +42,19 @@ KEPT = ("none", "default", "side")  # where the old harness's kept forward was m
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def qh_case(device, B: int, K: int, seed: int = 0):
-    """(pred leaf, {provider: make_out}) for the loss of (B, K) quantiles against (B, K) targets."""
+def parse_config(text: str) -> dict:
+    """ROWSxWARPS[u] (e.g. 16x2u) -> quantile_huber_loss_triton's launch keywords."""
+    body = text[:-1] if text.endswith("u") else text
+    try:
+        rows, warps = (int(v) for v in body.split("x"))
+    except ValueError:
+        raise SystemExit(f"qh_graph_check: a launch setting is ROWSxWARPS with an optional u (16x2u), got {text!r}")
+    return {"block_b": rows, "num_warps": warps, "unroll": text.endswith("u")}
+
+
+def qh_case(device, B: int, K: int, seed: int = 0, configs=()):
+    """(pred leaf, {provider: make_out}) for the loss of (B, K) quantiles against (B, K) targets;
+    configs: launch settings of the kernel (parse_config), a provider "triton:SETTING" each."""
     g = torch.Generator(device=device).manual_seed(seed)
     pred = torch.randn(B, K, device=device, generator=g).requires_grad_()
     target = torch.randn(B, K, device=device, generator=g)
@@ -50,7 +65,9 @@ def qh_case(device, B: int, K: int, seed: int = 0):
 
     return pred, {"reference": reference, "compile": torch.compile(reference, dynamic=False),
                   "triton": lambda: quantile_huber_loss_triton(pred, taus, target),
-                  "triton-unrolled": lambda: quantile_huber_loss_triton(pred, taus, target, unroll=True)}
+                  "triton-unrolled": lambda: quantile_huber_loss_triton(pred, taus, target, unroll=True),
+                  **{f"triton:{c}": partial(quantile_huber_loss_triton, pred, taus, target, **parse_config(c))
+                     for c in configs}}
 
 
 def _same(a, b) -> bool:
@@ -137,6 +154,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=16_384)
     p.add_argument("--k", type=int, default=32, help="K = K' (predicted and target quantiles)")
     p.add_argument("--providers", nargs="+", default=list(PROVIDERS), choices=PROVIDERS)
+    p.add_argument("--configs", nargs="+", default=[], metavar="ROWSxWARPS[u]",
+                   help="also the kernel at these launch settings (16x2: 16 rows per program, 2 warps; u: unrolled)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--blocks", type=int, default=30, help="timed blocks of 10 calls per row")
     p.add_argument("--goal-us", type=float, default=20.0)
@@ -157,9 +176,9 @@ def main(argv=None) -> dict:
               "shape": {"B": B, "K": K, "K_target": K}, "goal_us": args.goal_us}
     if args.legacy and cuda:
         result["legacy"] = legacy_diagnosis(device, B, K)
-    pred, providers = qh_case(device, B, K)
+    pred, providers = qh_case(device, B, K, configs=args.configs)
     rows = []
-    for provider in args.providers:
+    for provider in [*args.providers, *(f"triton:{c}" for c in args.configs)]:
         make_out = providers[provider]
         for mode in args.modes:
             rows.append(_measure(_modes(make_out, [pred])[mode], device, False, blocks=args.blocks,

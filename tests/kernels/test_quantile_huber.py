@@ -28,6 +28,21 @@ def test_matches_reference(B, K, KP, dtype, unroll, device):
                 lambda p, y: quantile_huber_loss_ref(p, taus, y), (pred, target), g, dtype)
 
 
+@pytest.mark.parametrize("block_b,num_warps", [(1, 1), (4, 2), (128, 8)])
+@pytest.mark.parametrize("B,K,KP", [(37, 13, 7), (5, 40, 9)])
+def test_launch_settings(block_b, num_warps, B, K, KP, device):
+    # rows per program below, at and above the batch: ragged last programs and programs with no row
+    pred, taus, target = make(B, K, KP, torch.float32, device, seed=5)
+    assert_same(lambda p, y: quantile_huber_loss_triton(p, taus, y, block_b=block_b, num_warps=num_warps),
+                lambda p, y: quantile_huber_loss_ref(p, taus, y), (pred, target), torch.tensor(0.3, device=device))
+
+
+def test_rejects_block_b_not_a_power_of_two(device):
+    pred, taus, target = make(4, 4, 4, torch.float32, device)
+    with pytest.raises(ValueError, match="power of two"):
+        quantile_huber_loss_triton(pred, taus, target, block_b=12)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("shared", [False, True])

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One device call (~250 s) for issue 18, each step bounded:
+# 1. the quantile-Huber kernel's parity tests on the GPU (the per-pair arithmetic rewritten: c =
+#    min(|u|, kappa), loss m (|u| - c/2), gradient +-m), then qh_graph_check at the goal's shape
+#    (B = 16,384, K = K' = 32) for the default launch and other launch settings (--configs);
+# 2. the single seed at batch 256 on graph-compile-bf16 with RAMAC_IQN_UNDER_COMPILE=1 and
+#    RAMAC_COMBO_KERNELS=1 together, against neither (each alone was +7 % and +13 % in
+#    bench/results/speed-ab-H200/).
+# Everything lands in $OUT/qh-combo.tgz.
+#
+#   OUT=/some/folder bash bench/studies/gpu_qh_combo.sh
+set -uo pipefail
+OUT=${OUT:?set OUT to an output folder}
+source "$(dirname "$0")/_gpu_lib.sh"
+gpu_study qh-combo
+step pytest-qh 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_quantile_huber.py \
+  tests/kernels/test_fold_seeds.py tests/test_bench_harness.py
+step qh-graph 150 python3 -m bench.studies.qh_graph_check --providers compile triton triton-unrolled \
+  --configs 8x1 8x2 16x1 16x2 16x4 32x2 32x8 64x4 64x8 16x2u 32x4u --out "$R/qh-graph.json"
+grep -e "summary" "$R/qh-graph.log" | tail -1 | tee -a "$R/summary.txt"
+single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
+TRAIN_S=${TRAIN_S:-75}
+bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
+bench_train compile-iqn-combo "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (~250 s) for issue 18, each step bounded:
+# One device call (~250 s, ~450 s with step 3) for issues 18 and 16, each step bounded:
 # 1. the quantile-Huber kernel's parity tests on the GPU (the per-pair arithmetic rewritten: c =
 #    min(|u|, kappa), loss m (|u| - c/2), gradient +-m), then qh_graph_check at the goal's shape
 #    (B = 16,384, K = K' = 32) for the default launch and other launch settings (--configs);
@@ -22,3 +22,8 @@ single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
 TRAIN_S=${TRAIN_S:-75}
 bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
 bench_train compile-iqn-combo "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"
+# 3. last, if the call has time left: 16 seeds side by side and stacked on the compiled path
+#    (graph-compile-bf16), the comparison the stacked layout's default waits for
+step seeds16-compile "${SEEDS_S:-200}" python3 -m ramac bench train --seeds 16 --batch-size 256 \
+  --paths graph-compile-bf16 --layouts side stacked --out "$R/seeds16-compile.json"
+grep -e "train-seeds" "$R/seeds16-compile.log" | tail -2 | tee -a "$R/summary.txt"

@@ -205,6 +205,19 @@ def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
     return [c for unit in units(cells)[rank::world] for c in unit]
 
 
+UNCERTAIN_MARGIN = 1.15  # a unit never timed is guessed from others and assumed this much longer
+FIXED_SEEDS = 5.0  # a unit's fixed time in seeds' worth of its per-seed time (seed_scaling)
+
+
+def seed_scaling(recorded: int, seeds: int) -> float:
+    """A unit of `seeds` seeds over one of `recorded` seeds (same task, agent and steps), each
+    taken as a fixed time (compilation, evaluation set-up, a GPU not yet full) plus a time per
+    seed, the fixed one worth FIXED_SEEDS seeds. On an H200 RADAC took 0.61-0.63 as long with 1
+    seed as with 5 (results/mujoco-reduced/unit-times.json: 171 / 271 s, 271 / 445 s); (5 + 1) /
+    (5 + 5) = 0.6."""
+    return (FIXED_SEEDS + seeds) / (FIXED_SEEDS + recorded)
+
+
 class UnitTimes:
     """Seconds each (task, agent) unit took on a device, training and second evaluation together,
     kept in OUT/unit-times.json so that a later stretch of machine time can tell which units fit
@@ -229,19 +242,31 @@ class UnitTimes:
         return f"{self.device_name} | {task} | {agent} | {seeds} seeds{stacked} | {steps} steps"
 
     def predict(self, task: str, agent: str, seeds: int, steps: int) -> float | None:
+        """The unit's recorded seconds; else a guess from other units on this device with the same
+        steps and layout, times UNCERTAIN_MARGIN: the longest of the first of these that has any,
+        (1) the same task and agent at other seed counts, scaled to this one (seed_scaling); (2) the
+        agent at this seed count on other tasks; (3) the agent at other counts, scaled; (4) every
+        agent at this count (an untimed agent is assumed as slow as the slowest one timed); (5)
+        every unit, scaled. None when there is none."""
         known = self._read()
         if (exact := known.get(self._key(task, agent, seeds, steps))) is not None:
             return float(exact)
-        # units of the same size (seeds, steps) on this device: the same agent's longest, else the
-        # longest of any agent (an untimed agent is assumed as slow as the slowest one timed)
-        alike = {k.split(" | ")[2]: [] for k in known}
-        size = self._key(task, agent, seeds, steps).split(" | ")[3:]  # seeds (and layout), steps
+        _, _, _, size, length = self._key(task, agent, seeds, steps).split(" | ")
+        layout = size.split(" ", 1)[1]  # "seeds" or "seeds stacked"
+        tiers: list[list[float]] = [[] for _ in range(5)]
         for k, v in known.items():
-            device, _, other, n, length = k.split(" | ")
-            if device == self.device_name and [n, length] == size:
-                alike[other].append(float(v))
-        everything = [v for values in alike.values() for v in values]
-        return max(alike.get(agent) or everything) if everything else None
+            device, their_task, other, n, their_length = k.split(" | ")
+            count, their_layout = n.split(" ", 1)
+            if device != self.device_name or their_length != length or not count.isdigit():
+                continue
+            if n == size:
+                tiers[1 if other == agent else 3].append(float(v))
+            elif their_layout == layout or int(count) == 1 or seeds == 1:  # one seed trains alone either way
+                guess = float(v) * seed_scaling(int(count), seeds)
+                tiers[(0 if their_task == task else 2) if other == agent else 4].append(guess)
+        if mine := next((t for t in tiers if t), None):
+            return UNCERTAIN_MARGIN * max(mine)
+        return None
 
     def _data_key(self, task: str) -> str:  # five fields, as a unit's key (never matched as one)
         return f"{self.device_name} | {task} | data set | {DATA_WORKERS} workers | build"
@@ -338,13 +363,20 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
                 log(f"  budget spent ({budget_s:.0f} s): {first.task} / {first.agent} and later units left for "
                     f"the next run")
                 return
-            need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps) if times else None
             build = data.predict(first.task) if data else 0.0
-            if need is not None and need + build > left:
+            n = fitting_seeds(times, todo, left - build) if times else len(todo)
+            if n == 0:
+                need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps)
+                one = times.predict(first.task, first.agent, 1, first.train_cfg.steps)
                 log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s"
                     + (f" after {build:.0f} s for its data set" if build else "")
-                    + f", {max(left, 0):.0f} s of the budget are left")
+                    + f", {max(left, 0):.0f} s of the budget are left"
+                    + (f" (one seed alone: {one:.0f} s)" if len(todo) > 1 else ""))
                 continue
+            if n < len(todo):
+                log(f"  {first.task} / {first.agent}: {n} of its {len(todo)} seeds fit the budget "
+                    f"({max(left, 0):.0f} s left); the other seeds are left for the next run")
+                todo = todo[:n]
         if data is not None:
             data.ensure(first.task)
         t_unit = time.perf_counter()
@@ -360,6 +392,20 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
             after_unit(unit)
         if times is not None and fresh:
             times.record(first.task, first.agent, len(todo), first.train_cfg.steps, time.perf_counter() - t_unit)
+
+
+def fitting_seeds(times: UnitTimes, todo: list[Cell], room: float) -> int:
+    """How many of a unit's seeds (the first n, side by side) are predicted to train and be
+    evaluated again within `room` seconds: all when the unit fits or was never timed, else the
+    most that fit, else 0."""
+    c = todo[0]
+    for n in range(len(todo), 0, -1):
+        need = times.predict(c.task, c.agent, n, c.train_cfg.steps)
+        if need is None:
+            return len(todo)
+        if need <= room:
+            return n
+    return 0
 
 
 def settled(c: Cell) -> bool:
@@ -487,16 +533,21 @@ def run_sweep(spec: SweepSpec, out, device: str = "auto", full: bool = False, lo
             for c in mine:
                 set_aside_unevaluable(c, rank_log)
         ood_cache: dict = {}  # the data-set OOD detectors, fitted once per task
+
+        def evaluate_pending():  # the finished cells not yet evaluated again (their detectors read the data set)
+            pending = [c for c in mine if settled(c) and not evaluated_again(c)]
+            for task in dict.fromkeys(c.task for c in pending) if data is not None else ():
+                data.ensure(task)
+            reevaluate_cells(pending, spec.eval, dev, rank_log, ood_cache)
+
+        if spec.eval:  # first what an earlier stretch trained but had no time to evaluate again (cheap)
+            evaluate_pending()
         again = (lambda unit: reevaluate_cells(unit, spec.eval, dev, rank_log, ood_cache)) if spec.eval else None
         train_units(mine, rank_log, plots, time_limit_s, after_unit=again, budget_s=budget_s, times=times,
                     t0=t_start, data=data)
         finished = [str(c.run_dir) for c in mine if settled(c)]
-        if spec.eval:  # and the cells an earlier run trained but did not evaluate again
-            if data is not None:  # (their detectors read the data set)
-                for task in dict.fromkeys(c.task for c in mine if str(c.run_dir) in finished and
-                                          not evaluated_again(c)):
-                    data.ensure(task)
-            reevaluate_cells([c for c in mine if str(c.run_dir) in finished], spec.eval, dev, rank_log, ood_cache)
+        if spec.eval:  # and any this run trained whose evaluation after its unit did not happen
+            evaluate_pending()
         if group is not None:  # every process's finished cells reach process 0
             gathered = [None] * world
             group.all_gather_object(gathered, finished)

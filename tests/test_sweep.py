@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ramac.cli import main
-from ramac.sweep import SweepError, UnitTimes, load_spec, parse_spec, plan, run_sweep, sweep_tables
+from ramac.sweep import (UNCERTAIN_MARGIN, SweepError, UnitTimes, load_spec, parse_spec, plan, run_sweep, seed_scaling,
+                         sweep_tables)
 from ramac.utils import device_name
 
 TINY = """
@@ -244,6 +245,22 @@ def test_a_trained_cell_whose_checkpoint_is_gone_before_its_second_evaluation_tr
     assert again == first and report["unfinished"] == []
 
 
+def test_cells_trained_but_not_evaluated_again_are_evaluated_before_any_unit_trains(tmp_path):
+    # a stretch cut off after training a unit but before its second evaluations: the next stretch
+    # (its machine still holding the checkpoints) evaluates those cells first, as they are cheap
+    text = TINY + "[eval]\nsamples = 100\n"
+    path, out = write(tmp_path, steps=20, text=text), tmp_path / "out"
+    run_sweep(load_spec(path), out, "cpu", log=lambda *a: None, plots="none")
+    (out / "runs" / "bandit-bc-seed1" / "eval-again.json").unlink()
+    for seed in (0, 1):
+        shutil.rmtree(out / "runs" / f"bandit-radac-seed{seed}")
+    said = []
+    run_sweep(load_spec(path), out, "cpu", log=said.append, plots="none")
+    order = [i for i, line in enumerate(said) if "evaluated again bandit bc seed 1" in line or "bandit / radac:" in line]
+    assert len(order) == 2 and "evaluated again bandit bc seed 1" in said[order[0]], said
+    assert (out / "runs" / "bandit-bc-seed1" / "eval-again.json").exists()
+
+
 def test_a_budget_starts_only_the_units_whose_recorded_time_fits(tmp_path):
     path, out = write(tmp_path, steps=20), tmp_path / "out"
     out.mkdir()
@@ -322,18 +339,56 @@ def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
     records under its own key."""
     path = tmp_path / "unit-times.json"
     side, stacked = UnitTimes(path, "GPU", stacked=False), UnitTimes(path, "GPU", stacked=True)
+    m = UNCERTAIN_MARGIN  # a guess from other units is taken as this much longer
     side.record("task", "radac", 5, 100, 445.0)
     assert side.predict("task", "radac", 5, 100) == 445.0
-    assert side.predict("other", "radac", 5, 100) == 445.0  # the same agent's longest, same layout
+    assert side.predict("other", "radac", 5, 100) == pytest.approx(445.0 * m)  # the agent's longest, same layout
     assert stacked.predict("task", "radac", 5, 100) is None
     stacked.record("task", "bc", 5, 100, 90.0)
-    assert stacked.predict("task", "radac", 5, 100) == 90.0  # the longest stacked unit of that size
-    assert side.predict("task", "bc", 5, 100) == 445.0
+    assert stacked.predict("task", "radac", 5, 100) == pytest.approx(90.0 * m)  # the longest stacked unit that size
+    assert side.predict("task", "bc", 5, 100) == pytest.approx(445.0 * m)
     stacked.record("task", "bc", 1, 100, 30.0)  # one seed trains alone whatever the switch says
     assert side.predict("task", "bc", 1, 100) == 30.0
     assert sorted(json.loads(path.read_text())) == ["GPU | task | bc | 1 seeds | 100 steps",
                                                     "GPU | task | bc | 5 seeds stacked | 100 steps",
                                                     "GPU | task | radac | 5 seeds | 100 steps"]
+
+
+def test_unit_times_guess_other_seed_counts_by_seed_scaling(tmp_path):
+    """A seed count never timed is guessed from the same task and agent's other counts (fixed time
+    plus a time per seed), the same seed count of other agents coming first."""
+    times = UnitTimes(tmp_path / "unit-times.json", "GPU", stacked=False)
+    times.record("task", "radac", 5, 100, 400.0)
+    assert seed_scaling(5, 1) == pytest.approx(0.6) and seed_scaling(1, 5) == pytest.approx(1 / 0.6)
+    assert times.predict("task", "radac", 3, 100) == pytest.approx(400.0 * 0.8 * UNCERTAIN_MARGIN)
+    assert times.predict("task", "radac", 1, 100) == pytest.approx(400.0 * 0.6 * UNCERTAIN_MARGIN)
+    times.record("task", "bc", 3, 100, 50.0)  # the agent's own time, scaled, goes before another agent's
+    assert times.predict("task", "radac", 3, 100) == pytest.approx(400.0 * 0.8 * UNCERTAIN_MARGIN)
+    assert times.predict("task", "sac", 3, 100) == pytest.approx(50.0 * UNCERTAIN_MARGIN)  # then this count's
+    times.record("other", "radac", 3, 100, 600.0)  # the agent on another task at this count, before (3)
+    assert times.predict("third", "radac", 3, 100) == pytest.approx(600.0 * UNCERTAIN_MARGIN)
+    assert times.predict("task", "radac", 5, 200) is None  # other steps: nothing to go on
+
+
+def test_a_unit_too_long_for_the_budget_trains_the_seeds_that_fit(tmp_path):
+    """When a whole unit would overrun the budget, the first seeds that fit train side by side (and
+    are evaluated again), the rest wait for the next stretch; a unit whose one seed does not fit
+    waits whole."""
+    from ramac.sweep import train_units
+
+    path, out = write(tmp_path, steps=20, text=TINY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]")), tmp_path / "out"
+    cells = plan(load_spec(path), out / "runs", "cpu")
+    times = UnitTimes(out / "unit-times.json", device_name(torch.device("cpu")))
+    times.record("bandit", "bc", 3, 20, 800.0)  # so 2 seeds ~ 800 x 7/8 x margin = 805 s, 1 seed ~ 690 s
+    times.record("bandit", "radac", 3, 20, 1e6)
+    said, again = [], []
+    train_units(cells, said.append, "none", budget_s=720, times=times, after_unit=again.append)
+    done = sorted(p.parent.name for p in out.glob("runs/*/eval.json"))
+    assert done == ["bandit-bc-seed0"], (done, said)
+    assert any("bandit / bc: 1 of its 3 seeds fit the budget" in s for s in said)
+    assert any("bandit / radac left for the next run: it took 1000000 s" in s and "one seed alone" in s for s in said)
+    assert [[c.seed for c in unit] for unit in again] == [[0, 1, 2]]  # the unit's cells, each evaluated if finished
+    assert times.predict("bandit", "bc", 1, 20) < 100.0  # the one seed's own time, recorded
 
 
 def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_it(tmp_path):

@@ -128,7 +128,7 @@ if HAS_TRITON:
                 loss_acc, dz_acc = _qh_target(target_ptr, dtarget_ptr, rows, row_ok, z, tau, below, scale_g,
                                               kappa, stride_yb, KP, j, loss_acc, dz_acc, GRAD_TARGET)
 
-        loss = tl.sum(loss_acc, axis=1) * scale
+        loss = tl.sum(tl.where(rk_ok, loss_acc, 0.0), axis=1) * scale  # (once: padding times an inf target)
         tl.store(loss_ptr + rows, loss, mask=row_ok)
         if GRAD_PRED:  # scaled already, so backward is one product per gradient
             tl.store(dpred_ptr + rows[:, None] * K + ks[None, :], -dz_acc * scale_g[:, None], mask=rk_ok)

@@ -340,9 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start no (task, agent) unit after MINUTES of training; the tables of the complete tasks "
                          "are written and the rest is left for the next run of the same command")
     sw.add_argument("--budget", type=float, metavar="MINUTES",
-                    help="wall-clock budget of this run (data sets included): start only the units whose recorded "
-                         "duration on this device (OUT/unit-times.json) fits what is left, skipping to later ones "
-                         "that do")
+                    help="wall-clock budget of this run (data sets included): start only the units predicted to "
+                         "fit what is left (their duration recorded on this device in OUT/unit-times.json, else a "
+                         "guess from the others), a unit too long with its first seeds that fit, skipping to later "
+                         "ones that do")
     sw.add_argument("--tasks", nargs="+", metavar="TASK", help="train only these of the sweep's tasks (the tables "
                                                                "cover every complete task)")
     sw.add_argument("--tables-only", action="store_true",

@@ -22,8 +22,9 @@ update; each seed its own run directory); process `rank` of `world` takes units 
 world, ... (one process per GPU under torchrun, gloo on CPUs, NCCL on GPUs), each with its own
 device. A finished cell (its final evaluation written) is skipped; an interrupted one continues
 from its checkpoint; so the same command, rerun, finishes a sweep across separate stretches of machine
-time. With an [eval] table each process then evaluates its finished runs again (eval-again.json,
-skipped where it exists for the final step). When every process is done, process 0 writes
+time. With an [eval] table each process evaluates each unit's runs again once the unit is trained
+(eval-again.json, skipped where it exists for the final step), and first of all the runs an
+earlier stretch trained but had no time to evaluate again. When every process is done, process 0 writes
 OUT/TASK.md / .csv / .json (mean and 95 % bootstrap interval over seeds per agent: `ramac
 report`'s aggregation), OUT/TASK-risk.png (risk profile per agent) and OUT/TASK-curves.png
 (evaluation curves, mean over seeds), plus OUT/sweep.json (the resolved cells, versions, the
@@ -174,8 +175,8 @@ def lanes(spec: SweepSpec, out, n: int, device: str = "auto", full: bool = False
     """The sweep's tasks that still have cells to train, dealt to n processes side by side on one
     GPU (bench/studies/gpu_sweep.sh's LANES): the task with the most predicted seconds left (each
     unfinished unit's time in OUT/unit-times.json on timed_on, default the device named most
-    there; an untimed unit as UnitTimes predicts it, else as the longest recorded) goes to the lane
-    with the least so far. Fewer lanes when fewer tasks are left; none when the sweep is done."""
+    there; an untimed unit as UnitTimes predicts it, else as the longest recorded; a cell awaiting
+    only its second evaluation EVAL_GUESS_S) goes to the lane with the least so far. Fewer lanes when fewer tasks are left; none when the sweep is done."""
     if n < 1:
         raise SweepError(f"--lanes must be at least 1, got {n}")
     out = Path(out)
@@ -186,8 +187,15 @@ def lanes(spec: SweepSpec, out, n: int, device: str = "auto", full: bool = False
         times.device_name = counts.most_common(1)[0][0] if counts else ""
     longest = max(map(float, known.values()), default=1.0)
     left: dict = defaultdict(float)
+    from .train.rundir import CHECKPOINT
+
     for unit in units(plan(spec, out / "runs", device, full=full)):
-        todo = [c for c in unit if not settled(c)]
+        # a cell trained but not evaluated again is work too: its evaluation where its checkpoint
+        # is here (a warm machine), else training it again (set_aside_unevaluable)
+        pending = [c for c in unit if spec.eval and settled(c) and not evaluated_again(c)]
+        todo = [c for c in unit if not settled(c) or (c in pending and not (c.run_dir / CHECKPOINT).exists())]
+        if evaluations := len(pending) - sum(c in todo for c in pending):
+            left[unit[0].task] += EVAL_GUESS_S * evaluations
         if todo:
             c = todo[0]
             guess = times.predict(c.task, c.agent, len(todo), c.train_cfg.steps)
@@ -205,6 +213,7 @@ def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:
     return [c for unit in units(cells)[rank::world] for c in unit]
 
 
+EVAL_GUESS_S = 30.0  # a cell's second evaluation (100 episodes and the OOD detectors, H200: ~20-30 s)
 UNCERTAIN_MARGIN = 1.25  # a unit never timed is guessed from others and assumed this much longer (stretch 11:
 # two units guessed at 450 and 479 s trained in 454 and 475 s, then needed ~100 s more for their evaluations)
 FIXED_SEEDS = 5.0  # a unit's fixed time in seeds' worth of its per-seed time (seed_scaling)
@@ -222,10 +231,11 @@ def seed_scaling(recorded: int, seeds: int) -> float:
 class UnitTimes:
     """Seconds each (task, agent) unit took on a device, training and second evaluation together,
     kept in OUT/unit-times.json so that a later stretch of machine time can tell which units fit
-    what is left of its budget. A unit never timed on the device is predicted by the longest unit
-    of the same agent there, else the longest unit there, else not at all. The seeds' layout is
-    part of the key ("5 seeds" side by side, "5 seeds stacked" with RAMAC_STACK_SEEDS=1): the
-    layouts' times differ, and one never predicts the other."""
+    what is left of its budget. A unit never timed on the device is guessed from the units that
+    were (predict: UNCERTAIN_MARGIN longer, other seed counts scaled by seed_scaling), else not at
+    all. The seeds' layout is part of the key ("5 seeds" side by side, "5 seeds stacked" with
+    RAMAC_STACK_SEEDS=1): the layouts' times differ, and one never predicts the other (one seed
+    trains alone either way: its time scales to either)."""
 
     def __init__(self, path: Path, device_name: str, stacked: bool | None = None):
         self.path, self.device_name = Path(path), device_name
@@ -262,7 +272,7 @@ class UnitTimes:
                 continue
             if n == size:
                 tiers[1 if other == agent else 3].append(float(v))
-            elif their_layout == layout or int(count) == 1 or seeds == 1:  # one seed trains alone either way
+            elif their_layout == layout or int(count) == 1:  # one seed trains alone either way
                 guess = float(v) * seed_scaling(int(count), seeds)
                 tiers[(0 if their_task == task else 2) if other == agent else 4].append(guess)
         if mine := next((t for t in tiers if t), None):
@@ -335,10 +345,11 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
                 t0: float | None = None, data: DataSets | None = None) -> None:
     """Train the unfinished cells, the seeds of each (task, agent) side by side (continuing any
     that hold a checkpoint). time_limit_s: start no unit after that many seconds of training (a
-    unit under way runs to its end). budget_s: start only units predicted (by `times`) to end,
-    second evaluation included, within that many seconds of t0, skipping those that would not for
-    later ones that do (a unit never timed starts while any budget is left); so a metered stretch
-    of GPU time ends on finished cells. after_unit: called with each unit's cells once they are
+    unit under way runs to its end). budget_s: start only units predicted (by `times`: recorded, or
+    guessed from other units) to end, second evaluation included, within that many seconds of t0;
+    a unit that would not trains its first seeds that would (fitting_seeds), or none, and later
+    units may go first (a unit nothing predicts starts while any budget is left); so a metered
+    stretch of GPU time ends on finished cells. after_unit: called with each unit's cells once they are
     trained (the sweep's second evaluation). times: where each unit's duration is recorded.
     data: the missing data sets, each built before the first unit of its task that trains (and
     counted in the budget)."""
@@ -369,7 +380,7 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
             if n == 0:
                 need = times.predict(first.task, first.agent, len(todo), first.train_cfg.steps)
                 one = times.predict(first.task, first.agent, 1, first.train_cfg.steps)
-                log(f"  {first.task} / {first.agent} left for the next run: it took {need:.0f} s"
+                log(f"  {first.task} / {first.agent} left for the next run: predicted {need:.0f} s"
                     + (f" after {build:.0f} s for its data set" if build else "")
                     + f", {max(left, 0):.0f} s of the budget are left"
                     + (f" (one seed alone: {one:.0f} s)" if len(todo) > 1 else ""))
@@ -397,14 +408,14 @@ def train_units(cells: list[Cell], log=print, plots: str = "final", time_limit_s
 
 def fitting_seeds(times: UnitTimes, todo: list[Cell], room: float) -> int:
     """How many of a unit's seeds (the first n, side by side) are predicted to train and be
-    evaluated again within `room` seconds: all when the unit fits or was never timed, else the
-    most that fit, else 0."""
+    evaluated again within `room` seconds: all when the unit fits or nothing predicts it (a unit
+    never timed starts while any budget is left), else the most that fit, else 0."""
     c = todo[0]
+    if times.predict(c.task, c.agent, len(todo), c.train_cfg.steps) is None:
+        return len(todo)
     for n in range(len(todo), 0, -1):
         need = times.predict(c.task, c.agent, n, c.train_cfg.steps)
-        if need is None:
-            return len(todo)
-        if need <= room:
+        if need is not None and need <= room:
             return n
     return 0
 

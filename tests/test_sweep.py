@@ -271,7 +271,7 @@ def test_a_budget_starts_only_the_units_whose_recorded_time_fits(tmp_path):
     report = run_sweep(load_spec(path), out, "cpu", log=said.append, plots="none", budget_s=600)
     assert (out / "runs" / "bandit-bc-seed1" / "eval.json").exists()  # bc fits and trains,
     assert not (out / "runs" / "bandit-radac-seed0").exists()  # radac would not fit: it waits
-    assert any("bandit / radac left for the next run: it took 1000000 s" in line for line in said)
+    assert any("bandit / radac left for the next run: predicted 1000000 s" in line for line in said)
     assert len(report["unfinished"]) == 2
     times = json.loads((out / "unit-times.json").read_text())
     assert 0 <= times[key.format("bc")] < 600 and times[key.format("bc")] != 0.05  # bc's real time replaces the old one
@@ -334,6 +334,32 @@ def test_lanes_deal_the_tasks_with_cells_left_by_their_recorded_times(tmp_path, 
     assert main(["sweep", str(path), "--out", str(out), "--lanes", "0"]) == 2
 
 
+def test_lanes_count_cells_awaiting_their_second_evaluation(tmp_path):
+    """A task whose cells are all trained but one is not evaluated again still gets a lane: its
+    evaluation where the checkpoint is there, its training again where it is gone."""
+    from ramac.sweep import lanes
+
+    text = TINY.replace('tasks = ["bandit"]', 'tasks = ["bandit", "bandit-x2"]') + "[eval]\nsamples = 100\n"
+    path, out = write(tmp_path, steps=20, text=text), tmp_path / "out"
+    out.mkdir()
+    key = "GPU | {} | {} | {} seeds | 20 steps"
+    (out / "unit-times.json").write_text(json.dumps({key.format(t, a, n): 1000.0 * n for t in ("bandit", "bandit-x2")
+                                                     for a in ("bc", "radac") for n in (1, 2)}))
+    spec = load_spec(path)
+    for c in plan(spec, out / "runs", "cpu"):
+        c.run_dir.mkdir(parents=True)
+        (c.run_dir / "eval.json").write_text(json.dumps({"step": 20}))
+        (c.run_dir / "checkpoint.pt").write_text("")
+        if (c.task, c.agent, c.seed) != ("bandit", "radac", 1):
+            (c.run_dir / "eval-again.json").write_text(json.dumps({"step": 20}))
+    assert lanes(spec, out, 2, "cpu", timed_on="GPU") == [["bandit"]]  # its one evaluation left
+    (out / "runs" / "bandit-radac-seed1" / "checkpoint.pt").unlink()
+    for seed in (0, 1):  # x2: two evaluations left
+        (out / "runs" / f"bandit-x2-bc-seed{seed}" / "eval-again.json").unlink()
+    # bandit: 1,000 s of training again, x2: two evaluations (2 x EVAL_GUESS_S)
+    assert lanes(spec, out, 1, "cpu", timed_on="GPU") == [["bandit", "bandit-x2"]]
+
+
 def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
     """A stacked unit is not predicted by side-by-side times (nor the other way), and each layout
     records under its own key."""
@@ -356,7 +382,8 @@ def test_unit_times_keep_the_seeds_layouts_apart(tmp_path):
 
 def test_unit_times_guess_other_seed_counts_by_seed_scaling(tmp_path):
     """A seed count never timed is guessed from the same task and agent's other counts (fixed time
-    plus a time per seed), the same seed count of other agents coming first."""
+    plus a time per seed), before the agent's units of that count on other tasks and other
+    agents' units."""
     times = UnitTimes(tmp_path / "unit-times.json", "GPU", stacked=False)
     times.record("task", "radac", 5, 100, 400.0)
     assert seed_scaling(5, 1) == pytest.approx(0.6) and seed_scaling(1, 5) == pytest.approx(1 / 0.6)
@@ -386,7 +413,7 @@ def test_a_unit_too_long_for_the_budget_trains_the_seeds_that_fit(tmp_path):
     done = sorted(p.parent.name for p in out.glob("runs/*/eval.json"))
     assert done == ["bandit-bc-seed0"], (done, said)
     assert any("bandit / bc: 1 of its 3 seeds fit the budget" in s for s in said)
-    assert any("bandit / radac left for the next run: it took 1000000 s" in s and "one seed alone" in s for s in said)
+    assert any("bandit / radac left for the next run: predicted 1000000 s" in s and "one seed alone" in s for s in said)
     assert [[c.seed for c in unit] for unit in again] == [[0, 1, 2]]  # the unit's cells, each evaluated if finished
     assert times.predict("bandit", "bc", 1, 20) < 100.0  # the one seed's own time, recorded
 
@@ -410,7 +437,7 @@ def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_i
     times.record_data("bandit", 900.0)  # bc (0.05 s) would fit 600 s, but not after a 900 s build
     train_units(cells, said.append, "none", budget_s=600, times=times, data=DataSets(["bandit"], times, said.append, build))
     assert built == [] and not list(out.glob("runs/*/eval.json"))
-    assert any("bandit / bc left for the next run: it took 0 s after 900 s for its data set" in s for s in said)
+    assert any("bandit / bc left for the next run: predicted 0 s after 900 s for its data set" in s for s in said)
     times.record_data("bandit", 100.0)
     data = DataSets(["bandit"], times, said.append, build)
     train_units(cells, said.append, "none", budget_s=600, times=times, data=data)

@@ -20,7 +20,7 @@ step() {
 }
 # bench_train NAME ROW [VAR=VALUE...] -- ARGS...: `ramac bench train ARGS --out $R/NAME.json` with
 # those environment settings as a step (limit TRAIN_S, default 80 s), then the log's last ROW line
-# (train-single, train-seeds) into the summary
+# (a pattern: "train-seeds", or "| 256 | graph-compile-bf16" for a single-seed run) into the summary
 bench_train() {
   local name=$1 row=$2 envs=()
   shift 2

@@ -8,7 +8,8 @@
 #    bench/results/speed-ab-H200/).
 # Everything lands in $OUT/qh-combo.tgz.
 #
-#   OUT=/some/folder bash bench/studies/gpu_qh_combo.sh
+#   OUT=/some/folder bash bench/studies/gpu_qh_combo.sh            # ~480 s
+#   SEEDS_S=0 OUT=/some/folder bash bench/studies/gpu_qh_combo.sh  # without step 3: ~280 s
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"

@@ -22,10 +22,12 @@
 #   OUT=/some/folder LANES=auto LIMIT_S=540 bash bench/studies/gpu_sweep.sh   # `ramac sweep --lanes 2` picks them
 #
 # Chaining stretches: checkpoints under results/ are ignored by git, so a machine still warm from
-# the previous call (the next call within its idle release) keeps them. Copy the cut-off cells'
-# folders from sweep.tgz too (trained, eval.json but no eval-again.json), and the next stretch
-# evaluates them first; on a fresh machine the sweep sets them aside (NAME.no-checkpoint) and
-# trains them again. A unit too long for the budget trains the first seeds that fit.
+# the previous call (the next call within its idle release) keeps them. Then copy all of
+# results/NAME back from sweep.tgz before that call (cells cut off mid-training resume from their
+# checkpoints and need their records; cells trained but not evaluated again are evaluated first);
+# on a fresh machine the sweep sets the latter aside (NAME.no-checkpoint) and trains them again,
+# so copy back only finished cells (with eval-again.json) when the next call will not be at once.
+# A unit too long for the budget trains the first seeds that fit.
 #
 # STACK=1: each unit's seeds stacked (`ramac sweep --stack-seeds`), timed under their own keys in
 # unit-times.json.

@@ -14,14 +14,17 @@ set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"
 gpu_study qh-combo
-step pytest-qh 90 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_quantile_huber.py \
+step pytest-qh "${PYTEST_S:-90}" python3 -m pytest -q -p no:cacheprovider tests/kernels/test_quantile_huber.py \
   tests/kernels/test_fold_seeds.py
-step qh-graph 120 python3 -m bench.studies.qh_graph_check --providers compile triton triton-unrolled \
-  --configs 8x2 16x2 16x4 32x2 64x4 64x8 16x2u 32x4u --out "$R/qh-graph.json"
+# shellcheck disable=SC2086
+step qh-graph "${QH_S:-120}" python3 -m bench.studies.qh_graph_check --providers compile triton triton-unrolled \
+  --configs ${CONFIGS:-8x2 16x2 16x4 32x2 64x4 64x8 16x2u 32x4u} --out "$R/qh-graph.json"
 grep -e "summary" "$R/qh-graph.log" | tail -1 | tee -a "$R/summary.txt"
 single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
 TRAIN_S=${TRAIN_S:-70}
-bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
+if [[ ${BASE:-1} != 0 ]]; then  # BASE=0: only the pair (the base measured in speed-ab-H200: 713 updates/s)
+  bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
+fi
 bench_train compile-iqn-combo "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"
 # 3. last, if the call has time left: 16 seeds side by side and stacked on the compiled path
 #    (graph-compile-bf16), the comparison the stacked layout's default waits for

@@ -445,3 +445,40 @@ def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_i
     assert (out / "runs" / "bandit-bc-seed1" / "eval.json").exists() and not (out / "runs" / "bandit-radac-seed0").exists()
     assert times.predict_data("bandit") < 100.0  # the build's own time replaces the old record
     assert times.predict("bandit", "bc", 2, 20) != times.predict_data("bandit")  # the keys never mix
+
+
+def test_sweep_merge_brings_home_only_finished_runs_and_merges_unit_times(tmp_path, capsys):
+    """bench/studies/sweep_merge.py: a stretch's finished runs are copied (without checkpoints), a
+    run not yet evaluated again only with --all, a run already here is never touched, and the
+    stretch's unit times win."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_merge", Path(__file__).parents[1] / "bench/studies/sweep_merge.py")
+    sweep_merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep_merge)
+    src, dst = tmp_path / "stretch", tmp_path / "repo"
+
+    def run(root, name, again_step=None, text="stretch"):
+        d = root / "runs" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"train": {"steps": 50}}))
+        (d / "metrics.jsonl").write_text(text)
+        (d / "checkpoint.pt").write_text("weights")
+        if again_step is not None:
+            (d / "eval-again.json").write_text(json.dumps({"step": again_step}))
+
+    run(src, "t-a-seed0", 50)
+    run(src, "t-a-seed1")  # trained, not evaluated again
+    run(src, "t-a-seed2", 40)  # evaluated again at an earlier step only
+    run(src, "t-b-seed0", 50)
+    run(dst, "t-b-seed0", 50, text="ours")
+    (src / "unit-times.json").write_text(json.dumps({"k1": 2.0, "k2": 3.0}))
+    (dst / "unit-times.json").write_text(json.dumps({"k1": 1.0, "k0": 5.0}))
+    out = sweep_merge.main([str(src), str(dst)])
+    assert out["copied"] == ["t-a-seed0"] and out["skipped"] == ["t-a-seed1", "t-a-seed2"] and out["times"] == 2
+    assert not (dst / "runs" / "t-a-seed0" / "checkpoint.pt").exists()
+    assert (dst / "runs" / "t-b-seed0" / "metrics.jsonl").read_text() == "ours"
+    assert json.loads((dst / "unit-times.json").read_text()) == {"k0": 5.0, "k1": 2.0, "k2": 3.0}
+    assert sweep_merge.main([str(src), str(dst), "--all"])["copied"] == ["t-a-seed1", "t-a-seed2"]
+    with pytest.raises(SystemExit, match="no runs/ folder"):
+        sweep_merge.main([str(tmp_path / "nothing"), str(dst)])

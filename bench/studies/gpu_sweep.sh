@@ -23,7 +23,8 @@
 #
 # Chaining stretches: checkpoints under results/ are ignored by git, so a machine still warm from
 # the previous call (the next call within its idle release) keeps them. Then copy all of
-# results/NAME back from sweep.tgz before that call (cells cut off mid-training resume from their
+# results/NAME back from sweep.tgz before that call (`python -m bench.studies.sweep_merge
+# DIR/results/NAME results/NAME --all`; without --all it copies only the finished runs) (cells cut off mid-training resume from their
 # checkpoints and need their records; cells trained but not evaluated again are evaluated first);
 # on a fresh machine the sweep sets the latter aside (NAME.no-checkpoint) and trains them again,
 # so copy back only finished cells (with eval-again.json) when the next call will not be at once.

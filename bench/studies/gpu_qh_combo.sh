@@ -3,8 +3,8 @@
 # 1. the quantile-Huber kernel's parity tests on the GPU (the per-pair arithmetic rewritten: c =
 #    min(|u|, kappa), loss m (|u| - c/2), gradient +-m), then qh_graph_check at the goal's shape
 #    (B = 16,384, K = K' = 32) for the default launch and other launch settings (--configs);
-# 2. the single seed at batch 256 on graph-compile-bf16 with RAMAC_IQN_UNDER_COMPILE=1 and
-#    RAMAC_COMBO_KERNELS=1 together, against neither (each alone was +7 % and +13 % in
+# 2. the compiled-vs-eager update tests with RAMAC_IQN_UNDER_COMPILE=1 and RAMAC_COMBO_KERNELS=1,
+#    then the single seed at batch 256 on graph-compile-bf16 with both together, against neither (each alone was +7 % and +13 % in
 #    bench/results/speed-ab-H200/).
 # Everything lands in $OUT/qh-combo.tgz.
 #
@@ -20,6 +20,9 @@ step pytest-qh "${PYTEST_S:-90}" python3 -m pytest -q -p no:cacheprovider tests/
 step qh-graph "${QH_S:-120}" python3 -m bench.studies.qh_graph_check --providers compile triton triton-unrolled \
   --configs ${CONFIGS:-8x2 16x2 16x4 32x2 64x4 64x8 16x2u 32x4u} --out "$R/qh-graph.json"
 grep -e "summary" "$R/qh-graph.log" | tail -1 | tee -a "$R/summary.txt"
+# the compiled update with both settings on equals the eager one (as without them), before timing it
+step pytest-combo "${PYTEST_S:-90}" env RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 python3 -m pytest -q \
+  -p no:cacheprovider tests/test_fast.py -k "matches_eager or bf16"
 single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
 TRAIN_S=${TRAIN_S:-70}
 if [[ ${BASE:-1} != 0 ]]; then  # BASE=0: only the pair (the base measured in speed-ab-H200: 713 updates/s)

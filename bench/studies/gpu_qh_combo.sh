@@ -4,8 +4,8 @@
 #    min(|u|, kappa), loss m (|u| - c/2), gradient +-m), then qh_graph_check at the goal's shape
 #    (B = 16,384, K = K' = 32) for the default launch and other launch settings (--configs);
 # 2. the compiled-vs-eager update tests with RAMAC_IQN_UNDER_COMPILE=1 and RAMAC_COMBO_KERNELS=1,
-#    then the single seed at batch 256 on graph-compile-bf16 with both together, against neither (each alone was +7 % and +13 % in
-#    bench/results/speed-ab-H200/).
+#    then the single seed at batch 256 on graph-compile-bf16 with both together, against neither
+#    (each alone was +7 % and +13 % in bench/results/speed-ab-H200/).
 # Everything lands in $OUT/qh-combo.tgz.
 #
 #   OUT=/some/folder bash bench/studies/gpu_qh_combo.sh            # ~480 s

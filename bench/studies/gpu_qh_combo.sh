@@ -20,6 +20,7 @@ step pytest-qh "${PYTEST_S:-90}" python3 -m pytest -q -p no:cacheprovider tests/
 step qh-graph "${QH_S:-120}" python3 -m bench.studies.qh_graph_check --providers compile triton triton-unrolled \
   --configs ${CONFIGS:-8x2 16x2 16x4 32x2 64x4 64x8 16x2u 32x4u} --out "$R/qh-graph.json"
 grep -e "summary" "$R/qh-graph.log" | tail -1 | tee -a "$R/summary.txt"
+[[ ${ONLY_QH:-0} == 1 ]] && exit 0  # ONLY_QH=1: step 1 only (~150 s)
 # the compiled update with both settings on equals the eager one (as without them), before timing it
 step pytest-combo "${PYTEST_S:-90}" env RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 python3 -m pytest -q \
   -p no:cacheprovider tests/test_fast.py -k "matches_eager or bf16"

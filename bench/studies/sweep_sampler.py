@@ -1,6 +1,6 @@
 """Sweep launch configurations of the chain sampler on the GPU (block sizes, warps, stages).
 
-    python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536]
+    python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536] [--block-m 16 64]
 
 Appends one JSON line per configuration as it goes (so a cut-off run keeps what it
 measured) and prints the best configuration per batch size and precision.
@@ -23,6 +23,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--batch-size", type=int, nargs="+", default=[1, 65_536])
     ap.add_argument("--precision", nargs="+", default=["bf16"])
+    ap.add_argument("--block-m", type=int, nargs="+", help="rows per program to try (default: 16 for up to 16 "
+                    "states, else 16, 32, 64 and 128: at a few hundred states 16 rows spread the chain over more SMs)")
     args = ap.parse_args()
     torch.manual_seed(0)
     p = Diffusion(5, "vp").cuda().pack(Denoiser(17, 6, 256).cuda())
@@ -31,7 +33,7 @@ def main():
     with open(args.out, "a") as log:
         for B in args.batch_size:
             state = torch.randn(B, 17, device="cuda")
-            bms = (16,) if B <= 16 else (32, 64, 128)
+            bms = args.block_m or ((16,) if B <= 16 else (16, 32, 64, 128))
             for bm, bn, nw, ns, prec in itertools.product(bms, (32, 64), (4, 8), (1, 2, 3), args.precision):
                 row = dict(batch=B, bm=bm, bn=bn, warps=nw, stages=ns, precision=prec)
                 try:

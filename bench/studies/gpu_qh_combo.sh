@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (~280 s, ~480 s with step 3) for issues 18 and 16, each step bounded:
+# One device call (~430 s; ~280 s with SAMPLER_S=0; +200 s with step 3) for issues 18 and 16, each step bounded:
 # 1. the quantile-Huber kernel's parity tests on the GPU (the per-pair arithmetic rewritten: c =
 #    min(|u|, kappa), loss m (|u| - c/2), gradient +-m), then qh_graph_check at the goal's shape
 #    (B = 16,384, K = K' = 32) for the default launch and other launch settings (--configs);
@@ -8,8 +8,8 @@
 #    (each alone was +7 % and +13 % in bench/results/speed-ab-H200/).
 # Everything lands in $OUT/qh-combo.tgz.
 #
-#   OUT=/some/folder bash bench/studies/gpu_qh_combo.sh            # ~480 s
-#   SEEDS_S=0 OUT=/some/folder bash bench/studies/gpu_qh_combo.sh  # without step 3: ~280 s
+#   SEEDS_S=0 OUT=/some/folder bash bench/studies/gpu_qh_combo.sh              # steps 1, 2 and 4: ~430 s
+#   SEEDS_S=0 SAMPLER_S=0 OUT=/some/folder bash bench/studies/gpu_qh_combo.sh  # steps 1 and 2: ~280 s
 set -uo pipefail
 OUT=${OUT:?set OUT to an output folder}
 source "$(dirname "$0")/_gpu_lib.sh"
@@ -30,6 +30,13 @@ if [[ ${BASE:-1} != 0 ]]; then  # BASE=0: only the pair (the base measured in sp
   bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
 fi
 bench_train compile-iqn-combo "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"
+# 4. the chain sampler's launch settings at the next-action sampler's batch sizes, 16- against 64-row
+#    programs (at batch 256 the default's 64-row programs use 4 SMs); SAMPLER_S=0 skips it
+if [[ ${SAMPLER_S:-150} != 0 ]]; then
+  step sampler-sweep "${SAMPLER_S:-150}" python3 -m bench.studies.sweep_sampler --out "$R/sampler-sweep.jsonl" \
+    --batch-size 256 2048 4096 --block-m 16 64
+  grep -e "^best" "$R/sampler-sweep.log" | tee -a "$R/summary.txt"
+fi
 # 3. last, if the call has time left: 16 seeds side by side and stacked on the compiled path
 #    (graph-compile-bf16), the comparison the stacked layout's default waits for
 #    (SEEDS_S=0 skips it)

@@ -6,6 +6,8 @@
 # 2. the compiled-vs-eager update tests with RAMAC_IQN_UNDER_COMPILE=1 and RAMAC_COMBO_KERNELS=1,
 #    then the single seed at batch 256 on graph-compile-bf16 with both together, against neither
 #    (each alone was +7 % and +13 % in bench/results/speed-ab-H200/).
+# 4. (SAMPLER_S) the chain sampler's 16- against 64-row programs at batch 256-4,096; 3. (SEEDS_S, last)
+#    16 seeds side by side and stacked on the compiled path: see below.
 # Everything lands in $OUT/qh-combo.tgz.
 #
 #   SEEDS_S=0 OUT=/some/folder bash bench/studies/gpu_qh_combo.sh              # steps 1, 2 and 4: ~430 s

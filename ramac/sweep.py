@@ -625,6 +625,8 @@ def sweep_tables(spec: SweepSpec, out, full: bool = True, log=print) -> dict:
 def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_cache: dict | None = None) -> None:
     """`ramac eval` on each finished cell (with [eval]'s settings) that has no eval-again.json for
     its final step yet; ood_cache keeps each task's data-set detectors for the next cell."""
+    import time
+
     from .study import is_finished
     from .train.reevaluate import reevaluate
 
@@ -632,8 +634,9 @@ def reevaluate_cells(cells: list[Cell], settings: dict, device, log=print, ood_c
     for c in cells:
         if not is_finished(c.run_dir, c.train_cfg.steps) or evaluated_again(c):
             continue
+        t = time.perf_counter()
         step, metrics, _ = reevaluate(c.run_dir, device, **settings, ood_cache=ood_cache)
-        log(f"  evaluated again {c.task} {c.agent} seed {c.seed} (step {step}): "
+        log(f"  evaluated again {c.task} {c.agent} seed {c.seed} (step {step}, {time.perf_counter() - t:.0f} s): "
             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
                         if isinstance(v, float) and (k.startswith(("return/", "reward/", "ood/")))))
 

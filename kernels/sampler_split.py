@@ -115,6 +115,8 @@ if HAS_TRITON:
         for i in range(T):
             t = T - 1 - i
             c_t = tl.load(c_time_ptr + t * H + hk)
+            # the step's noise first: independent of the chain, its Philox rounds overlap the products
+            z = _chain_noise(noise_ptr, seed_ptr, t * B * A + noise_offs, x_ok, HAS_NOISE)
             h1 = _mish(_dot(x.to(dot_t), w_x, s_part, DOT_PRECISION, UPCAST) + c_t[None, :]).to(dot_t)
             h2 = _mish(_dot(h1, w2, None, DOT_PRECISION, UPCAST) + b2[None, :]).to(dot_t)  # (BM, HC)
             slots = part_ptr + (i % 2) * NPROG * BM * H  # this step's NPROG partials
@@ -125,7 +127,6 @@ if HAS_TRITON:
                 acc += tl.load(slots + p * BM * H + part_offs, mask=part_mask, other=0.0, cache_modifier=".cg")
             h3 = _mish(acc + b3[None, :]).to(dot_t)
             eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
-            z = _chain_noise(noise_ptr, seed_ptr, t * B * A + noise_offs, x_ok, HAS_NOISE)
             x = _posterior_step(x, eps, z, coef_ptr, t, max_action)
 
         x = tl.minimum(tl.maximum(x, -max_action), max_action)
@@ -172,6 +173,7 @@ if HAS_TRITON:
         x = _chain_noise(noise_ptr, seed_ptr, T * A + ka, a_ok, HAS_NOISE)
         for i in range(T):
             t = T - 1 - i
+            z = _chain_noise(noise_ptr, seed_ptr, t * A + ka, a_ok, HAS_NOISE)  # first: overlaps the products
             a1 = tl.sum(w_x.to(tl.float32) * _as_dot(x, dot_t)[:, None], axis=0) + s_part
             h1 = _as_dot(_mish(a1 + tl.load(c_time_ptr + t * H + hk)), dot_t)
             h2 = _as_dot(_mish(tl.sum(w2.to(tl.float32) * h1[None, :], axis=1) + b2), dot_t)  # (HC,)
@@ -183,7 +185,6 @@ if HAS_TRITON:
                 acc += tl.load(slots + p * H + hk, cache_modifier=".cg")
             h3 = _as_dot(_mish(acc + b3), dot_t)
             eps = tl.sum(w_out.to(tl.float32) * h3[None, :], axis=1) + b_out  # (A_P,)
-            z = _chain_noise(noise_ptr, seed_ptr, t * A + ka, a_ok, HAS_NOISE)
             x = _posterior_step(x, eps, z, coef_ptr, t, max_action)
 
         x = tl.minimum(tl.maximum(x, -max_action), max_action)

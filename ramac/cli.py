@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", type=Path, help="output folder (default: results/NAME)")
     sw.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     sw.add_argument("--full", action="store_true", help="full-size presets on a CPU too (default: CPU-sized)")
-    sw.add_argument("--dry-run", action="store_true", help="list the cells and which are finished; train nothing")
+    sw.add_argument("--dry-run", action="store_true", help="list the cells and their state, and each unit's predicted seconds; train nothing")
     sw.add_argument("--lanes", type=int, metavar="N",
                     help="train nothing: print the tasks with cells left dealt to N processes side by side, as "
                          "bench/studies/gpu_sweep.sh's LANES (task lists separated by ';', balanced by the unit "
@@ -710,7 +710,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SweepError, load_spec, plan, run_sweep
+    from .sweep import SweepError, load_spec, run_sweep
     from .utils import resolve_device
 
     spec = load_spec(args.config)
@@ -723,12 +723,9 @@ def cmd_sweep(args) -> int:
         print(";".join(" ".join(tasks) for tasks in lanes(spec, out, args.lanes, args.device, full=args.full)))
         return 0
     if args.dry_run:
-        from .study import is_finished
+        from .sweep import describe
 
-        cells = plan(spec, out / "runs", args.device, full=args.full)  # the presets the run would use
-        for c in cells:
-            state = "finished" if is_finished(c.run_dir, c.train_cfg.steps) else "to train"
-            print(f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {state}")
+        print("\n".join(describe(spec, out, args.device, full=args.full)))  # the presets the run would use
         return 0
     if args.tables_only:
         from .sweep import sweep_tables

@@ -170,42 +170,101 @@ def units(cells: list[Cell]) -> list[list[Cell]]:
     return list(grouped.values())
 
 
+def unit_work(unit: list[Cell], with_eval: bool) -> tuple[list[Cell], int]:
+    """(the unit's cells to train, how many only await their second evaluation). A cell trained but
+    not evaluated again is work too: its evaluation where its checkpoint is here (a warm
+    machine), else its training again (set_aside_unevaluable)."""
+    from .train.rundir import CHECKPOINT
+
+    pending = [c for c in unit if with_eval and settled(c) and not evaluated_again(c)]
+    todo = [c for c in unit if not settled(c) or (c in pending and not (c.run_dir / CHECKPOINT).exists())]
+    return todo, len(pending) - sum(c in todo for c in pending)
+
+
+def planning_times(out, timed_on: str | None = None) -> UnitTimes:
+    """OUT/unit-times.json read for timed_on, default the device named most there."""
+    times = UnitTimes(Path(out) / "unit-times.json", timed_on or "")
+    if timed_on is None:
+        counts = Counter(k.split(" | ")[0] for k in times._read())
+        times.device_name = counts.most_common(1)[0][0] if counts else ""
+    return times
+
+
+def unit_seconds(times: UnitTimes, todo: list[Cell], evaluations: int) -> float | None:
+    """Predicted seconds of a unit's work (None when nothing predicts its training)."""
+    train = times.predict(todo[0].task, todo[0].agent, len(todo), todo[0].train_cfg.steps) if todo else 0.0
+    return None if train is None else train + EVAL_GUESS_S * evaluations
+
+
 def lanes(spec: SweepSpec, out, n: int, device: str = "auto", full: bool = False,
           timed_on: str | None = None) -> list[list[str]]:
     """The sweep's tasks that still have cells to train, dealt to n processes side by side on one
     GPU (bench/studies/gpu_sweep.sh's LANES): the task with the most predicted seconds left (each
-    unfinished unit's time in OUT/unit-times.json on timed_on, default the device named most
+    unit's work, unit_work, in OUT/unit-times.json on timed_on, default the device named most
     there; an untimed unit as UnitTimes predicts it, else as the longest recorded; a cell awaiting
-    only its second evaluation EVAL_GUESS_S) goes to the lane with the least so far. Fewer lanes when fewer tasks are left; none when the sweep is done."""
+    only its second evaluation EVAL_GUESS_S) goes to the lane with the least so far. Fewer lanes
+    when fewer tasks are left; none when the sweep is done."""
     if n < 1:
         raise SweepError(f"--lanes must be at least 1, got {n}")
-    out = Path(out)
-    times = UnitTimes(out / "unit-times.json", timed_on or "")
-    known = times._read()
-    if timed_on is None:
-        counts = Counter(k.split(" | ")[0] for k in known)
-        times.device_name = counts.most_common(1)[0][0] if counts else ""
-    longest = max(map(float, known.values()), default=1.0)
+    times = planning_times(out, timed_on)
+    longest = max(map(float, times._read().values()), default=1.0)
     left: dict = defaultdict(float)
-    from .train.rundir import CHECKPOINT
-
-    for unit in units(plan(spec, out / "runs", device, full=full)):
-        # a cell trained but not evaluated again is work too: its evaluation where its checkpoint
-        # is here (a warm machine), else training it again (set_aside_unevaluable)
-        pending = [c for c in unit if spec.eval and settled(c) and not evaluated_again(c)]
-        todo = [c for c in unit if not settled(c) or (c in pending and not (c.run_dir / CHECKPOINT).exists())]
-        if evaluations := len(pending) - sum(c in todo for c in pending):
-            left[unit[0].task] += EVAL_GUESS_S * evaluations
-        if todo:
-            c = todo[0]
-            guess = times.predict(c.task, c.agent, len(todo), c.train_cfg.steps)
-            left[c.task] += longest if guess is None else guess
+    for unit in units(plan(spec, Path(out) / "runs", device, full=full)):
+        todo, evaluations = unit_work(unit, bool(spec.eval))
+        if todo or evaluations:
+            seconds = unit_seconds(times, todo, evaluations)
+            left[unit[0].task] += longest if seconds is None else seconds
     dealt: list[list] = [[0.0, []] for _ in range(n)]
     for task in sorted(left, key=lambda t: (-left[t], spec.tasks.index(t))):
         lane = min(dealt, key=lambda d: d[0])
         lane[0] += left[task]
         lane[1].append(task)
     return [tasks for _, tasks in dealt if tasks]
+
+
+def cell_state(c: Cell, with_eval: bool) -> str:
+    """A cell's state for `ramac sweep --dry-run`."""
+    from .study import is_finished
+    from .train.group import diverged
+    from .train.rundir import CHECKPOINT
+
+    held = (c.run_dir / CHECKPOINT).exists()
+    if (d := diverged(c.run_dir)) is not None:
+        return f"diverged at step {d.step}"
+    if not is_finished(c.run_dir, c.train_cfg.steps):
+        return "resumes from its checkpoint" if held else "to train"
+    if not with_eval or evaluated_again(c):
+        return "finished"
+    return "trained, to evaluate again" if held else "trained, its checkpoint gone: trains again"
+
+
+def describe(spec: SweepSpec, out, device: str = "auto", full: bool = False, timed_on: str | None = None) -> list[str]:
+    """`ramac sweep --dry-run`: each cell and its state, then each unit with work left and its
+    predicted seconds (recorded or guessed, on the device most recorded in OUT/unit-times.json)."""
+    out = Path(out)
+    cells = plan(spec, out / "runs", device, full=full)
+    lines = [f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {cell_state(c, bool(spec.eval))}" for c in cells]
+    times = planning_times(out, timed_on)
+    known, total, left = times._read(), 0.0, 0
+    for unit in units(cells):
+        todo, evaluations = unit_work(unit, bool(spec.eval))
+        if not (todo or evaluations):
+            continue
+        left += 1
+        seconds = unit_seconds(times, todo, evaluations)
+        exact = bool(todo) and times._key(todo[0].task, todo[0].agent, len(todo), todo[0].train_cfg.steps) in known
+        work = ", ".join(([f"{len(todo)} seed(s) to train"] if todo else [])
+                         + ([f"{evaluations} to evaluate again"] if evaluations else []))
+        said = ("nothing recorded predicts it" if seconds is None else
+                f"{seconds:.0f} s ({'recorded' if exact else 'guessed'})")
+        lines.append(f"unit {unit[0].task} / {unit[0].agent}: {work}; {said}")
+        total += seconds or 0.0
+    if left:
+        where = f" on {times.device_name}" if times.device_name else ""
+        lines.append(f"{left} unit(s) with work left, about {total:.0f} s{where} one after another")
+    else:
+        lines.append("every cell is finished")
+    return lines
 
 
 def shard(cells: list[Cell], rank: int, world: int) -> list[Cell]:

@@ -482,3 +482,38 @@ def test_sweep_merge_brings_home_only_finished_runs_and_merges_unit_times(tmp_pa
     assert sweep_merge.main([str(src), str(dst), "--all"])["copied"] == ["t-a-seed1", "t-a-seed2"]
     with pytest.raises(SystemExit, match="no runs/ folder"):
         sweep_merge.main([str(tmp_path / "nothing"), str(dst)])
+
+
+def test_dry_run_names_each_cells_state_and_each_units_predicted_time(tmp_path, capsys):
+    """`ramac sweep --dry-run`: finished, to train, resumable, awaiting its second evaluation (or,
+    its checkpoint gone, training again), then each unit with work and its predicted seconds."""
+    text = TINY + "[eval]\nsamples = 100\n"
+    path, out = write(tmp_path, steps=20, text=text), tmp_path / "out"
+    key = "GPU | bandit | {} | {} seeds | 20 steps"
+    out.mkdir()
+    (out / "unit-times.json").write_text(json.dumps({key.format("bc", 2): 100.0}))
+    cells = {(c.agent, c.seed): c for c in plan(load_spec(path), out / "runs", "cpu")}
+
+    def make(agent, seed, again=False, checkpoint=False, finished=True):
+        d = cells[(agent, seed)].run_dir
+        d.mkdir(parents=True)
+        if finished:
+            (d / "eval.json").write_text(json.dumps({"step": 20}))
+        if again:
+            (d / "eval-again.json").write_text(json.dumps({"step": 20}))
+        if checkpoint:
+            (d / "checkpoint.pt").write_text("")
+
+    make("bc", 0, again=True)
+    make("bc", 1, checkpoint=True)  # trained, checkpoint here: evaluate again
+    make("radac", 0)  # trained, checkpoint gone: train again
+    make("radac", 1, checkpoint=True, finished=False)  # interrupted: resumes
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(maxsplit=4)[-1] for line in lines[:4]] == [
+        "finished", "trained, to evaluate again", "trained, its checkpoint gone: trains again",
+        "resumes from its checkpoint"]
+    assert "unit bandit / bc: 1 to evaluate again; 30 s (guessed)" in lines  # EVAL_GUESS_S, nothing to train
+    radac = next(line for line in lines if line.startswith("unit bandit / radac"))
+    assert "2 seed(s) to train" in radac and "guessed" in radac  # from bc's 2-seed record, with the margin
+    assert lines[-1].startswith("2 unit(s) with work left") and lines[-1].endswith("on GPU one after another")

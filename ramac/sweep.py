@@ -176,9 +176,16 @@ def unit_work(unit: list[Cell], with_eval: bool) -> tuple[list[Cell], int]:
     machine), else its training again (set_aside_unevaluable)."""
     from .train.rundir import CHECKPOINT
 
-    pending = [c for c in unit if with_eval and settled(c) and not evaluated_again(c)]
-    todo = [c for c in unit if not settled(c) or (c in pending and not (c.run_dir / CHECKPOINT).exists())]
-    return todo, len(pending) - sum(c in todo for c in pending)
+    todo, evaluations = [], 0
+    for c in unit:
+        if not settled(c):
+            todo.append(c)
+        elif with_eval and not evaluated_again(c):
+            if (c.run_dir / CHECKPOINT).exists():
+                evaluations += 1
+            else:
+                todo.append(c)
+    return todo, evaluations
 
 
 def planning_times(out, timed_on: str | None = None) -> UnitTimes:
@@ -245,14 +252,14 @@ def describe(spec: SweepSpec, out, device: str = "auto", full: bool = False, tim
     cells = plan(spec, out / "runs", device, full=full)
     lines = [f"{c.task:28s} {c.agent:14s} seed {c.seed:<3d} {cell_state(c, bool(spec.eval))}" for c in cells]
     times = planning_times(out, timed_on)
-    known, total, left = times._read(), 0.0, 0
+    total, left = 0.0, 0
     for unit in units(cells):
         todo, evaluations = unit_work(unit, bool(spec.eval))
         if not (todo or evaluations):
             continue
         left += 1
         seconds = unit_seconds(times, todo, evaluations)
-        exact = bool(todo) and times._key(todo[0].task, todo[0].agent, len(todo), todo[0].train_cfg.steps) in known
+        exact = bool(todo) and times.recorded(todo[0].task, todo[0].agent, len(todo), todo[0].train_cfg.steps)
         work = ", ".join(([f"{len(todo)} seed(s) to train"] if todo else [])
                          + ([f"{evaluations} to evaluate again"] if evaluations else []))
         said = ("nothing recorded predicts it" if seconds is None else
@@ -310,6 +317,10 @@ class UnitTimes:
         # (one seed is never stacked: make_seeds_updater trains it alone)
         stacked = " stacked" if self.stacked and seeds > 1 else ""
         return f"{self.device_name} | {task} | {agent} | {seeds} seeds{stacked} | {steps} steps"
+
+    def recorded(self, task: str, agent: str, seeds: int, steps: int) -> bool:
+        """Whether this unit's own time is recorded (predict then returns it, not a guess)."""
+        return self._key(task, agent, seeds, steps) in self._read()
 
     def predict(self, task: str, agent: str, seeds: int, steps: int) -> float | None:
         """The unit's recorded seconds; else a guess from other units on this device with the same
@@ -470,11 +481,9 @@ def fitting_seeds(times: UnitTimes, todo: list[Cell], room: float) -> int:
     evaluated again within `room` seconds: all when the unit fits or nothing predicts it (a unit
     never timed starts while any budget is left), else the most that fit, else 0."""
     c = todo[0]
-    if times.predict(c.task, c.agent, len(todo), c.train_cfg.steps) is None:
-        return len(todo)
     for n in range(len(todo), 0, -1):
         need = times.predict(c.task, c.agent, n, c.train_cfg.steps)
-        if need is not None and need <= room:
+        if need is None and n == len(todo) or need is not None and need <= room:
             return n
     return 0
 

@@ -418,6 +418,19 @@ def test_a_unit_too_long_for_the_budget_trains_the_seeds_that_fit(tmp_path):
     assert times.predict("bandit", "bc", 1, 20) < 100.0  # the one seed's own time, recorded
 
 
+def test_a_unit_nothing_predicts_starts_whole_while_budget_is_left(tmp_path):
+    """With no unit timed on the device (a first stretch), every seed of a unit starts: nothing
+    says it would not fit."""
+    from ramac.sweep import fitting_seeds, train_units
+
+    path, out = write(tmp_path, steps=20), tmp_path / "out"
+    cells = [c for c in plan(load_spec(path), out / "runs", "cpu") if c.agent == "bc"]
+    times = UnitTimes(out / "unit-times.json", device_name(torch.device("cpu")))
+    assert fitting_seeds(times, cells, room=1.0) == 2
+    train_units(cells, lambda *a: None, "none", budget_s=600, times=times)
+    assert sorted(p.parent.name for p in out.glob("runs/*/eval.json")) == ["bandit-bc-seed0", "bandit-bc-seed1"]
+
+
 def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_it(tmp_path):
     """One process builds a task's data set only when a unit of that task is to train, and the
     budget counts the build's recorded time: a stretch that cannot train the task builds nothing."""

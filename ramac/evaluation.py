@@ -110,6 +110,19 @@ def summary_line(m: dict) -> str:
             f"length {m['length/mean']:.0f} ({m['episodes']} episodes)")
 
 
+def draw_cvar_profiles(ax, returns_by_method: dict, colours: dict | None = None) -> None:
+    """On ax: each method's CVaR_alpha curve of its returns (alpha 0.01 .. 1; in colours[name] if
+    given, else the axes' cycle), the alpha = 0.1 line and the axis labels."""
+    from .risk_measures import cvar_curve
+
+    for name, rets in returns_by_method.items():
+        alphas, curve = cvar_curve(rets)
+        ax.plot(alphas, curve, label=name, **({"color": colours[name]} if colours else {}))
+    ax.set_xlabel(r"$\alpha$")
+    ax.set_ylabel(r"CVaR$_\alpha$ of episode return")
+    ax.axvline(0.1, color="0.6", ls=":")
+
+
 def plot_risk_profile(returns_by_method: dict, path, title: str = "") -> None:
     """The CVaR_alpha curve of episode returns (alpha 0.01 .. 1) and a return histogram per method."""
     import matplotlib
@@ -117,19 +130,13 @@ def plot_risk_profile(returns_by_method: dict, path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .risk_measures import cvar_curve
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if len(returns_by_method) > 10:  # the default cycle's 10 colours would repeat
         for ax in (ax1, ax2):
             ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    draw_cvar_profiles(ax1, returns_by_method)
     for name, rets in returns_by_method.items():
-        alphas, curve = cvar_curve(rets)
-        ax1.plot(alphas, curve, label=name)
         ax2.hist(rets, bins=30, alpha=0.5, label=name)
-    ax1.set_xlabel(r"$\alpha$")
-    ax1.set_ylabel(r"CVaR$_\alpha$ of episode return")
-    ax1.axvline(0.1, color="0.6", ls=":")
     ax2.set_xlabel("episode return")
     ax2.set_ylabel("episodes")
     for ax in (ax1, ax2):

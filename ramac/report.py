@@ -149,7 +149,7 @@ def _plot_tasks(tasks: list[str], returns: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .risk_measures import cvar_curve
+    from .evaluation import draw_cvar_profiles
     from .utils import save_figure
 
     methods = sorted({algo for _, algo in returns})
@@ -158,14 +158,8 @@ def _plot_tasks(tasks: list[str], returns: dict, path) -> None:
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        for algo in methods:
-            if (task, algo) in returns:
-                alphas, curve = cvar_curve(returns[task, algo])
-                ax.plot(alphas, curve, color=colours[algo], label=algo)
-        ax.axvline(0.1, color="0.6", ls=":")
+        draw_cvar_profiles(ax, {algo: returns[task, algo] for algo in methods if (task, algo) in returns}, colours)
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel(r"$\alpha$")
-        ax.set_ylabel(r"CVaR$_\alpha$ of episode return")
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)

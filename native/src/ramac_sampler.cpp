@@ -122,7 +122,7 @@ void upload(ramac_sampler* s) {
     offsets32[i] = align();
     append_fp32(s->host.tensors.at(TENSOR_NAMES[i]));
   }
-  offsets[10] = (staging.size() + 255) / 256 * 256;
+  offsets[10] = align();
   staging.resize(offsets[10] + 24, 0);  // the seed, 0 until a call sets it; at +16 the barrier, zero
   size_t partials = 0;  // the largest split variant's scratch
   for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) {

@@ -521,11 +521,15 @@ def set_aside_unevaluable(c: Cell, log=print) -> bool:
 
 def evaluated_again(c: Cell) -> bool:
     """Whether a cell holds [eval]'s evaluation of its final step (or needs none: it diverged)."""
+    return run_evaluated_again(c.run_dir, c.train_cfg.steps)
+
+
+def run_evaluated_again(run_dir, steps: int) -> bool:
+    """evaluated_again for a run folder trained for `steps` updates."""
     from .train.group import diverged
 
-    again = c.run_dir / "eval-again.json"
-    return diverged(c.run_dir) is not None or (again.exists() and json.loads(again.read_text()).get("step")
-                                                == c.train_cfg.steps)
+    again = Path(run_dir) / "eval-again.json"
+    return diverged(run_dir) is not None or (again.exists() and json.loads(again.read_text()).get("step") == steps)
 
 
 def _summary(metrics: dict) -> str:

@@ -461,8 +461,8 @@ def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_i
 
 
 def test_sweep_merge_brings_home_only_finished_runs_and_merges_unit_times(tmp_path, capsys):
-    """bench/studies/sweep_merge.py: a stretch's finished runs are copied (without checkpoints), a
-    run not yet evaluated again only with --all, a run already here is never touched, and the
+    """bench/studies/sweep_merge.py: a stretch's finished runs are copied (without checkpoints; a
+    diverged run counts as finished), a run not yet evaluated again only with --all, a run already here is never touched, and the
     stretch's unit times win."""
     import importlib.util
 
@@ -485,10 +485,13 @@ def test_sweep_merge_brings_home_only_finished_runs_and_merges_unit_times(tmp_pa
     run(src, "t-a-seed2", 40)  # evaluated again at an earlier step only
     run(src, "t-b-seed0", 50)
     run(dst, "t-b-seed0", 50, text="ours")
+    run(src, "t-c-seed0")  # stopped on non-finite values: done, as the sweep counts it
+    (src / "runs" / "t-c-seed0" / "diverged.json").write_text(json.dumps({"step": 7, "error": "nan"}))
     (src / "unit-times.json").write_text(json.dumps({"k1": 2.0, "k2": 3.0}))
     (dst / "unit-times.json").write_text(json.dumps({"k1": 1.0, "k0": 5.0}))
     out = sweep_merge.main([str(src), str(dst)])
-    assert out["copied"] == ["t-a-seed0"] and out["skipped"] == ["t-a-seed1", "t-a-seed2"] and out["times"] == 2
+    assert out["copied"] == ["t-a-seed0", "t-c-seed0"] and out["skipped"] == ["t-a-seed1", "t-a-seed2"]
+    assert out["times"] == 2
     assert not (dst / "runs" / "t-a-seed0" / "checkpoint.pt").exists()
     assert (dst / "runs" / "t-b-seed0" / "metrics.jsonl").read_text() == "ours"
     assert json.loads((dst / "unit-times.json").read_text()) == {"k0": 5.0, "k1": 2.0, "k2": 3.0}

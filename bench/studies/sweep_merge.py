@@ -1,7 +1,8 @@
 """Bring a sweep stretch's results home: copy the run folders that a GPU stretch finished (trained and
 evaluated again at the final step) from an unpacked sweep.tgz into the repository's sweep folder,
 and merge its unit-times.json (the stretch's records win). Run folders already here are never
-touched; a folder the stretch trained but did not evaluate again is copied only with --all (for a
+touched; a diverged run counts as finished (the sweep never trains it again); a folder the
+stretch trained but did not evaluate again is copied only with --all (for a
 next call that follows at once on the same warm machine, which still holds its checkpoint:
 bench/studies/gpu_sweep.sh). Prints what it copied.
 
@@ -16,15 +17,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from ramac.sweep import run_evaluated_again
 from ramac.utils import atomic_write_json
 
 
 def finished(run: Path) -> bool:
-    """Whether a run folder holds its second evaluation at the step its training ended."""
-    again, config = run / "eval-again.json", run / "config.json"
-    if not (again.exists() and config.exists()):
-        return False
-    return json.loads(again.read_text()).get("step") == json.loads(config.read_text())["train"]["steps"]
+    """Whether a run folder is done as the sweep counts it (ramac.sweep.run_evaluated_again): its
+    second evaluation at the step its training ended, or stopped on non-finite values."""
+    config = run / "config.json"
+    return config.exists() and run_evaluated_again(run, json.loads(config.read_text())["train"]["steps"])
 
 
 def merge(src: Path, dst: Path, everything: bool = False) -> dict:

@@ -81,6 +81,12 @@ def seeds_first(batch_size: int, tensors, in_dims) -> list:
 
 
 
+def sm_count(device: torch.device) -> int:
+    """The GPU's streaming multiprocessors (1 off CUDA, where launch rules count no waves)."""
+    device = torch.device(device)
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def is_vmapped(*tensors) -> bool:
     """Whether any of these tensors is batched by torch.func.vmap (seeds stacked)."""
     return any(t is not None and torch._C._functorch.is_batchedtensor(t) for t in tensors)

@@ -33,7 +33,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, fold_seeds, is_vmapped, seeds_first, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, is_vmapped, seeds_first, sm_count, use_triton
 from .sampler import _pad
 
 
@@ -47,8 +47,7 @@ def _forward_block(B: int, device, seeds: int = 1) -> int:
     """16 rows per program while that fits one wave of programs on the SMs (seeds x cdiv(B, 16)
     programs), else 32 (H200, forward + backward, bf16: 16 rows 11 % faster at 256 and 1,024, where
     32 leave most SMs idle; 32 rows 7 % faster at 4,096, where 16 need two waves)."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    return 16 if B <= 16 or seeds * -(-B // 16) <= sms else 32
+    return 16 if B <= 16 or seeds * -(-B // 16) <= sm_count(device) else 32
 
 
 def _check(state, noise, w1, w2, t_emb, coefs, stacked: bool = False):

@@ -546,13 +546,19 @@ def _iqn_fold(K, in_dims, trunk, taus, *weights_and_config):
 # --------------------------------------------------------------------------
 # the same kernels as an opaque operator for torch.compile
 # --------------------------------------------------------------------------
-# Under torch.compile the public op traces the reference by default (Inductor fuses it with its
-# neighbours, as for every kernel here). With RAMAC_IQN_UNDER_COMPILE=1 it calls the fused kernels
-# as the custom operator ramac::iqn_quantiles instead, which Inductor leaves whole (and a CUDA graph
-# captures): which of the two is faster is measured by bench/studies/iqn_critic_gpu.py.
-def under_compile() -> bool:
-    """Whether torch.compile'd code calls the fused kernels (RAMAC_IQN_UNDER_COMPILE=1)."""
-    return os.environ.get("RAMAC_IQN_UNDER_COMPILE", "0") == "1"
+# Under torch.compile the public op calls the fused kernels as the custom operator
+# ramac::iqn_quantiles, which Inductor leaves whole (and a CUDA graph captures), where the kernels
+# win eagerly (a bf16 trunk, B x K <= AUTO_ROWS); elsewhere it traces the reference, which Inductor
+# fuses with its neighbours. On an H200, one seed at batch 256 on graph-compile-bf16: 713 -> 761
+# updates/s with the operator alone, 737 -> 857 with it and Inductor's combo kernels together
+# (bench/results/speed-ab-H200/, bench/results/qh-combo-H200/). RAMAC_IQN_UNDER_COMPILE=0 always
+# traces the reference; =1 takes the operator for every shape and dtype the kernels take (to measure
+# it against Inductor's code where the speed rule says no).
+def under_compile() -> str:
+    """The rule for torch.compile'd code (RAMAC_IQN_UNDER_COMPILE): "auto" (default: the operator
+    where the eager speed rule takes the kernels), "1" (always the operator) or "0" (never)."""
+    mode = os.environ.get("RAMAC_IQN_UNDER_COMPILE", "auto")
+    return mode if mode in ("0", "1") else "auto"
 
 
 @torch.library.custom_op("ramac::iqn_quantiles", mutates_args=())
@@ -606,20 +612,23 @@ def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
     """Quantiles q (B, K) (or (C, B, K) stacked) of IQN critics from their trunk output and fractions.
 
     Triton on CUDA tensors where it was measured faster (a bf16 trunk, B x K <= AUTO_ROWS), the
-    reference op otherwise; under torch.compile the reference (for Inductor), unless
-    RAMAC_IQN_UNDER_COMPILE=1 asks for the custom operator ramac::iqn_quantiles, which then runs
-    for every shape and dtype the kernels take (the flag overrides the speed rule: it is there to
-    measure the operator against Inductor's code). Arguments as nn.Linear holds them:
+    reference op otherwise; under torch.compile the same rule picks between the custom operator
+    ramac::iqn_quantiles (the kernels) and the reference (for Inductor to fuse), unless
+    RAMAC_IQN_UNDER_COMPILE says "0" (always the reference) or "1" (the operator for every shape and
+    dtype the kernels take, to measure it against Inductor's code). Arguments as nn.Linear holds them:
     trunk (B, emb), taus (B, K) or (K,), cos_w (emb, n_cos), cos_b (emb,), head_w (hidden, emb),
     head_b (hidden,), out_w (1, hidden), out_b (1,); each with a leading C when stacked.
     """
     tensors = (trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b)
     fits = trunk.dim() in (2, 3) and _fits(trunk, taus, cos_w) and trunk.shape[-2] > 0 and taus.shape[-1] > 0
-    if (fits and torch.compiler.is_compiling() and under_compile() and HAS_TRITON and get_backend() != "reference"
-            and all(t.is_cuda or _INTERPRET for t in tensors)):
-        _check_args(*tensors)
-        return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
-    if (fits and trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS
-            and use_triton(*tensors, vmap_rule=True)):
+    wins = trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS
+    if torch.compiler.is_compiling():
+        mode = under_compile()
+        if (fits and (mode == "1" or mode == "auto" and wins) and HAS_TRITON and get_backend() != "reference"
+                and all(t.is_cuda or _INTERPRET for t in tensors)):
+            _check_args(*tensors)
+            return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)
+        return iqn_quantiles_ref(*tensors)
+    if fits and wins and use_triton(*tensors, vmap_rule=True):
         return iqn_quantiles_triton(*tensors)
     return iqn_quantiles_ref(*tensors)

@@ -21,7 +21,12 @@ from ._dispatch import HAS_TRITON, fold_seeds, seeds_first, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 MAX_K = 1024  # predicted quantiles one kernel tile can hold
-LAUNCH_DEFAULT = (False, None, None)  # (unroll, rows per program, warps): the loop, ~1024 cells, 4 warps
+# (unroll, rows per program, warps): the loop over K', ~512 (b, k) cells per program, 4 warps. On an
+# H200 at B = 16,384, K = K' = 32, fwd + bwd replayed from a CUDA graph (bench/results/qh-combo-H200/):
+# 16 rows x 4 warps 18.6 us, 8 x 2 18.5, 32 x 2 19.4, 32 x 4 (the old ~1,024 cells) 20.8, the loop
+# unrolled 22.1-22.4, torch.compile of the reference 33.2.
+LAUNCH_DEFAULT = (False, None, None)
+CELLS_PER_PROGRAM = 512
 
 
 # --------------------------------------------------------------------------
@@ -163,7 +168,7 @@ if HAS_TRITON:
         dpred = torch.empty((B, K), device=dev, dtype=torch.float32) if grad_pred else loss
         dtarget = torch.empty((B, KP), device=dev, dtype=torch.float32) if grad_target else loss
         block_k = max(triton.next_power_of_2(K), 2)
-        block_b = block_b or max(1, min(64, 1024 // block_k))  # default: ~1024 (b, k) cells per program
+        block_b = block_b or max(1, min(64, CELLS_PER_PROGRAM // block_k))
         grid = (triton.cdiv(B, block_b),)
         _quantile_huber_kernel[grid](
             pred, taus, target, weight if weight is not None else loss,
@@ -210,7 +215,7 @@ def quantile_huber_loss_triton(pred, taus, target, kappa=1.0, weight=None, reduc
                                block_b=None, num_warps=None):
     """The Triton path, whatever the device (tests call it under TRITON_INTERPRET=1). unroll: the loop
     over the K' targets unrolled at compile time (one compilation per K'); block_b: rows per program
-    (a power of two; default ~1024 (b, k) cells per program); num_warps (default 4). Which launch is
+    (a power of two; default ~CELLS_PER_PROGRAM (b, k) cells per program); num_warps (default 4). Which launch is
     faster is timed by bench/studies/qh_graph_check.py --configs."""
     if block_b is not None and (block_b < 1 or block_b & (block_b - 1)):
         raise ValueError(f"block_b must be a power of two, got {block_b}")

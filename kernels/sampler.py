@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, use_triton
+from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, sm_count, use_triton
 from .sampler_split import SPLIT_AUTO_MAX_BATCH, launch_split, split_enabled, split_fits
 
 PRECISIONS = ("bf16", "tf32", "fp32")
@@ -223,13 +223,20 @@ if HAS_TRITON:
         x = tl.minimum(tl.maximum(x, -max_action), max_action)
         tl.store(out_ptr + noise_offs, x, mask=x_ok)
 
-    def _launch_config(B, precision):
-        """(BM, BN, warps, stages), from sweeps on an H200 (bench/sweep_sampler.py).
-        fp32 weight tiles take twice the shared memory: smaller tiles, no multi-buffering."""
+    def _launch_config(B, precision, sms, seeds=1):
+        """(BM, BN, warps, stages), from sweeps on an H200 (bench/studies/sweep_sampler.py): the
+        smallest row block whose programs (seeds x cdiv(B, BM)) fit one wave on the GPU's sms. bf16,
+        T = 5, H = 256 (bench/results/qh-combo-H200/): 16-row programs 95 us at batch 256 and 91 us
+        at 2,048, against 128 and 131 us for the 64-row ones that left most SMs idle; 64 rows x 64
+        columns 118 us at 4,096 (16 rows: two waves, 128 us; 64 x 32: 130 us); beyond one wave of
+        64-row programs, 64 x 32 (65,536: 937 us, 64 x 64 947 us). fp32 weight tiles take twice
+        the shared memory: smaller tiles, no multi-buffering (not swept by batch)."""
         if precision != "bf16":
             return (16 if B <= 16 else 32), 32, 4, 1
-        if B <= 16:
+        if B <= 16 or seeds * triton.cdiv(B, 16) <= sms:
             return 16, 64, 8, 3
+        if seeds * triton.cdiv(B, 64) <= sms:
+            return 64, 64, 8, 2
         return 64, 32, 8, 2
 
 
@@ -270,7 +277,7 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
         weights = p.weights_as(torch.float32 if split == "gemv" else dot_dtype)
         launch_split(p, weights, state, noise, seed, out, precision, split, programs, num_warps)
         return out
-    bm, bn, nw, ns = _launch_config(B, precision)
+    bm, bn, nw, ns = _launch_config(B, precision, sm_count(state.device))
     tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)
     _launch(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, tiles)
     return out
@@ -316,7 +323,7 @@ def sample_chain_stacked_triton(p: PackedDenoiser, state, noise, precision="bf16
     if B == 0 or K == 0:
         return out
     dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    bm, bn, nw, ns = _launch_config(B, precision)
+    bm, bn, nw, ns = _launch_config(B, precision, sm_count(state.device), seeds=K)
     dot_weights = [getattr(p, n).to(dot_dtype) for n in ("w_x", "w_s", "w2", "w3", "w_out")]
     _launch(p, dot_weights, state, noise, None, out, precision, (bm, min(bn, H), nw, ns), seeds=K)
     return out

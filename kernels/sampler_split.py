@@ -46,7 +46,7 @@ import os
 
 import torch
 
-from ._dispatch import HAS_TRITON
+from ._dispatch import HAS_TRITON, sm_count
 
 SPLIT_MAX_BATCH = 16  # the tile kernel's one row block; larger batches take the one-block kernel
 SPLIT_AUTO_MAX_BATCH = 1  # sample_chain's choice: one state, the GEMV kernel (measured faster than the rest)
@@ -241,7 +241,7 @@ def launch_split(p, dot_weights, state, noise, seed, out, precision: str, kind: 
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if interpreted:
         nprog = 1
-    elif nprog > (sms := torch.cuda.get_device_properties(state.device).multi_processor_count):
+    elif nprog > (sms := sm_count(state.device)):
         raise ValueError(f"{nprog} programs cannot all be resident on this GPU's {sms} SMs")
     parts, barrier = _scratch(state.device, H)
     w_x, w_s, w2, w3, w_out = (w.contiguous() for w in dot_weights)

@@ -360,15 +360,17 @@ def test_a_compiled_optimiser_step_takes_gradients_with_padded_strides():
     assert all(not torch.equal(a, p) for a, p in zip(before, params))
 
 
-def test_combo_kernels_reach_inductor_only_when_asked(monkeypatch):
-    """RAMAC_COMBO_KERNELS=1 (issue 18's A/B of Inductor's combo kernels) adds combo_kernels to the
-    options every compiled method of the update gets; without it they are as before."""
+def test_combo_kernels_reach_inductor_unless_turned_off(monkeypatch):
+    """Inductor's combo kernels (issue 18) are in the options every compiled method of the update
+    gets; RAMAC_COMBO_KERNELS=0 leaves them out."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
     cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
+    monkeypatch.delenv("RAMAC_COMBO_KERNELS", raising=False)
     make_agent("radac", 3, 2, cfg).compile_update()
-    monkeypatch.setenv("RAMAC_COMBO_KERNELS", "1")
+    monkeypatch.setenv("RAMAC_COMBO_KERNELS", "0")
+    n = len(seen)
     make_agent("radac", 3, 2, cfg).compile_update()
-    plain = [o for o in seen if "combo_kernels" not in o]
-    combo = [o for o in seen if o.get("combo_kernels") is True]
-    assert plain and combo and len(plain) == len(combo) and all(o["fallback_random"] for o in seen)
+    default, off = seen[:n], seen[n:]
+    assert default and len(off) == n and all(o["fallback_random"] for o in seen)
+    assert all(o.get("combo_kernels") is True for o in default) and not any("combo_kernels" in o for o in off)

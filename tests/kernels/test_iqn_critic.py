@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ramac import kernels
+from ramac.kernels import iqn_critic
 from ramac.kernels.iqn_critic import (DEFAULT_RULES, MAX_K, PROGRAMS, _Plan, iqn_quantiles, iqn_quantiles_ref,
                                       iqn_quantiles_triton, launch_configs)
 from ramac.nets import IQNCritic
@@ -291,10 +292,18 @@ def test_custom_operator_registrations(stacked, device):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch, device):
-    # by default Inductor gets the reference to fuse; RAMAC_IQN_UNDER_COMPILE=1 puts the fused kernels
-    # (one opaque operator) into the compiled code, with the reference's values and gradients
+def _traces_operator(params, taus) -> bool:
+    _, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
+    assert seen
+    return any("ramac.iqn_quantiles" in code for code in seen)
+
+
+def test_under_compile_the_custom_operator_runs_where_the_speed_rule_says(monkeypatch, device):
+    # by default compiled code takes the fused kernels (one opaque operator) where eager code would (a
+    # bf16 trunk of at most AUTO_ROWS rows) and gives Inductor the reference to fuse elsewhere;
+    # RAMAC_IQN_UNDER_COMPILE=0 never takes it, =1 always, with the reference's values and gradients
     params, taus = make(None, 9, 5, 16, 8, 32, "sample", device=device)
+    params16 = [p.detach().bfloat16().requires_grad_() for p in params]
     q_ref, grads_ref, g = value_and_grads(iqn_quantiles_ref, params, taus)
 
     def step(*params):
@@ -302,12 +311,14 @@ def test_under_compile_the_custom_operator_runs_only_when_asked(monkeypatch, dev
         return q, torch.autograd.grad(q, params, g)
 
     with kernels.use("auto"):
+        monkeypatch.delenv("RAMAC_IQN_UNDER_COMPILE", raising=False)
+        assert _traces_operator(params16, taus) and not _traces_operator(params, taus)
+        monkeypatch.setattr(iqn_critic, "AUTO_ROWS", 9 * 5 - 1)  # one row too many for the rule
+        assert not _traces_operator(params16, taus)
         monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "0")
-        _, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
-        assert seen and not any("iqn_quantiles" in code for code in seen)
+        assert not _traces_operator(params16, taus)
         monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
-        q, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
-        assert any("ramac.iqn_quantiles" in code for code in seen)
+        assert _traces_operator(params, taus)
         torch._dynamo.reset()
         q, grads = torch.compile(step, backend="aot_eager")(*params)
     assert_close(q, q_ref, "q")

@@ -168,3 +168,14 @@ def test_tf32_rounding_is_to_nearest():
     assert (out.view(torch.int32) & 8191 == 0).all()  # tf32 values: the low 13 bits are zero
     assert out[1000].item() == 1 + 2.0**-10 and out[1001].item() == -(1 + 2.0**-10)  # ties away from zero
     assert out[1002].item() == 1.0
+
+
+def test_launch_rule_spreads_programs_over_the_sms():
+    # bf16: the smallest row block whose programs (seeds x cdiv(B, BM)) fit one wave on the SMs
+    from ramac.kernels.sampler import _launch_config
+    rows = lambda B, sms, seeds=1: _launch_config(B, "bf16", sms, seeds)[:2]  # noqa: E731
+    assert rows(1, 132) == rows(16, 1) == (16, 64)
+    assert rows(256, 132) == rows(2048, 132) == (16, 64)  # 16 and 128 programs of 16 rows
+    assert rows(2113, 132) == rows(4096, 132) == (64, 64)  # 133 programs of 16 rows: two waves
+    assert rows(256, 132, seeds=16) == (64, 64) and rows(256, 15) == (64, 64)
+    assert rows(65_536, 132) == rows(256, 3) == (64, 32)  # more than a wave either way

@@ -30,6 +30,8 @@
 # so copy back only finished cells (with eval-again.json) when the next call will not be at once.
 # A unit too long for the budget trains the first seeds that fit.
 #
+# A whole session as one stretch, across chained calls: bench/studies/gpu_sweep_detached.sh.
+#
 # STACK=1: each unit's seeds stacked (`ramac sweep --stack-seeds`), timed under their own keys in
 # unit-times.json.
 set -uo pipefail

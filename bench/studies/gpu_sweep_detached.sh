@@ -45,10 +45,13 @@ if [[ $ACTION == start ]]; then
   python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$RUN/site" . >"$RUN/install.log" 2>&1 \
     || { echo "gpu_sweep_detached.sh: installing the package into $RUN/site failed ($RUN/install.log)" >&2; exit 2; }
   commit=$(git rev-parse HEAD 2>/dev/null)
-  (cd "$RUN/repo" && PYTHONPATH="$RUN/site" RAMAC_GIT_COMMIT="$commit" OUT="$RUN/out" LIMIT_S="$TOTAL_S" \
-     CONFIG="$CONFIG" LANES="${LANES:-auto}" STACK="${STACK:-0}" \
-     setsid nohup bash bench/studies/gpu_sweep.sh >"$RUN/sweep.log" 2>&1 </dev/null &
-   echo $! >"$RUN/pid")
+  # setsid -f: a session of its own (the call's end leaves it running), whose shell writes its own
+  # pid (under job control setsid forks, so $! would name a parent that has already exited)
+  (cd "$RUN/repo" && PYTHONPATH="$RUN/site" PYTHONUNBUFFERED=1 RAMAC_GIT_COMMIT="$commit" OUT="$RUN/out" \
+     LIMIT_S="$TOTAL_S" CONFIG="$CONFIG" LANES="${LANES:-auto}" STACK="${STACK:-0}" \
+     setsid -f bash -c 'echo $$ >"$0"; exec bash bench/studies/gpu_sweep.sh' "$RUN/pid" \
+     >"$RUN/sweep.log" 2>&1 </dev/null)
+  for _ in 1 2 3 4 5; do [[ -s $RUN/pid ]] && break; sleep 1; done
   date +%s >"$RUN/started"
   echo "detached sweep: started (pid $(cat "$RUN/pid"), TOTAL_S=$TOTAL_S, $RUN)"
 elif [[ $ACTION != follow ]]; then
@@ -64,7 +67,8 @@ grep -h -e "side by side in" -e "evaluated again" -e "left for the next run" -e 
   "$RUN"/out/sweep-logs/lane-*.log 2>/dev/null | cut -c1-160
 if running; then
   mkdir -p "$OUT/sweep-logs" && cp "$RUN"/out/sweep-logs/lane-*.log "$OUT/sweep-logs/" 2>/dev/null
-  tar czf "$OUT/sweep.tgz" --exclude='checkpoint*' --exclude='*.lock' -C "$RUN/repo" "results/$NAME" -C "$OUT" sweep-logs
+  folder=(); [[ -d $RUN/repo/results/$NAME ]] && folder=(-C "$RUN/repo" "results/$NAME")
+  tar czf "$OUT/sweep.tgz" --exclude='checkpoint*' --exclude='*.lock' "${folder[@]}" -C "$OUT" sweep-logs
   echo "detached sweep: running after ${elapsed} s; snapshot in \$OUT/sweep.tgz; follow again at once"
 else
   cp -a "$RUN/out/." "$OUT/"

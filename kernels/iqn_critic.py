@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._dispatch import HAS_TRITON, fold_seeds, get_backend, seeds_first, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, get_backend, is_vmapped, seeds_first, use_triton
 
 # Where the public op takes the kernels by itself (H200, fwd + bwd replayed from a CUDA graph,
 # bench/results/iqn-critic-H200.md): a bf16 trunk at batch 256 (4,096-8,192 rows), 53-87 us against
@@ -556,9 +556,12 @@ def _iqn_fold(K, in_dims, trunk, taus, *weights_and_config):
 # it against Inductor's code where the speed rule says no).
 def under_compile() -> str:
     """The rule for torch.compile'd code (RAMAC_IQN_UNDER_COMPILE): "auto" (default: the operator
-    where the eager speed rule takes the kernels), "1" (always the operator) or "0" (never)."""
+    where the eager speed rule takes the kernels, outside vmap: the operator has no rule that folds
+    stacked seeds), "1" (always the operator) or "0" (never)."""
     mode = os.environ.get("RAMAC_IQN_UNDER_COMPILE", "auto")
-    return mode if mode in ("0", "1") else "auto"
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"RAMAC_IQN_UNDER_COMPILE must be auto, 0 or 1, got {mode!r}")
+    return mode
 
 
 @torch.library.custom_op("ramac::iqn_quantiles", mutates_args=())
@@ -624,7 +627,8 @@ def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
     wins = trunk.dtype == torch.bfloat16 and trunk.shape[-2] * taus.shape[-1] <= AUTO_ROWS
     if torch.compiler.is_compiling():
         mode = under_compile()
-        if (fits and (mode == "1" or mode == "auto" and wins) and HAS_TRITON and get_backend() != "reference"
+        if (fits and (mode == "1" or mode == "auto" and wins and not is_vmapped(*tensors)) and HAS_TRITON
+                and get_backend() != "reference"
                 and all(t.is_cuda or _INTERPRET for t in tensors)):
             _check_args(*tensors)
             return _fused_op(trunk, taus.detach(), cos_w, cos_b, head_w, head_b, out_w, out_b)

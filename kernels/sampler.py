@@ -279,8 +279,32 @@ def sample_chain_triton(p: PackedDenoiser, state, noise=None, seed=None, precisi
         return out
     bm, bn, nw, ns = _launch_config(B, precision, sm_count(state.device))
     tiles = (block_m or bm, min(block_n or bn, H), num_warps or nw, num_stages or ns)
-    _launch(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, tiles)
+    _launch_fitting(p, p.weights_as(dot_dtype), state, noise, seed, out, precision, tiles)
     return out
+
+
+_FITTING: dict = {}  # (device, tiles asked for) -> the tiles that fit its shared memory
+
+
+def _launch_fitting(p: PackedDenoiser, dot_weights, state, noise, seed, out, precision, tiles, seeds=None):
+    """_launch with the first of tiles and two smaller fallbacks that fits the GPU's shared memory
+    per block. _launch_config's tiles were measured on an H200 (227 KB a block); compiled by Triton
+    3.9 for H = 256 in bf16 (native/gen_kernels.py's compile on the CPU), 16 x 64 x 3 stages take
+    146 KB, 64 x 64 x 2 120 KB (sm_80/86) to 164 KB (sm_90), 64 x 32 x 2 84-100 KB, 16 x 32 x 2
+    49 KB: an A100 (163 KB) or an RTX 30/40, L4 or L40 (99 KB) takes a fallback, found once per
+    device and setting."""
+    key = (state.device, tiles)
+    bm, bn, nw, ns = tiles
+    candidates = [_FITTING.get(key, tiles), (bm, min(bn, 32), nw, min(ns, 2)), (16, min(bn, 32), 4, 1)]
+    for t in dict.fromkeys(candidates):
+        try:
+            _launch(p, dot_weights, state, noise, seed, out, precision, t, seeds)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        _FITTING[key] = t
+        return
+    raise RuntimeError(f"the chain sampler found no launch setting that fits this GPU's shared memory (tried "
+                       f"{list(dict.fromkeys(candidates))})")
 
 
 def _launch(p: PackedDenoiser, dot_weights, state, noise, seed, out, precision, tiles, seeds=None):
@@ -325,7 +349,7 @@ def sample_chain_stacked_triton(p: PackedDenoiser, state, noise, precision="bf16
     dot_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     bm, bn, nw, ns = _launch_config(B, precision, sm_count(state.device), seeds=K)
     dot_weights = [getattr(p, n).to(dot_dtype) for n in ("w_x", "w_s", "w2", "w3", "w_out")]
-    _launch(p, dot_weights, state, noise, None, out, precision, (bm, min(bn, H), nw, ns), seeds=K)
+    _launch_fitting(p, dot_weights, state, noise, None, out, precision, (bm, min(bn, H), nw, ns), seeds=K)
     return out
 
 

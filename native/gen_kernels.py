@@ -9,8 +9,9 @@ hidden layer; `--one-state gemv`, the default, compiles `_chain_split_gemv_kerne
 variant, with fp32 weights (the library uploads an fp32 copy of the dot weights beside a bf16
 build's) and launched as sample_chain launches it; `--one-state tile` compiles `_chain_split_kernel`
 with B = 1 as the Python sampler's JIT takes it; both take the same run-time arguments), then
-every launch configuration `_launch_config` picks for some batch size (bf16: the small-batch
-one for B <= 16 and the large-batch one), each with HAS_NOISE true (noise read from a (T + 1, B, A)
+every launch configuration `_launch_config` picks for some batch size on a GPU of `--sms` SMs
+(bf16: 16-row programs while one wave of them covers the batch, then 64-row ones, then 64-row ones
+with narrower weight tiles), each with HAS_NOISE true (noise read from a (T + 1, B, A)
 buffer) and false (Philox noise in the kernel from a device seed). The library launches the first
 variant that serves a batch. T, B, S and A stay run-time arguments; H, A_P and S_P are compiled in.
 
@@ -64,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", type=Path, required=True, help="where ramac_kernels.c and ramac_kernels.json go")
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90 (default: 90)")
     p.add_argument("--hidden", type=int, default=256, help="denoiser width H (default: 256)")
+    p.add_argument("--sms", type=int, default=132, help="SMs of the GPU the batch-size ranges are set for "
+                   "(default: 132, an H100/H200 SXM)")
     p.add_argument("--state-pad", type=int, default=32, help="S_P: state dim padded, a power of two >= 16")
     p.add_argument("--action-pad", type=int, default=16, help="A_P: action dim padded, a power of two >= 16")
     p.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="tensor-core inputs")
@@ -78,15 +81,18 @@ def check_shapes(a) -> None:
     for name, v in (("--hidden", a.hidden), ("--state-pad", a.state_pad), ("--action-pad", a.action_pad)):
         if v < 16 or v & (v - 1):
             raise SystemExit(f"gen_kernels: {name} must be a power of two >= 16, got {v}")
+    if a.sms < 1:
+        raise SystemExit(f"gen_kernels: --sms must be >= 1, got {a.sms}")
 
 
-def launch_configs(precision: str):
-    """[(max_batch or None, (BM, BN, warps, stages))]: _launch_config's choices by batch size."""
+def launch_configs(precision: str, sms: int):
+    """[(max_batch or None, (BM, BN, warps, stages))]: _launch_config's choices by batch size on a GPU
+    of sms SMs."""
     from ramac.kernels.sampler import _launch_config
 
     ranges, last = [], None
-    for b in range(1, 4097):  # its thresholds are small batch sizes; the last config holds for all above
-        cfg = _launch_config(b, precision)
+    for b in range(1, 64 * sms + 2):  # its last threshold is one wave of 64-row programs; the last config holds above
+        cfg = _launch_config(b, precision, sms)
         if cfg != last:
             if ranges:
                 ranges[-1][0] = b - 1
@@ -241,12 +247,12 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
     tmp.replace(out_dir / "ramac_kernels.c")
 
 
-def variants(precision: str, hidden: int, one_state: str = "gemv"):
+def variants(precision: str, hidden: int, one_state: str = "gemv", sms: int = 132):
     """[(kind, (BM, BN or HC, warps, stages), max_batch or None)] in the order the library tries them."""
     from ramac.kernels.sampler_split import split_fits
 
     split, most = (gemv_config(hidden), 1) if one_state == "gemv" else split_config(hidden)
-    one_block = [("one-block", cfg, hi) for hi, cfg in launch_configs(precision)]
+    one_block = [("one-block", cfg, hi) for hi, cfg in launch_configs(precision, sms)]
     return ([("gemv" if one_state == "gemv" else "split", split, most)] if split_fits(hidden) else []) + one_block
 
 
@@ -262,7 +268,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"gen_kernels: cannot import triton and ramac.kernels ({type(e).__name__}: {e}); "
                          f"install the package first: pip install -e .") from None
     args = {k: getattr(a, k) for k in ("arch", "hidden", "state_pad", "action_pad", "precision")}
-    plan = [(kind, cfg, hi, has_noise) for kind, cfg, hi in variants(a.precision, a.hidden, a.one_state)
+    plan = [(kind, cfg, hi, has_noise) for kind, cfg, hi in variants(a.precision, a.hidden, a.one_state, a.sms)
             for has_noise in (True, False)]
     jobs = [(args, kind, cfg, has_noise) for kind, cfg, _, has_noise in plan]
     t0 = time.perf_counter()

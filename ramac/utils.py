@@ -233,7 +233,7 @@ def provenance(device: torch.device) -> dict:
         info["git_commit"] = None
     # an installed copy (not a checkout: bench/studies/gpu_sweep_detached.sh) is told its commit
     info["git_commit"] = info["git_commit"] or os.environ.get("RAMAC_GIT_COMMIT") or None
-    info["git_dirty"] = None
+    info["git_dirty"] = {"1": True, "0": False}.get(os.environ.get("RAMAC_GIT_DIRTY", ""))
     try:  # the source only: runs and sweeps rewrite the tracked results; no index lock (lanes side by side)
         changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
                                   "--", *SOURCE_PATHS], cwd=root, capture_output=True, text=True, timeout=10)

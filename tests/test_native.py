@@ -277,3 +277,15 @@ def test_the_generator_knows_every_argument_of_the_chain_kernel():
         assert gen_kernels.signature(precision, "split")["w2_ptr"] == ("*bf16" if precision == "bf16" else "*fp32")
     # the library launches both split kernels with one argument list
     assert gen_kernels.kernel("gemv")[1] == gen_kernels.kernel("split")[1]
+    # the one-block variants cover every batch size with the launch setting sample_chain picks there
+    from ramac.kernels.sampler import _launch_config
+
+    for precision, sms in (("bf16", 132), ("bf16", 78), ("fp32", 132)):
+        ranges = gen_kernels.launch_configs(precision, sms)
+        assert ranges[-1][0] is None and all(hi is not None for hi, _ in ranges[:-1])
+        first = 1
+        for hi, cfg in ranges:
+            last = hi or 64 * sms * 4
+            assert {_launch_config(b, precision, sms) for b in (first, (first + last) // 2, last)} == {cfg}
+            first = last + 1
+    assert len(gen_kernels.launch_configs("bf16", 132)) == 3  # 16-row, 64 x 64 and 64 x 32 tiles

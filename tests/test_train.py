@@ -255,3 +255,22 @@ def test_provenance_records_the_ramac_switches_and_whether_the_tree_differs(monk
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *utils.SOURCE_PATHS],
                              capture_output=True, text=True, cwd=root).stdout
         assert info["git_dirty"] == bool(out.strip())
+
+
+def test_provenance_of_an_installed_copy_comes_from_the_environment(monkeypatch):
+    """An installed copy (no checkout: bench/studies/gpu_sweep_detached.sh) records the commit and
+    dirty flag its launcher read from the checkout; a checkout's own git answers first."""
+    from ramac import utils
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(utils.subprocess, "run", no_git)
+    monkeypatch.setenv("RAMAC_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("RAMAC_GIT_DIRTY", "1")
+    info = utils.provenance(torch.device("cpu"))
+    assert (info["git_commit"], info["git_dirty"]) == ("abc123", True)
+    monkeypatch.delenv("RAMAC_GIT_COMMIT")
+    monkeypatch.delenv("RAMAC_GIT_DIRTY")
+    info = utils.provenance(torch.device("cpu"))
+    assert (info["git_commit"], info["git_dirty"]) == (None, None)

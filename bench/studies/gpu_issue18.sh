@@ -34,9 +34,9 @@ stage() {  # stage NAME LIMIT_S command...: run with the smaller of LIMIT_S and 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$R/gpu.txt" 2>&1
 if [[ ${ALL:-0} == 1 ]]; then
   stage pytest-iqn 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_iqn_critic.py
-  stage train-iqn0 170 env RAMAC_IQN_UNDER_COMPILE=0 python3 -m ramac bench train --batch-size 256 16384 \
+  stage train-iqn0 170 env RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 python3 -m ramac bench train --batch-size 256 16384 \
     --paths graph-compile-bf16 --top-kernels 12 --out "$R/train-iqn0.json"
-  stage train-iqn1 170 env RAMAC_IQN_UNDER_COMPILE=1 python3 -m ramac bench train --batch-size 256 16384 \
+  stage train-iqn1 170 env RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=0 python3 -m ramac bench train --batch-size 256 16384 \
     --paths graph-compile-bf16 --top-kernels 12 --out "$R/train-iqn1.json"
   stage train-graph 90 python3 -m ramac bench train --batch-size 256 --paths graph-reference graph-kernels \
     --out "$R/train-graph.json"

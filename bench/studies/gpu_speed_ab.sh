@@ -18,8 +18,8 @@ gpu_study speed-ab
 native_check 170
 single=(--batch-size 256 --paths graph-compile-bf16 --top-kernels 12)
 TRAIN_S=${TRAIN_S:-70}  # at most 200 + 5 x 70 s: within a 600 s call
-bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 -- "${single[@]}"
-bench_train compile-iqn "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 -- "${single[@]}"
+bench_train compile-base "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
+bench_train compile-iqn "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=1 RAMAC_COMBO_KERNELS=0 -- "${single[@]}"
 bench_train compile-combo "| 256 | graph-compile-bf16" RAMAC_IQN_UNDER_COMPILE=0 RAMAC_COMBO_KERNELS=1 -- "${single[@]}"
 for tf32 in 0 1; do
   bench_train "stacked16-wgrad-tf32-$tf32" train-seeds RAMAC_CHAIN_WGRAD_TF32=$tf32 -- \

@@ -22,43 +22,55 @@
 # Keep TOTAL_S below the session's device time left less the machine's start (~90 s) and ~40 s per
 # call (install, archive); the calls must follow each other at once (a gap beyond the idle release
 # gives the machine back and ends the sweep: the finished runs of the last archive are kept).
-# CONFIG, LANES (default auto), STACK pass through to gpu_sweep.sh.
+# CONFIG, LANES (default auto), STACK pass through to gpu_sweep.sh (given to start; follow archives
+# the sweep that start began). RUN: the folder of the detached sweep (default /tmp/ramac-sweep).
 set -uo pipefail
-OUT=${OUT:?set OUT to an output folder}
+OUT=$(realpath -m "${OUT:?set OUT to an output folder}")
 ACTION=${ACTION:?set ACTION to start or follow}
-RUN=${RUN:-/tmp/ramac-sweep}
+RUN=$(realpath -m "${RUN:-/tmp/ramac-sweep}")
 WAIT_S=${WAIT_S:-540}
-CONFIG=${CONFIG:-sweeps/mujoco-reduced.toml}
-NAME=$(basename "$CONFIG" .toml)
 
-running() { [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; }
+# the detached shell leaves its exit status in $RUN/rc: a sweep runs while its shell lives and has none
+running() { [[ -f $RUN/pid && ! -f $RUN/rc ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; }
 
 if [[ $ACTION == start ]]; then
   TOTAL_S=${TOTAL_S:?set TOTAL_S, the seconds of the whole sweep across the calls}
+  CONFIG=${CONFIG:-sweeps/mujoco-reduced.toml}
+  NAME=$(basename "$CONFIG" .toml)
   if running; then echo "gpu_sweep_detached.sh: a detached sweep is already running ($RUN/pid)" >&2; exit 2; fi
   rm -rf "$RUN" && mkdir -p "$RUN/out" "$RUN/repo/bench/studies" "$RUN/repo/results" || exit 2
+  echo "$NAME" >"$RUN/name"  # follow archives this sweep's folder whatever CONFIG it is given
   # the sweep's working folder holds no package source, so `python3 -m ramac` imports the copy in
   # $RUN/site (with ramac.kernels inside it), never the tree the next calls replace
   cp -a sweeps "$RUN/repo/" && { [[ ! -d results/$NAME ]] || cp -a "results/$NAME" "$RUN/repo/results/"; } \
     && cp -a bench/studies/gpu_sweep.sh "$RUN/repo/bench/studies/" || exit 2
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$RUN/site" .whl/*.whl >/dev/null 2>&1
-  python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$RUN/site" . >"$RUN/install.log" 2>&1 \
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$RUN/site" .whl/*.whl >"$RUN/install.log" 2>&1 \
+    || echo "gpu_sweep_detached.sh: note: the wheels in .whl/ did not all install ($RUN/install.log)" >&2
+  python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$RUN/site" . >>"$RUN/install.log" 2>&1 \
     || { echo "gpu_sweep_detached.sh: installing the package into $RUN/site failed ($RUN/install.log)" >&2; exit 2; }
-  commit=$(git rev-parse HEAD 2>/dev/null)
-  # setsid -f: a session of its own (the call's end leaves it running), whose shell writes its own
-  # pid (under job control setsid forks, so $! would name a parent that has already exited)
-  (cd "$RUN/repo" && PYTHONPATH="$RUN/site" PYTHONUNBUFFERED=1 RAMAC_GIT_COMMIT="$commit" OUT="$RUN/out" \
-     LIMIT_S="$TOTAL_S" CONFIG="$CONFIG" LANES="${LANES:-auto}" STACK="${STACK:-0}" \
-     setsid -f bash -c 'echo $$ >"$0"; exec bash bench/studies/gpu_sweep.sh' "$RUN/pid" \
+  # provenance: the installed copy is no checkout, so it is told the commit and whether the source differed
+  commit=$(git rev-parse --verify -q HEAD)
+  dirty=$([[ -n $(git status --porcelain --untracked-files=no -- ramac kernels native bench sweeps pyproject.toml \
+                   CMakeLists.txt 2>/dev/null) ]] && echo 1 || echo 0)
+  # the data sets where the checkout keeps them (ignored by git: kept between calls on a warm machine)
+  export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$PWD/build/minari}
+  # setsid -f: a session of its own (the call's end leaves it running); its shell writes its own pid
+  # (under job control setsid forks, so $! would name a parent that has already exited) and, at the
+  # end, the sweep's exit status
+  (cd "$RUN/repo" && PYTHONPATH="$RUN/site" PYTHONUNBUFFERED=1 RAMAC_GIT_COMMIT="$commit" RAMAC_GIT_DIRTY="$dirty" \
+     OUT="$RUN/out" LIMIT_S="$TOTAL_S" CONFIG="$CONFIG" LANES="${LANES:-auto}" STACK="${STACK:-0}" \
+     setsid -f bash -c 'echo $$ >"$0/pid"; bash bench/studies/gpu_sweep.sh; echo $? >"$0/rc"' "$RUN" \
      >"$RUN/sweep.log" 2>&1 </dev/null)
   for _ in 1 2 3 4 5; do [[ -s $RUN/pid ]] && break; sleep 1; done
   date +%s >"$RUN/started"
   echo "detached sweep: started (pid $(cat "$RUN/pid"), TOTAL_S=$TOTAL_S, $RUN)"
+  WAIT_S=$((WAIT_S > SECONDS ? WAIT_S - SECONDS : 0))  # the copy and the installs came out of this call
 elif [[ $ACTION != follow ]]; then
   echo "gpu_sweep_detached.sh: ACTION must be start or follow, got '$ACTION'" >&2; exit 2
 elif [[ ! -f $RUN/pid ]]; then
   echo "gpu_sweep_detached.sh: no detached sweep on this machine ($RUN/pid missing: a fresh machine?)" >&2; exit 2
 fi
+NAME=$(cat "$RUN/name")
 
 waited=0
 while running && (( waited < WAIT_S )); do sleep 5; waited=$((waited + 5)); done
@@ -73,5 +85,10 @@ if running; then
 else
   cp -a "$RUN/out/." "$OUT/"
   tail -n 5 "$RUN/sweep.log"
-  echo "detached sweep: finished after ${elapsed} s; gpu_sweep.sh's archive in \$OUT/sweep.tgz"
+  rc=$(cat "$RUN/rc" 2>/dev/null || echo "unknown (killed?)")
+  if [[ -f $OUT/sweep.tgz ]]; then
+    echo "detached sweep: finished after ${elapsed} s (exit $rc); gpu_sweep.sh's archive in \$OUT/sweep.tgz"
+  else
+    echo "detached sweep: finished after ${elapsed} s (exit $rc) without an archive ($RUN/sweep.log)"
+  fi
 fi

@@ -277,6 +277,27 @@ def _compiled_graphs(fn, *args):
     return torch.compile(fn, backend=backend, fullgraph=True)(*args), seen
 
 
+def test_under_compile_stacked_seeds_take_the_reference(monkeypatch, device):
+    # under vmap (seeds stacked, ramac.train.stacked) the operator has no rule folding the seeds into
+    # one launch (vmap would run it once per seed), so the default traces the reference there
+    params, taus = make(2, 9, 5, 16, 8, 32, "sample", dtype=torch.bfloat16, device=device)
+    fn = torch.func.vmap(lambda *p: iqn_quantiles(p[0], taus[0], *p[1:]))
+    with kernels.use("auto"):
+        monkeypatch.delenv("RAMAC_IQN_UNDER_COMPILE", raising=False)
+        _, seen = _compiled_graphs(fn, *params)
+        assert seen and not any("ramac.iqn_quantiles" in code for code in seen)
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
+        _, seen = _compiled_graphs(fn, *params)
+        assert any("ramac.iqn_quantiles" in code for code in seen)
+    torch._dynamo.reset()
+
+
+def test_under_compile_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "off")
+    with pytest.raises(ValueError, match="RAMAC_IQN_UNDER_COMPILE must be auto, 0 or 1, got 'off'"):
+        iqn_critic.under_compile()
+
+
 @pytest.mark.parametrize("stacked", [None, 2])
 def test_custom_operator_registrations(stacked, device):
     # schema, fake (meta) shapes and strides and the autograd registration of ramac::iqn_quantiles and
@@ -313,9 +334,10 @@ def test_under_compile_the_custom_operator_runs_where_the_speed_rule_says(monkey
     with kernels.use("auto"):
         monkeypatch.delenv("RAMAC_IQN_UNDER_COMPILE", raising=False)
         assert _traces_operator(params16, taus) and not _traces_operator(params, taus)
-        monkeypatch.setattr(iqn_critic, "AUTO_ROWS", 9 * 5 - 1)  # one row too many for the rule
-        assert not _traces_operator(params16, taus)
         monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "0")
+        assert not _traces_operator(params16, taus)
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "auto")
+        monkeypatch.setattr(iqn_critic, "AUTO_ROWS", 9 * 5 - 1)  # one row too many for the rule
         assert not _traces_operator(params16, taus)
         monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
         assert _traces_operator(params, taus)

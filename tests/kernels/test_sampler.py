@@ -179,3 +179,30 @@ def test_launch_rule_spreads_programs_over_the_sms():
     assert rows(2113, 132) == rows(4096, 132) == (64, 64)  # 133 programs of 16 rows: two waves
     assert rows(256, 132, seeds=16) == (64, 64) and rows(256, 15) == (64, 64)
     assert rows(65_536, 132) == rows(256, 3) == (64, 32)  # more than a wave either way
+
+
+def test_a_launch_setting_too_large_for_the_gpu_falls_back(device, monkeypatch):
+    # a GPU with less shared memory per block than an H200 (A100, RTX 30/40, L4) refuses the rule's
+    # larger tiles with OutOfResources: the sampler takes a smaller setting, once found per device
+    import triton
+
+    from ramac.kernels import sampler
+
+    real, tried = sampler._launch, []
+
+    def small_gpu(p, dot_weights, state, noise, seed, out, precision, tiles, seeds=None):
+        tried.append(tiles)
+        if tiles[1] > 32:  # this "GPU" has room for 32-column weight tiles only
+            raise triton.runtime.errors.OutOfResources(200_000, 101_376, "shared memory")
+        return real(p, dot_weights, state, noise, seed, out, precision, tiles, seeds)
+
+    monkeypatch.setattr(sampler, "_launch", small_gpu)
+    monkeypatch.setattr(sampler, "_FITTING", {})
+    _, _, p = packed(17, 6, 5, hidden=64, device=device)
+    g = torch.Generator().manual_seed(0)
+    state, noise = torch.randn(37, 17, generator=g).to(device), torch.randn(6, 37, 6, generator=g).to(device)
+    want = sample_chain_ref(p, state, noise)
+    for _ in range(2):
+        got = sample_chain_triton(p, state, noise, precision="bf16", block_n=64)
+        torch.testing.assert_close(got, want, atol=tolerance(p, state, noise, "bf16", want), rtol=0)
+    assert [t[1] for t in tried] == [64, 32, 32]  # refused once, then the fitting setting straight away

@@ -374,3 +374,46 @@ def test_combo_kernels_reach_inductor_unless_turned_off(monkeypatch):
     default, off = seen[:n], seen[n:]
     assert default and len(off) == n and all(o["fallback_random"] for o in seen)
     assert all(o.get("combo_kernels") is True for o in default) and not any("combo_kernels" in o for o in off)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone
+def test_clip_grad_norm_is_torchs_arithmetic(max_norm):
+    """ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles, where torch's
+    clip_grad_norm_ calls an ATen fallback) returns torch's norm and leaves torch's gradients, eager
+    and compiled."""
+    from ramac.agents.policy import clip_grad_norm
+
+    shapes = [(64, 39), (64,), (1, 64), (3,)]
+
+    def params():
+        ps = [torch.zeros(s, requires_grad=True) for s in shapes]
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+        return ps
+
+    want_ps = params()
+    want = torch.nn.utils.clip_grad_norm_(want_ps, max_norm)
+    torch._dynamo.reset()
+    for fn in (clip_grad_norm, torch.compile(clip_grad_norm)):
+        ps = params()
+        got = fn(ps, max_norm)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+        for p, q in zip(ps, want_ps):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=0)
+    assert (want > max_norm) == (max_norm == 0.5)  # the two cases are what they say
+    torch._dynamo.reset()
+
+
+def test_optimise_clips_with_the_compiled_form_when_asked(monkeypatch):
+    from ramac.agents import policy
+
+    net = nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    seen = []
+    monkeypatch.setattr(policy, "clip_grad_norm", lambda ps, m: seen.append(m) or torch.zeros(()))
+    for flag, calls in (("0", 0), ("1", 1)):
+        monkeypatch.setenv("RAMAC_CLIP_COMPILED", flag)
+        for p in net.parameters():
+            p.grad = torch.ones_like(p)
+        policy.optimise([(opt, net, "k")], 2.0)
+        assert len(seen) == calls

@@ -533,3 +533,31 @@ def test_dry_run_names_each_cells_state_and_each_units_predicted_time(tmp_path, 
     radac = next(line for line in lines if line.startswith("unit bandit / radac"))
     assert "2 seed(s) to train" in radac and "guessed" in radac  # from bc's 2-seed record, with the margin
     assert lines[-1].startswith("2 unit(s) with work left") and lines[-1].endswith("on GPU one after another")
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs setsid (util-linux)")
+def test_detached_sweep_script_starts_and_follows(tmp_path):
+    """bench/studies/gpu_sweep_detached.sh (the GPU machine's sweep across chained device calls),
+    here on the CPU: start returns while the sweep runs on detached from an installed copy, follow
+    waits for it and hands over gpu_sweep.sh's archive with the runs, whose provenance names the
+    checkout's commit."""
+    root = Path(__file__).resolve().parents[1]
+    config = write(tmp_path, steps=20)
+    env = {**os.environ, "RUN": str(tmp_path / "run"), "CONFIG": str(config), "TOTAL_S": "300"}
+    env.pop("TRITON_INTERPRET", None)
+    script = ["bash", "bench/studies/gpu_sweep_detached.sh"]
+    start = subprocess.run(script, cwd=root, env={**env, "ACTION": "start", "OUT": str(tmp_path / "o1"), "WAIT_S": "0"},
+                           capture_output=True, text=True, timeout=300)
+    assert start.returncode == 0 and "detached sweep: started" in start.stdout, start.stdout + start.stderr
+    follow = subprocess.run(script, cwd=root, env={**env, "ACTION": "follow", "OUT": str(tmp_path / "o2"),
+                                                   "WAIT_S": "240"}, capture_output=True, text=True, timeout=300)
+    assert "detached sweep: finished" in follow.stdout and "(exit 0)" in follow.stdout, follow.stdout + follow.stderr
+    subprocess.run(["tar", "xzf", str(tmp_path / "o2" / "sweep.tgz"), "-C", str(tmp_path)], check=True)
+    runs = sorted(p.name for p in (tmp_path / "results" / "tiny" / "runs").iterdir())
+    assert runs == [f"bandit-{a}-seed{s}" for a in ("bc", "radac") for s in (0, 1)]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    provenance = json.loads((tmp_path / "results/tiny/runs/bandit-bc-seed0/config.json").read_text())["provenance"]
+    assert provenance["git_commit"] == (commit or None)
+    again = subprocess.run(script, cwd=root, env={**env, "ACTION": "follow", "OUT": str(tmp_path / "o3"),
+                                                  "RUN": str(tmp_path / "none")}, capture_output=True, text=True)
+    assert again.returncode == 2 and "no detached sweep on this machine" in again.stderr

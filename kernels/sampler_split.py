@@ -73,7 +73,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import _chain_noise, _dot, _grid_barrier, _mish, _posterior_step
+    from ._jit import _barrier_generation, _chain_noise, _dot, _grid_barrier, _mish, _posterior_step
 
     @triton.jit
     def _chain_split_kernel(
@@ -112,6 +112,7 @@ if HAS_TRITON:
         x = _chain_noise(noise_ptr, seed_ptr, T * B * A + noise_offs, x_ok, HAS_NOISE)
         part_offs = rows[:, None] * H + hk[None, :]
         part_mask = row_ok[:, None]
+        gen0 = _barrier_generation(bar_ptr)
         for i in range(T):
             t = T - 1 - i
             c_t = tl.load(c_time_ptr + t * H + hk)
@@ -121,7 +122,7 @@ if HAS_TRITON:
             h2 = _mish(_dot(h1, w2, None, DOT_PRECISION, UPCAST) + b2[None, :]).to(dot_t)  # (BM, HC)
             slots = part_ptr + (i % 2) * NPROG * BM * H  # this step's NPROG partials
             tl.store(slots + pid * BM * H + part_offs, _dot(h2, w3, None, DOT_PRECISION, UPCAST), mask=part_mask)
-            _grid_barrier(bar_ptr, NPROG)
+            _grid_barrier(bar_ptr, NPROG, gen0 + i)
             acc = tl.zeros([BM, H], dtype=tl.float32)
             for p in range(NPROG):  # the same order in every program: all compute the same x
                 acc += tl.load(slots + p * BM * H + part_offs, mask=part_mask, other=0.0, cache_modifier=".cg")
@@ -171,6 +172,7 @@ if HAS_TRITON:
         s_part = tl.sum(w_s * s[:, None], axis=0)  # (H,)
 
         x = _chain_noise(noise_ptr, seed_ptr, T * A + ka, a_ok, HAS_NOISE)
+        gen0 = _barrier_generation(bar_ptr)
         for i in range(T):
             t = T - 1 - i
             z = _chain_noise(noise_ptr, seed_ptr, t * A + ka, a_ok, HAS_NOISE)  # first: overlaps the products
@@ -179,7 +181,7 @@ if HAS_TRITON:
             h2 = _as_dot(_mish(tl.sum(w2.to(tl.float32) * h1[None, :], axis=1) + b2), dot_t)  # (HC,)
             slots = part_ptr + (i % 2) * NPROG * H
             tl.store(slots + pid * H + hk, tl.sum(w3.to(tl.float32) * h2[:, None], axis=0))
-            _grid_barrier(bar_ptr, NPROG)
+            _grid_barrier(bar_ptr, NPROG, gen0 + i)
             acc = tl.zeros([H], dtype=tl.float32)
             for p in range(NPROG):  # the same order in every program: all compute the same x
                 acc += tl.load(slots + p * H + hk, cache_modifier=".cg")

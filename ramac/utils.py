@@ -207,6 +207,28 @@ def device_name(device: torch.device) -> str:
 SOURCE_PATHS = ("ramac", "kernels", "native", "bench", "sweeps", "pyproject.toml", "CMakeLists.txt")
 
 
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, whether the source differs from it) of the checkout this package runs from; an
+    installed copy, which is no checkout (bench/studies/gpu_sweep_detached.sh), is told them by
+    RAMAC_GIT_COMMIT and RAMAC_GIT_DIRTY (1 or 0)."""
+    commit, dirty = None, {"1": True, "0": False}.get(os.environ.get("RAMAC_GIT_DIRTY", ""))
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+    except Exception:
+        pass
+    commit = commit or os.environ.get("RAMAC_GIT_COMMIT") or None
+    try:  # the source only: runs and sweeps rewrite the tracked results; no index lock (lanes side by side)
+        changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
+                                  "--", *SOURCE_PATHS], cwd=root, capture_output=True, text=True, timeout=10)
+        if changed.returncode == 0 and commit:
+            dirty = bool(changed.stdout.strip())
+    except Exception:
+        pass
+    return commit, dirty
+
+
 def provenance(device: torch.device) -> dict:
     """Versions, machine, source revision (and whether tracked files differ from it: a copied work
     tree, as on a lent GPU machine, can carry an older .git), and every RAMAC_* switch in force
@@ -224,22 +246,6 @@ def provenance(device: torch.device) -> dict:
         info["triton"] = triton.__version__
     except Exception:
         info["triton"] = None
-    try:
-        root = Path(__file__).resolve().parent.parent
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or None
-    except Exception:
-        info["git_commit"] = None
-    # an installed copy (not a checkout: bench/studies/gpu_sweep_detached.sh) is told its commit
-    info["git_commit"] = info["git_commit"] or os.environ.get("RAMAC_GIT_COMMIT") or None
-    info["git_dirty"] = {"1": True, "0": False}.get(os.environ.get("RAMAC_GIT_DIRTY", ""))
-    try:  # the source only: runs and sweeps rewrite the tracked results; no index lock (lanes side by side)
-        changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no",
-                                  "--", *SOURCE_PATHS], cwd=root, capture_output=True, text=True, timeout=10)
-        if changed.returncode == 0 and info["git_commit"]:
-            info["git_dirty"] = bool(changed.stdout.strip())
-    except Exception:
-        pass
+    info["git_commit"], info["git_dirty"] = git_state()
     info["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAMAC_")}
     return info

@@ -49,9 +49,10 @@ if [[ $ACTION == start ]]; then
   python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$RUN/site" . >>"$RUN/install.log" 2>&1 \
     || { echo "gpu_sweep_detached.sh: installing the package into $RUN/site failed ($RUN/install.log)" >&2; exit 2; }
   # provenance: the installed copy is no checkout, so it is told the commit and whether the source differed
-  commit=$(git rev-parse --verify -q HEAD)
-  dirty=$([[ -n $(git status --porcelain --untracked-files=no -- ramac kernels native bench sweeps pyproject.toml \
-                   CMakeLists.txt 2>/dev/null) ]] && echo 1 || echo 0)
+  # (ramac.utils.git_state, run from the checkout; "-" where git cannot tell)
+  read -r commit dirty < <(python3 -c "from ramac.utils import git_state; c, d = git_state(); \
+print(c or '-', {True: 1, False: 0}.get(d, '-'))")
+  [[ $commit == - ]] && commit=
   # the data sets where the checkout keeps them (ignored by git: kept between calls on a warm machine)
   export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$PWD/build/minari}
   # setsid -f: a session of its own (the call's end leaves it running); its shell writes its own pid

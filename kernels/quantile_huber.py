@@ -21,11 +21,10 @@ from ._dispatch import HAS_TRITON, fold_seeds, seeds_first, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 MAX_K = 1024  # predicted quantiles one kernel tile can hold
-# (unroll, rows per program, warps): the loop over K', ~512 (b, k) cells per program, 4 warps. On an
+# The default launch: the loop over K', ~CELLS_PER_PROGRAM (b, k) cells per program, 4 warps. On an
 # H200 at B = 16,384, K = K' = 32, fwd + bwd replayed from a CUDA graph (bench/results/qh-combo-H200/):
 # 16 rows x 4 warps 18.6 us, 8 x 2 18.5, 32 x 2 19.4, 32 x 4 (the old ~1,024 cells) 20.8, the loop
 # unrolled 22.1-22.4, torch.compile of the reference 33.2.
-LAUNCH_DEFAULT = (False, None, None)
 CELLS_PER_PROGRAM = 512
 
 
@@ -155,8 +154,8 @@ if HAS_TRITON:
             tl.store(dtarget_ptr + rows * KP + j, tl.sum(g, axis=1) * scale_g, mask=row_ok)
         return loss_acc + m * (abs_u - 0.5 * c), dz_acc + g
 
-    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target, grad_scale=1.0, config=None):
-        unroll, block_b, num_warps = config or LAUNCH_DEFAULT
+    def _launch(pred, taus, target, weight, kappa, grad_pred, grad_target, grad_scale, config):
+        unroll, block_b, num_warps = config  # (None: the default launch's rows and warps)
         B, K = pred.shape
         KP = target.shape[1]
         pred = pred if pred.stride(1) == 1 else pred.contiguous()
@@ -190,7 +189,7 @@ class QuantileHuberFn(torch.autograd.Function):
     """Fused quantile-Huber loss; gradients for pred and target."""
 
     @staticmethod
-    def forward(ctx, pred, taus, target, weight, kappa, reduction, config=None):
+    def forward(ctx, pred, taus, target, weight, kappa, reduction, config):
         need_pred, _, need_target = ctx.needs_input_grad[:3]
         # with "mean", dL/dz and dL/dy come out of the kernel already divided by B (one launch less each)
         loss, dpred, dtarget = _launch(pred, taus, target, weight, kappa, need_pred, need_target,

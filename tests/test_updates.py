@@ -376,6 +376,24 @@ def test_combo_kernels_reach_inductor_unless_turned_off(monkeypatch):
     assert all(o.get("combo_kernels") is True for o in default) and not any("combo_kernels" in o for o in off)
 
 
+def test_shape_padding_reaches_inductor_when_asked(monkeypatch):
+    """RAMAC_SHAPE_PAD=1 forces Inductor's padding of unaligned matrix products in every compiled
+    method of the update; by default it is left to Inductor; any other value is an error."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
+    cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
+    monkeypatch.delenv("RAMAC_SHAPE_PAD", raising=False)
+    make_agent("radac", 3, 2, cfg).compile_update()
+    n = len(seen)
+    monkeypatch.setenv("RAMAC_SHAPE_PAD", "1")
+    make_agent("radac", 3, 2, cfg).compile_update()
+    assert n and len(seen) == 2 * n
+    assert not any("force_shape_pad" in o for o in seen[:n]) and all(o["force_shape_pad"] for o in seen[n:])
+    monkeypatch.setenv("RAMAC_SHAPE_PAD", "yes")
+    with pytest.raises(ValueError, match="RAMAC_SHAPE_PAD"):
+        make_agent("radac", 3, 2, cfg).compile_update()
+
+
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone
 def test_clip_grad_norm_is_torchs_arithmetic(max_norm):
     """ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles, where torch's

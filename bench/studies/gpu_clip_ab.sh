@@ -3,8 +3,10 @@
 # ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles) against torch's
 # clip_grad_norm_ (whose torch._foreach_norm is an ATen fallback: 6 multi_tensor_apply launches,
 # 46 us of the 1,160 us update in bench/results/defaults-H200/), one seed at batch 256, on
-# graph-compile-bf16 and on graph-compile (fp32, what `ramac train` runs by default). Needs the GPU to
-# itself (timings). Everything lands in $OUT/clip-ab.tgz.
+# graph-compile-bf16 and on graph-compile (fp32, what `ramac train` runs by default); and, on
+# graph-compile-bf16, Inductor padding every unaligned matrix product (RAMAC_SHAPE_PAD=1: cuBLAS's
+# sm_75 align1 kernels, 120 us of that update, then get 16-byte-aligned operands). ~350 s. Needs the
+# GPU to itself (timings). Everything lands in $OUT/clip-ab.tgz.
 #
 #   OUT=/some/folder bash bench/studies/gpu_clip_ab.sh
 set -uo pipefail
@@ -17,4 +19,7 @@ for path in graph-compile-bf16 graph-compile; do
   for clip in 0 1; do
     bench_train "$path-clip$clip" "| 256 | $path |" RAMAC_CLIP_COMPILED=$clip -- "${single[@]}" --paths "$path"
   done
+  if [[ $path == graph-compile-bf16 ]]; then  # padding may take Inductor longer to compile
+    TRAIN_S=$((TRAIN_S + 15)) bench_train "$path-pad" "| 256 | $path |" RAMAC_SHAPE_PAD=1 -- "${single[@]}" --paths "$path"
+  fi
 done

@@ -120,6 +120,16 @@ class Agent(nn.Module):
         # critic's operator (bench/results/speed-ab-H200/, qh-combo-H200/); RAMAC_COMBO_KERNELS=0 opts out
         if os.environ.get("RAMAC_COMBO_KERNELS", "1") != "0":
             inductor["combo_kernels"] = True
+        # Inductor pads matrix products whose sizes are not multiples of 16 bytes (HalfCheetah's 17
+        # state and 6 action columns, the denoiser's 39 inputs) only where it thinks them compute
+        # bound, never at batch 256, where cuBLAS then runs sm_75 "align1" kernels (120 of the 1,160 us
+        # of bench/results/defaults-H200/bf16-defaults.md). RAMAC_SHAPE_PAD=1 pads them all (an A/B
+        # of issue 18, bench/studies/gpu_clip_ab.sh)
+        pad = os.environ.get("RAMAC_SHAPE_PAD", "0")
+        if pad not in ("0", "1"):
+            raise ValueError(f"RAMAC_SHAPE_PAD must be 0 or 1, got {pad!r}")
+        if pad == "1":
+            inductor["force_shape_pad"] = True
         options = dict(dynamic=False, options=inductor)
         for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)
             method = getattr(self, name)

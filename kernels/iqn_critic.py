@@ -26,8 +26,9 @@ power of two, so all K fractions of a sample live in one block):
   block) and keeps the cos layer's weight gradient in registers, written once per program.
 * backward "head", P_B programs per (hidden chunk, c): recomputes x, owns the chunk's slices of
   dWh, dbh and dwo in registers over its row blocks, written once per program.
-Weight gradients are thus partial sums in (C, P, ...) buffers that torch sums over P: no
-atomics, and P depends only on the shapes, so the result is bitwise reproducible.
+Weight gradients are thus partial sums in (C, P, ...) buffers, summed over P in a fixed order by
+one more launch per backward kernel: no atomics, and P depends only on the shapes, so the result
+is bitwise reproducible.
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ if HAS_TRITON:
         B, K, E, N, H, s_tc, s_tb, s_tk, n_blocks, P,
         BB: tl.constexpr, K_P: tl.constexpr, E_P: tl.constexpr, N_P: tl.constexpr, BN: tl.constexpr,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        COS_GRAD: tl.constexpr,  # False: dL/dtrunk only (the actor's risk term: the critics are constants)
     ):
         p = tl.program_id(0)
         c = tl.program_id(1)
@@ -248,12 +250,14 @@ if HAS_TRITON:
             bs = sb * BB + tl.arange(0, BB)
             tl.store(dtrunk_ptr + (c * B + bs)[:, None] * E + e[None, :], _to(dtrunk, dot_t, UPCAST),
                      mask=(bs < B)[:, None] & (e < E)[None, :])
-            dpp = _to(tl.where(phi_pre > 0, dx * t, 0.0), dot_t, UPCAST)  # (BM, E_P)
-            acc_wc = _dot(tl.trans(dpp), f, acc_wc, PRECISION, UPCAST)
-            acc_bc += tl.sum(dpp.to(tl.float32), axis=0)
-        part = c * P + p
-        tl.store(dcw_ptr + (part * E_P + e)[:, None] * N_P + j[None, :], acc_wc)
-        tl.store(dcb_ptr + part * E_P + e, acc_bc)
+            if COS_GRAD:
+                dpp = _to(tl.where(phi_pre > 0, dx * t, 0.0), dot_t, UPCAST)  # (BM, E_P)
+                acc_wc = _dot(tl.trans(dpp), f, acc_wc, PRECISION, UPCAST)
+                acc_bc += tl.sum(dpp.to(tl.float32), axis=0)
+        if COS_GRAD:
+            part = c * P + p
+            tl.store(dcw_ptr + (part * E_P + e)[:, None] * N_P + j[None, :], acc_wc)
+            tl.store(dcb_ptr + part * E_P + e, acc_bc)
 
     @triton.jit
     def _iqn_bwd_head_kernel(
@@ -291,6 +295,59 @@ if HAS_TRITON:
         tl.store(dhw_ptr + (part + n)[:, None] * E_P + e[None, :], acc_wh)
         tl.store(dhb_ptr + part + n, acc_bh)
         tl.store(dow_ptr + part + n, acc_wo)
+
+    # The backward kernels' per-program partial sums, summed over the programs in a fixed order (so
+    # bitwise reproducible) by one launch per backward kernel for all of its gradients (up to three
+    # "segments": partials (C, P, RP, CP) fp32, padded, -> gradient (C, R, CN) in its own dtype,
+    # contiguous). Five to six strided torch sums plus slicing copies and casts before: 14 reduction
+    # launches, 54 us of a bf16 update at batch 256 (bench/results/defaults-H200/bf16-defaults.md).
+    @triton.jit
+    def _sum_segment(src_ptr, dst_ptr, blk, c, P, R, CN, RP, CP, BLOCK: tl.constexpr):
+        i = blk * BLOCK + tl.arange(0, BLOCK)
+        ok = i < R * CN
+        off = (i // CN) * CP + i % CN
+        src = src_ptr + (c * P).to(tl.int64) * RP * CP
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for p in range(0, P):
+            acc += tl.load(src + p * RP * CP + off, mask=ok, other=0.0)
+        tl.store(dst_ptr + c.to(tl.int64) * R * CN + i, acc.to(dst_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _sum_parts_kernel(
+        s0, d0, R0, N0, RP0, CP0,  # segment 0: partials, gradient, sizes (rows, columns; padded)
+        s1, d1, R1, N1, RP1, CP1,
+        s2, d2, R2, N2, RP2, CP2,
+        P, END0, END1,  # programs summed; the segments' last blocks (exclusive), segment 2 after END1
+        BLOCK: tl.constexpr,
+    ):
+        blk = tl.program_id(0)
+        c = tl.program_id(1)
+        if blk < END0:
+            _sum_segment(s0, d0, blk, c, P, R0, N0, RP0, CP0, BLOCK)
+        elif blk < END1:
+            _sum_segment(s1, d1, blk - END0, c, P, R1, N1, RP1, CP1, BLOCK)
+        else:
+            _sum_segment(s2, d2, blk - END1, c, P, R2, N2, RP2, CP2, BLOCK)
+
+
+SUM_BLOCK = 512  # gradient elements per program of _sum_parts_kernel
+
+
+def _sum_parts(P, segments):
+    """segments: up to three (partials (C, P, RP, CP) fp32, gradient (C, R, CN) or (C, CN)) pairs;
+    each gradient gets its partials summed over P, in one launch."""
+    C = segments[0][1].shape[0]
+    args, ends, end = [], [], 0
+    for src, dst in segments:
+        R, CN = (dst.shape[1], dst.shape[2]) if dst.dim() == 3 else (1, dst.shape[1])
+        RP, CP = (src.shape[2], src.shape[3]) if src.dim() == 4 else (1, src.shape[2])
+        args += [src, dst, R, CN, RP, CP]
+        end += triton.cdiv(R * CN, SUM_BLOCK)
+        ends.append(end)
+    while len(ends) < 3:  # unused slots: never reached (their blocks start at the end)
+        args += args[-6:]
+        ends.append(end)
+    _sum_parts_kernel[(end, C)](*args, P, ends[0], ends[1], BLOCK=SUM_BLOCK, num_warps=4)
 
 def _pow2(n: int, least: int = 1) -> int:
     return max(least, 1 << (n - 1).bit_length())
@@ -441,21 +498,28 @@ class _Plan:
             *self.args(), self.tensors[5], q, B, K, E, N, H, *self.taus.stride(), **self.geometry("fwd"))
         return q
 
-    def backward(self, dq, rows, head):
-        """dq (C, B, K) fp32 -> (dtrunk, dWc, dbc) if rows, (dWh, dbh, dwo) if head (else None)."""
+    def backward(self, dq, rows, head, cos=None):
+        """dq (C, B, K) fp32 -> (dtrunk, dWc, dbc) if rows, (dWh, dbh, dwo) if head (else None),
+        each weight gradient contiguous in its weight's dtype; cos=False (default: rows) leaves the
+        cos layer's two out (None) and its partial sums uncomputed."""
         C, B, K, E, N, H = self.shape
         dev, f32 = self.trunk.device, torch.float32
+        cos = rows if cos is None else cos
         out_rows = out_head = None
         if rows:
             n_blocks = triton.cdiv(B, self.launch["rows"][0])
             P = self.programs or max(1, min(n_blocks, triton.cdiv(self.default_programs, C)))
             dtrunk = torch.empty_like(self.trunk)
-            dcw = torch.empty(C, P, self.e_p, self.n_p, device=dev, dtype=f32)
-            dcb = torch.empty(C, P, self.e_p, device=dev, dtype=f32)
+            dcw = torch.empty(C, P if cos else 0, self.e_p, self.n_p, device=dev, dtype=f32)
+            dcb = torch.empty(C, P if cos else 0, self.e_p, device=dev, dtype=f32)
             _iqn_bwd_rows_kernel[(P, C)](
                 *self.args(), dq, dtrunk, dcw, dcb, B, K, E, N, H, *self.taus.stride(), n_blocks, P,
-                **self.geometry("rows"))
-            out_rows = dtrunk, dcw.sum(1)[:, :E, :N], dcb.sum(1)[:, :E]
+                **self.geometry("rows"), COS_GRAD=cos)
+            out_rows = dtrunk, None, None
+            if cos:
+                gcw, gcb = torch.empty_like(self.tensors[0]), torch.empty_like(self.tensors[1])
+                _sum_parts(P, [(dcw, gcw), (dcb, gcb)])
+                out_rows = dtrunk, gcw, gcb
         if head:
             n_blocks = triton.cdiv(B, self.launch["head"][0])
             bn = self.launch["head"][1]
@@ -468,17 +532,19 @@ class _Plan:
             _iqn_bwd_head_kernel[(P, chunks, C)](
                 *self.args(), dq, dhw, dhb, dow, B, K, E, N, H, *self.taus.stride(), n_blocks, P, h_p,
                 **self.geometry("head"))
-            out_head = dhw.sum(1)[:, :H, :E], dhb.sum(1)[:, :H], dow.sum(1)[:, :H]
+            out_head = tuple(torch.empty_like(t) for t in self.tensors[2:5])  # dWh, dbh, dwo (C, 1, H)
+            _sum_parts(P, [(dhw, out_head[0]), (dhb, out_head[1]), (dow, out_head[2])])
         return out_rows, out_head
 
-    def gradients(self, dq, rows: bool, head: bool, out_bias: bool = True) -> list:
+    def gradients(self, dq, rows: bool, head: bool, out_bias: bool = True, cos: bool | None = None) -> list:
         """The seven gradients (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b) from dq (the
         output's shape), each in its input's dtype and shape; None for a part not asked for (rows:
-        trunk and the cos layer, head: the head and output weights, out_bias: out_b)."""
+        trunk and the cos layer, cos: the cos layer (default: rows), head: the head and output
+        weights, out_bias: out_b)."""
         dq = (dq if self.stacked else dq[None]).float().contiguous()
-        got_rows, got_head = self.backward(dq, rows=rows, head=head)
-        parts = [*(got_rows or (None,) * 3), *((got_head[0], got_head[1], got_head[2][:, None]) if got_head
-                                                else (None,) * 3), dq.sum((1, 2))[:, None] if out_bias else None]
+        got_rows, got_head = self.backward(dq, rows=rows or bool(cos), head=head, cos=cos)
+        parts = [*(got_rows or (None,) * 3), *(got_head or (None,) * 3),
+                 dq.sum((1, 2))[:, None] if out_bias else None]
         grads = [None if g is None else g.to(t.dtype) for g, t in zip(parts, (self.trunk, *self.tensors))]
         return grads if self.stacked else [None if g is None else g[0] for g in grads]
 
@@ -501,7 +567,7 @@ class IQNQuantilesFn(torch.autograd.Function):
         plan = ctx.plan
         plan.trunk, plan.taus, *plan.tensors = ctx.saved_tensors
         need = ctx.needs_input_grad
-        g = plan.gradients(dq, rows=any(need[i] for i in (0, 2, 3)), head=any(need[i] for i in (4, 5, 6)),
+        g = plan.gradients(dq, rows=need[0], cos=need[2] or need[3], head=any(need[i] for i in (4, 5, 6)),
                            out_bias=need[7])
         plan.trunk = plan.taus = plan.tensors = None
         return g[0], None, *g[1:], None  # no gradient for taus and the launch configuration
@@ -580,19 +646,19 @@ def _(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):
 @torch.library.custom_op("ramac::iqn_quantiles_backward", mutates_args=())
 def _fused_backward_op(dq: torch.Tensor, trunk: torch.Tensor, taus: torch.Tensor, cos_w: torch.Tensor,
                        cos_b: torch.Tensor, head_w: torch.Tensor, head_b: torch.Tensor, out_w: torch.Tensor,
-                       out_b: torch.Tensor, rows: bool, head: bool) -> list[torch.Tensor]:
+                       out_b: torch.Tensor, rows: bool, cos: bool, head: bool) -> list[torch.Tensor]:
     """The seven gradients (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b); those of a part not
-    asked for (rows: trunk and the cos layer, head: the head and output weights) are left empty."""
+    asked for (rows: trunk, cos: the cos layer, head: the head and output weights) are left empty."""
     plan = _Plan(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, None, None, None)
-    grads = plan.gradients(dq, rows, head)
-    # contiguous, as the fake says (the sums over programs are views of padded buffers: Inductor
-    # checks the strides of what an opaque operator returns); a custom operator returns no None
+    grads = plan.gradients(dq, rows, head, cos=cos)
+    # contiguous, as the fake says (Inductor checks the strides of what an opaque operator returns);
+    # a custom operator returns no None
     return [t.new_empty(t.shape) if g is None else g.contiguous()
             for g, t in zip(grads, (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b))]
 
 
 @_fused_backward_op.register_fake
-def _(dq, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, rows, head):
+def _(dq, trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b, rows, cos, head):
     return [t.new_empty(t.shape) for t in (trunk, cos_w, cos_b, head_w, head_b, out_w, out_b)]
 
 
@@ -603,8 +669,8 @@ def _fused_setup(ctx, inputs, output):
 def _fused_grad(ctx, dq):
     trunk, taus, *weights = ctx.saved_tensors
     need = ctx.needs_input_grad
-    rows, head = any(need[i] for i in (0, 2, 3)), any(need[i] for i in (4, 5, 6))
-    g = _fused_backward_op(dq, trunk, taus, *weights, rows, head)
+    rows, cos, head = need[0], need[2] or need[3], any(need[i] for i in (4, 5, 6))
+    g = _fused_backward_op(dq, trunk, taus, *weights, rows, cos, head)
     return (g[0] if need[0] else None, None, *(g[i - 1] if need[i] else None for i in range(2, 8)))
 
 

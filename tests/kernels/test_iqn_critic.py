@@ -182,7 +182,9 @@ def test_some_inputs_without_grad(device):
     params, taus = make(None, 8, 4, 16, 8, 32, device=device, seed=5)
     head = [p.detach() for p in params[:3]] + params[3:]  # only the head's weights: the rows kernel is skipped
     rows = params[:3] + [p.detach() for p in params[3:]]  # only trunk and cos layer: the head kernel is skipped
-    for ps in (head, rows):
+    trunk = params[:1] + [p.detach() for p in params[1:]]  # the actor's risk term: no cos-layer partials
+    cos = [params[0].detach()] + params[1:3] + [p.detach() for p in params[3:]]  # the cos layer alone
+    for ps in (head, rows, trunk, cos):
         wrt = [p for p in ps if p.requires_grad]
         got = torch.autograd.grad(iqn_quantiles_triton(ps[0], taus, *ps[1:]).sum(), wrt)
         want = torch.autograd.grad(iqn_quantiles_ref(ps[0], taus, *ps[1:]).sum(), wrt)
@@ -309,7 +311,11 @@ def test_custom_operator_registrations(stacked, device):
     dq = torch.randn(*params[0].shape[:-1], 4, device=device)
     detached = [p.detach() for p in params]
     torch.library.opcheck(torch.ops.ramac.iqn_quantiles_backward.default,
-                          (dq, detached[0], taus, *detached[1:], True, True),
+                          (dq, detached[0], taus, *detached[1:], True, True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    # the actor's risk term: the trunk's gradient only (the cos layer's partial sums not computed)
+    torch.library.opcheck(torch.ops.ramac.iqn_quantiles_backward.default,
+                          (dq, detached[0], taus, *detached[1:], True, False, False),
                           test_utils=("test_schema", "test_faketensor"))
 
 

@@ -8,7 +8,9 @@ Variants: the split chain for one state (kernels/sampler_split.py: several progr
 hidden layer; `--one-state gemv`, the default, compiles `_chain_split_gemv_kernel`, its CUDA-core
 variant, with fp32 weights (the library uploads an fp32 copy of the dot weights beside a bf16
 build's) and launched as sample_chain launches it; `--one-state tile` compiles `_chain_split_kernel`
-with B = 1 as the Python sampler's JIT takes it; both take the same run-time arguments), then
+with B = 1 as the Python sampler's JIT takes it; both take the same run-time arguments; `--one-state
+cta` compiles native/src/one_state.cu with nvcc instead: the whole chain in one thread block with
+W2 and W3 on chip in fp16, H = 256 only), then
 every launch configuration `_launch_config` picks for some batch size on a GPU of `--sms` SMs
 (bf16: 16-row programs while one wave of them covers the batch, then 64-row ones, then 64-row ones
 with narrower weight tiles), each with HAS_NOISE true (noise read from a (T + 1, B, A)
@@ -35,7 +37,10 @@ import argparse
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,9 +76,11 @@ def parse_args(argv=None):
     p.add_argument("--action-pad", type=int, default=16, help="A_P: action dim padded, a power of two >= 16")
     p.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="tensor-core inputs")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="compiles run side by side")
-    p.add_argument("--one-state", default="gemv", choices=("gemv", "tile"),
-                   help="the split kernel for one state (default: gemv, fp32 weights: 32.6 us against tile's 69 us "
-                        "on an H200, graphed from Python)")
+    p.add_argument("--one-state", default="gemv", choices=("gemv", "tile", "cta"),
+                   help="the kernel for one state: the split Triton kernels gemv (default, fp32 weights: 32.6 us "
+                        "against tile's 69 us on an H200, graphed from Python) or tile, or cta (native/src/"
+                        "one_state.cu: one thread block, fp16 weights on chip; H = 256; compiled with nvcc)")
+    p.add_argument("--nvcc", default=None, help="nvcc for --one-state cta (default: the one on PATH)")
     return p.parse_args(argv)
 
 
@@ -83,6 +90,46 @@ def check_shapes(a) -> None:
             raise SystemExit(f"gen_kernels: {name} must be a power of two >= 16, got {v}")
     if a.sms < 1:
         raise SystemExit(f"gen_kernels: --sms must be >= 1, got {a.sms}")
+    if a.one_state == "cta" and a.hidden != CTA_HIDDEN:
+        raise SystemExit(f"gen_kernels: --one-state cta is written for --hidden {CTA_HIDDEN}, got {a.hidden}; "
+                         f"build with -DRAMAC_ONE_STATE=gemv")
+
+
+# --one-state cta: native/src/one_state.cu, its two entries (noise given, Philox from the seed), its
+# launch (one block of CTA_THREADS threads, 18 parameters: the run-time arguments with W2 and W3 as
+# fp16 copies and no B) and its limits
+CTA_SOURCE = Path(__file__).resolve().parent / "src" / "one_state.cu"
+CTA_ENTRIES = {True: "ramac_one_state_noise", False: "ramac_one_state_seed"}
+CTA_HIDDEN, CTA_THREADS, CTA_W3_SHARED_ROWS, CTA_T_MAX, CTA_PARAMS = 256, 512, 4, 128, 18
+
+
+def cta_shared(hidden: int, action_pad: int, t_max: int = CTA_T_MAX) -> int:
+    """one_state.cu's SHARED: W2 and W3's shared rows (fp16), w_x and w_out (fp32), two activation
+    buffers, x_t and T_MAX + 1 steps of noise. The kernel checks the launch gives it this much."""
+    warps = CTA_THREADS // 32
+    return 2 * hidden * hidden + 2 * warps * CTA_W3_SHARED_ROWS * hidden + \
+        4 * (2 * action_pad * hidden + 2 * hidden + action_pad + (t_max + 1) * action_pad)
+
+
+def cta_command(a, nvcc: str, out: Path) -> list[str]:
+    """nvcc's command line for the one-CTA kernel's cubin (the shared-memory size the library will
+    launch with checked against the kernel's own at compile time)."""
+    return [nvcc, "-cubin", f"-arch=sm_{a.arch}", "-O3", f"-DRAMAC_H={a.hidden}", f"-DRAMAC_A_P={a.action_pad}",
+            f"-DRAMAC_T_MAX={CTA_T_MAX}", f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}",
+            str(CTA_SOURCE), "-o", str(out)]
+
+
+def compile_cta(a) -> bytes:
+    """The one-CTA kernel's cubin, from nvcc."""
+    nvcc = a.nvcc or shutil.which("nvcc")
+    if not nvcc:
+        raise SystemExit("gen_kernels: --one-state cta needs nvcc (the CUDA toolkit) on PATH, or --nvcc PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "one_state.cubin"
+        done = subprocess.run(cta_command(a, nvcc, out), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"gen_kernels: nvcc failed on {CTA_SOURCE.name}:\n{done.stderr[-3000:]}")
+        return out.read_bytes()
 
 
 def launch_configs(precision: str, sms: int):
@@ -227,19 +274,27 @@ def c_bytes(data: bytes, width: int = 32) -> str:
     return "\n".join(f'    "{hexed[i:i + step]}"' for i in range(0, len(hexed), step))
 
 
-def write_c(out_dir: Path, a: dict, results, triton_version: str) -> None:
+def write_c(out_dir: Path, a: dict, results, triton_version: str, cta: bytes | None = None) -> None:
+    """ramac_kernels.c: the cubins and the variant table; cta: the one-CTA kernel's cubin, whose two
+    entries come first (one state)."""
     parts = ["/* Generated by native/gen_kernels.py: do not edit. */", '#include "kernels_table.h"', ""]
     rows = []
+    if cta is not None:
+        parts.append(f"static const unsigned char cubin_cta[{len(cta) + 1}] =\n{c_bytes(cta)};\n")
+        shared = cta_shared(a["hidden"], a["action_pad"])
+        for has_noise in (True, False):
+            rows.append(f'    {{"{CTA_ENTRIES[has_noise]}", cubin_cta, {len(cta)}, 1, 0, {CTA_THREADS // 32}, 1, '
+                        f'{int(has_noise)}, 1, {shared}, {CTA_PARAMS}, -1, 1, {CTA_T_MAX}}},')
     for i, ((_, kind, (bm, bn, warps, stages), has_noise), max_batch, meta, cubin, n_params) in enumerate(results):
         programs = a["hidden"] // bn if kind in ("split", "gemv") else 0
         parts.append(f"static const unsigned char cubin_{i}[{len(cubin) + 1}] =\n{c_bytes(cubin)};\n")
         rows.append(f'    {{"{meta["name"]}", cubin_{i}, {len(cubin)}, {bm}, {min(bn, a["hidden"])}, {warps}, {stages}, '
                     f'{int(has_noise)}, {max_batch if max_batch is not None else -1}, {meta["shared"]}, {n_params}, '
-                    f'{programs}, {int(kind == "gemv")}}},')
+                    f'{programs}, {int(kind == "gemv")}, 0}},')
     parts.append("const ramac_variant RAMAC_VARIANTS[] = {\n" + "\n".join(rows) + "\n};")
     parts.append(f"const int RAMAC_NUM_VARIANTS = {len(rows)};")
     build = (f"sm_{a['arch']} H={a['hidden']} S_P={a['state_pad']} A_P={a['action_pad']} {a['precision']} "
-             f"triton {triton_version}")
+             f"one-state {'cta' if cta is not None else 'triton'} triton {triton_version}")
     parts.append(f'const ramac_build RAMAC_BUILD = {{{a["arch"]}, {a["hidden"]}, {a["state_pad"]}, '
                  f'{a["action_pad"]}, "{a["precision"]}", "{build}"}};\n')
     tmp = out_dir / "ramac_kernels.c.tmp"
@@ -251,8 +306,10 @@ def variants(precision: str, hidden: int, one_state: str = "gemv", sms: int = 13
     """[(kind, (BM, BN or HC, warps, stages), max_batch or None)] in the order the library tries them."""
     from ramac.kernels.sampler_split import split_fits
 
-    split, most = (gemv_config(hidden), 1) if one_state == "gemv" else split_config(hidden)
     one_block = [("one-block", cfg, hi) for hi, cfg in launch_configs(precision, sms)]
+    if one_state == "cta":  # one state: the CUDA kernel (compile_cta), ahead of these
+        return one_block
+    split, most = (gemv_config(hidden), 1) if one_state == "gemv" else split_config(hidden)
     return ([("gemv" if one_state == "gemv" else "split", split, most)] if split_fits(hidden) else []) + one_block
 
 
@@ -289,11 +346,17 @@ def main(argv=None) -> int:
                          "fp32_weights": kind == "gemv",
                          "has_noise": has_noise, "max_batch": max_batch, "cubin_bytes": len(cubin),
                          "ptx_params": len(params), **meta})
+    cta = None
+    if a.one_state == "cta":
+        cta = compile_cta(a)
+        manifest[:0] = [{"kernel": "cta", "entry": CTA_ENTRIES[n], "block_m": 1, "num_warps": CTA_THREADS // 32,
+                         "programs": 1, "has_noise": n, "max_batch": 1, "max_steps": CTA_T_MAX,
+                         "shared": cta_shared(a.hidden, a.action_pad), "cubin_bytes": len(cta)} for n in (True, False)]
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    write_c(a.out_dir, args, results, triton.__version__)
+    write_c(a.out_dir, args, results, triton.__version__, cta)
     (a.out_dir / "ramac_kernels.json").write_text(json.dumps(
-        {**args, "triton": triton.__version__, "variants": manifest}, indent=1) + "\n")
-    print(f"gen_kernels: {len(results)} variants of the chain sampler for sm_{a.arch} ({a.precision}, H={a.hidden}, "
+        {**args, "one_state": a.one_state, "triton": triton.__version__, "variants": manifest}, indent=1) + "\n")
+    print(f"gen_kernels: {len(manifest)} variants of the chain sampler for sm_{a.arch} ({a.precision}, H={a.hidden}, "
           f"S_P={a.state_pad}, A_P={a.action_pad}) with triton {triton.__version__} in "
           f"{time.perf_counter() - t0:.1f} s; {len(params) - len(RUNTIME_ARGS)} trailing scratch pointers")
     return 0

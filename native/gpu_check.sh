@@ -7,7 +7,9 @@
 #   OUT=/some/folder bash native/gpu_check.sh
 #
 # A failing step is reported and the script goes on; the archive is written whatever happens.
-# Budget: ~4 minutes (the optional steps are skipped when time runs short).
+# Budget: ~4 minutes (the optional steps are skipped when time runs short). CTA=1 (the default)
+# also builds -DRAMAC_ONE_STATE=cta (native/src/one_state.cu, the one-CTA kernel for one state) into
+# build-cta/ and runs its ctest, the Python parity tests against it and its batch-1 bench.
 set -euo pipefail
 
 OUT=${OUT:?set OUT to an output folder}
@@ -74,6 +76,24 @@ step bench_native 60 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 1
   --launch both --out "$WORK/bench_native.json"
 step bench_native_noise 45 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 100 \
   --launch both --noise --out "$WORK/bench_native_noise.json"
+if [[ ${CTA:-1} == 1 ]]; then
+  CTA_BUILD="$PWD/build-cta"
+  step configure_cta 60 cmake -S . -B "$CTA_BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY" -DRAMAC_ONE_STATE=cta
+  step build_cta 120 cmake --build "$CTA_BUILD" -j 8
+  step ctest_cta 60 ctest --test-dir "$CTA_BUILD" -V
+  step pytest_cta 90 env RAMAC_NATIVE_LIB="$CTA_BUILD/libramac_sampler.so" "$PY" -m pytest tests/test_native.py -q -rs \
+    -p no:cacheprovider -k "native_equals or seed_path"
+  step bench_cta 45 "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 --launch both \
+    --out "$WORK/bench_cta.json"
+  step bench_cta_noise 45 "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 --launch both \
+    --noise --out "$WORK/bench_cta_noise.json"
+  if command -v ncu >/dev/null; then
+    optional ncu_cta_B1 40 ncu --kernel-name regex:ramac_one_state.* --launch-skip 3 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+      "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 3 --warmup 2 --launch plain \
+      --out "$WORK/ncu_cta_B1.json"
+  fi
+fi
 optional bench_python 100 "$PY" -m ramac bench sampler --batch-size 1 16 256 4096 65536 --steps 5 --no-compile \
   --out "$WORK/bench_python_sampler.json"
 if command -v ncu >/dev/null; then

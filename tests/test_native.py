@@ -8,6 +8,7 @@ The CMake build itself is the slow test (cmake configure, build, ctest into a te
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,9 +201,13 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     noise = torch.randn(6, B, 6, device="cuda", generator=g)
     with NativeSampler(halfcheetah_export) as native:
         got = native.sample(states, noise=noise)
+        cta = "one-state cta" in native.build_info()
     # the library's kernel for B: at one state its GEMV variant (RAMAC_ONE_STATE), fp32 weights,
-    # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel
-    if B == 1:  # the same kernel, launch and fp32 weights: the same numbers up to fp32 rounding
+    # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel;
+    # the one-CTA CUDA kernel (fp16 W2 and W3) has no Python twin: the reference check below
+    if B == 1 and cta:
+        pass
+    elif B == 1:  # the same kernel, launch and fp32 weights: the same numbers up to fp32 rounding
         same = torch.empty_like(got)
         launch_split(p, p.weights_as(torch.float32), states, noise, None, same, "bf16", "gemv")
         torch.testing.assert_close(got, same, atol=1e-5, rtol=0)
@@ -216,7 +221,7 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
 
 @gpu
 @needs_library
-@pytest.mark.parametrize("B", [3, 300])
+@pytest.mark.parametrize("B", [1, 3, 300])  # 1: the one-state kernel (its own Philox port with -DRAMAC_ONE_STATE=cta)
 def test_native_seed_path_is_the_kernels_philox_stream(B, halfcheetah_export):
     from ramac.kernels.sampler import sample_chain_triton
     from ramac.native import NativeSampler
@@ -237,12 +242,14 @@ def test_native_seed_path_is_the_kernels_philox_stream(B, halfcheetah_export):
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
                     reason="needs cmake and the CUDA toolkit")
-def test_cmake_builds_and_ctest_passes_or_skips(tmp_path):
+@pytest.mark.parametrize("one_state", ["gemv", "cta"])  # the default, and the one-CTA CUDA kernel
+def test_cmake_builds_and_ctest_passes_or_skips(tmp_path, one_state):
     """The top-level CMakeLists.txt: configure, build (cubins compiled on the CPU), ctest (~30 s on
     2 cores; in CI, so a kernel change that breaks the ahead-of-time build fails there)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     build = tmp_path / "build"
-    for cmd in (["cmake", "-S", str(ROOT), "-B", str(build), f"-DRAMAC_PYTHON={sys.executable}"],
+    for cmd in (["cmake", "-S", str(ROOT), "-B", str(build), f"-DRAMAC_PYTHON={sys.executable}",
+                 f"-DRAMAC_ONE_STATE={one_state}"],
                 ["cmake", "--build", str(build), "-j", "2"]):
         subprocess.run(cmd, check=True, env=env, capture_output=True)
     assert (build / "libramac_sampler.so").exists() and (build / "ramac_sampler_bench").exists()
@@ -252,11 +259,8 @@ def test_cmake_builds_and_ctest_passes_or_skips(tmp_path):
     assert ("Skipped" in r.stdout) != CUDA, r.stdout
 
 
-@pytest.mark.skipif(not __import__("ramac").kernels.HAS_TRITON, reason="needs Triton")
-def test_the_generator_knows_every_argument_of_the_chain_kernel():
-    """native/gen_kernels.py names the chain kernel's run-time and constexpr arguments itself; a new
-    kernel argument it does not know stops the GPU build (a stacked-seeds constexpr did), so check
-    here, on any machine, that its signature covers the kernel's."""
+def _gen_kernels():
+    """native/gen_kernels.py as a module."""
     interpret = os.environ.get("TRITON_INTERPRET")  # the generator drops it on import (it compiles)
     sys.path.insert(0, str(ROOT / "native"))
     try:
@@ -265,6 +269,65 @@ def test_the_generator_knows_every_argument_of_the_chain_kernel():
         sys.path.remove(str(ROOT / "native"))
         if interpret is not None:  # the tests after this one still interpret their kernels
             os.environ["TRITON_INTERPRET"] = interpret
+    return gen_kernels
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit")
+def test_the_one_state_cuda_kernel_compiles_unspilled_with_the_librarys_arguments(tmp_path):
+    """native/src/one_state.cu (-DRAMAC_ONE_STATE=cta) as the build compiles it for an H200: ptxas
+    spills nothing (W3's registers are sized to the 128 a thread has), the shared memory the
+    library launches with is the kernel's own count (a static_assert in the kernel), and each entry
+    takes the 18 parameters the library passes."""
+    gen_kernels = _gen_kernels()
+    a = gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", "cta"])
+    cmd = gen_kernels.cta_command(a, shutil.which("nvcc"), tmp_path / "k.cubin")
+    done = subprocess.run(cmd + ["-Xptxas", "-v"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
+    assert len(spills) >= 2 and set(spills) == {"0"}, done.stderr
+    ptx = tmp_path / "k.ptx"
+    subprocess.run([c if c != "-cubin" else "-ptx" for c in cmd[:-1]] + [str(ptx)], check=True, capture_output=True)
+    for entry in gen_kernels.CTA_ENTRIES.values():
+        params = re.search(r"\.entry\s+" + entry + r"\s*\((.*?)\)", ptx.read_text(), re.S)
+        assert params and len(re.findall(r"\.param\s", params.group(1))) == gen_kernels.CTA_PARAMS, entry
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None or not __import__("ramac").kernels.HAS_TRITON,
+                    reason="needs the CUDA toolkit and Triton")
+def test_the_one_state_kernels_philox_is_tritons_randn(tmp_path):
+    """The one-CTA kernel's seed path draws tl.randn(seed, offset) itself (a C++ port): run on the
+    CPU (nvcc's host side), it equals the Triton interpreter's stream up to the float rounding of
+    log, cos and sqrt, for a small and a 64-bit seed."""
+    import triton
+    import triton.language as tl
+
+    harness = tmp_path / "philox.cu"
+    harness.write_text(f'#include "{ROOT / "native/src/one_state.cu"}"\n#include <cstdio>\n#include <cstdlib>\n'
+                       "int main(int, char** v) { const uint64_t s = strtoull(v[1], 0, 10);\n"
+                       '  for (uint32_t i = 0; i < 256; ++i) std::printf("%.9g\\n", triton_randn(s, i)); }\n')
+    subprocess.run([shutil.which("nvcc"), "-O2", str(harness), "-o", str(tmp_path / "philox")], check=True,
+                   capture_output=True)
+
+    @triton.jit
+    def randn(seed_ptr, out_ptr, N: tl.constexpr):
+        offs = tl.arange(0, N)
+        tl.store(out_ptr + offs, tl.randn(tl.load(seed_ptr), offs))
+
+    for seed in (5, 12_345_678_901_234):
+        run = subprocess.run([str(tmp_path / "philox"), str(seed)], check=True, capture_output=True, text=True)
+        got = torch.tensor([float(v) for v in run.stdout.split()])
+        dev = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # interpreted, or compiled on a GPU
+        want = torch.empty(256, device=dev)
+        randn[(1,)](torch.tensor([seed], dtype=torch.int64, device=dev), want, 256)
+        torch.testing.assert_close(got, want.cpu(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not __import__("ramac").kernels.HAS_TRITON, reason="needs Triton")
+def test_the_generator_knows_every_argument_of_the_chain_kernel():
+    """native/gen_kernels.py names the chain kernel's run-time and constexpr arguments itself; a new
+    kernel argument it does not know stops the GPU build (a stacked-seeds constexpr did), so check
+    here, on any machine, that its signature covers the kernel's."""
+    gen_kernels = _gen_kernels()
     from ramac.kernels.sampler import _chain_kernel
     from ramac.kernels.sampler_split import _chain_split_gemv_kernel, _chain_split_kernel
 

@@ -21,9 +21,14 @@ typedef struct {
   int programs;                /* 0: the one-block kernel (19 run-time arguments, a program per block_m
                                   states); N: a split kernel for one state, GEMV or tile (20: the
                                   partials scratch and barrier pointers after the seed, no B; N
-                                  programs share the hidden layer; block_m sizes the partials) */
+                                  programs share the hidden layer; block_m sizes the partials);
+                                  -1: the one-CTA CUDA kernel for one state (native/src/one_state.cu:
+                                  18 arguments, W2 and W3 as fp16 copies [output][input], no B; one
+                                  block of 32 x num_warps threads) */
   int fp32_weights;            /* 1: reads the dot weights in fp32 whatever the build's precision (the
-                                  GEMV variant); 0: in the build's dtype */
+                                  GEMV variant; the one-CTA kernel's w_x, w_s and w_out); 0: in the
+                                  build's dtype */
+  int max_steps;               /* the most diffusion steps T the variant takes (0: any) */
 } ramac_variant;
 
 typedef struct {

@@ -2,7 +2,10 @@
 // launches of the chain kernel with the argument list Triton's own launcher would pass.
 #include "ramac_sampler.h"
 
+#include <cuda_fp16.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -80,6 +83,7 @@ struct ramac_sampler {
   CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed, the split kernel's barrier
   CUdeviceptr ptr[10] = {};  // and partials
   CUdeviceptr ptr32[10] = {};  // the same tensors with the dot weights in fp32 (fp32_weights variants)
+  CUdeviceptr half_w2 = 0, half_w3 = 0;  // the one-CTA kernel's W2 and W3: fp16, [output][input]
   CUdeviceptr seed = 0;
   CUdeviceptr barrier = 0;   // two int32, zero at load; the split kernel leaves the count at 0 after each use
   CUdeviceptr partials = 0;  // 2 x programs x block_m x hidden fp32 (one launch at a time per handle)
@@ -122,6 +126,26 @@ void upload(ramac_sampler* s) {
     offsets32[i] = align();
     append_fp32(s->host.tensors.at(TENSOR_NAMES[i]));
   }
+  // the one-CTA kernel keeps W2 and W3 on chip in fp16, transposed to [output][input]
+  bool half_copy = false;
+  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) half_copy = half_copy || RAMAC_VARIANTS[i].programs < 0;
+  size_t half_at[2] = {};
+  const int H = RAMAC_BUILD.hidden;
+  for (int m = 0; m < 2 && half_copy; ++m) {
+    const std::vector<float>& t = s->host.tensors.at(m == 0 ? "w2" : "w3");  // (H, H) inputs x outputs
+    half_at[m] = align();
+    for (int j = 0; j < H; ++j)
+      for (int k = 0; k < H; ++k) {
+        const float v = t[size_t(k) * H + j];
+        if (!(std::fabs(v) <= 65504.0f))
+          throw LoadError{RAMAC_ERR_FORMAT, std::string("weight ") + (m == 0 ? "w2" : "w3") + " = " + std::to_string(v) +
+                                                " is outside fp16's range, which the one-state kernel keeps W2 and W3 in; "
+                                                "rebuild with -DRAMAC_ONE_STATE=gemv"};
+        const __half h = __float2half_rn(v);
+        const unsigned char* p = reinterpret_cast<const unsigned char*>(&h);
+        staging.insert(staging.end(), p, p + 2);
+      }
+  }
   offsets[10] = align();
   staging.resize(offsets[10] + 24, 0);  // the seed, 0 until a call sets it; at +16 the barrier, zero
   size_t partials = 0;  // the largest split variant's scratch
@@ -135,6 +159,10 @@ void upload(ramac_sampler* s) {
   for (int i = 0; i < 10; ++i) {
     s->ptr[i] = s->arena + offsets[i];
     s->ptr32[i] = s->arena + (offsets32[i] ? offsets32[i] : offsets[i]);  // a copy follows the tensors: never at 0
+  }
+  if (half_copy) {
+    s->half_w2 = s->arena + half_at[0];
+    s->half_w3 = s->arena + half_at[1];
   }
   s->seed = s->arena + offsets[10];
   s->barrier = s->seed + 16;  // 16-byte aligned, as the kernel was compiled to assume
@@ -201,6 +229,10 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   }
   if (pick < 0) return fail(RAMAC_ERR_ARGUMENT, "no compiled variant serves batch " + std::to_string(batch));
   const ramac_variant& v = RAMAC_VARIANTS[pick];
+  if (v.max_steps > 0 && h.n_steps > v.max_steps)
+    return fail(RAMAC_ERR_SHAPE, "the one-state kernel takes at most " + std::to_string(v.max_steps) +
+                                     " diffusion steps, the export has " + std::to_string(h.n_steps) +
+                                     "; rebuild with -DRAMAC_ONE_STATE=gemv");
   CUdeviceptr state_p = reinterpret_cast<CUdeviceptr>(states), out_p = reinterpret_cast<CUdeviceptr>(actions);
   // unused pointers get the output buffer, as sample_chain_triton passes
   CUdeviceptr noise_p = has_noise ? reinterpret_cast<CUdeviceptr>(noise) : out_p;
@@ -212,6 +244,19 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   void* params[26] = {&state_p, &noise_p, &out_p, &w[0], &w[1], &w[2], &w[3], &w[4],
                       &w[5], &w[6], &w[7], &w[8], &w[9], &seed_p};
   int n = 14;
+  if (v.programs < 0) {  // the one-CTA kernel: fp16 W2, W3 first, then the fp32 tensors it reads, no B
+    // (TENSOR_NAMES: w_x, w_s, c_time, w2, b2, w3, b3, w_out, b_out, coefs)
+    void* cta[18] = {&state_p, &noise_p, &out_p, &s->half_w2, &s->half_w3, &w[0], &w[1], &w[2], &w[4], &w[6],
+                     &w[7], &w[8], &w[9], &seed_p, &S, &A, &T, &max_action};
+    try {
+      CtxGuard guard(s->ctx);
+      RAMAC_CHECK(cuLaunchKernel_(s->functions[pick], 1, 1, 1, 32u * v.num_warps, 1, 1, v.shared,
+                                  reinterpret_cast<CUstream>(stream), cta, nullptr));
+    } catch (const CudaError& e) {
+      return fail(RAMAC_ERR_CUDA, e.message);
+    }
+    return RAMAC_OK;
+  }
   if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed; B compiled in
     params[n++] = &s->partials;
     params[n++] = &s->barrier;
@@ -277,6 +322,9 @@ int ramac_sampler_load(const char* export_dir, ramac_sampler** out) {
   } catch (const CudaError& e) {
     release(s);
     return fail(RAMAC_ERR_CUDA, e.message);
+  } catch (const LoadError& e) {  // weights the one-state kernel cannot hold (checked before any allocation)
+    release(s);
+    return fail(e.code, e.message);
   }
   *out = s;
   return RAMAC_OK;

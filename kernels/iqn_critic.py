@@ -51,6 +51,9 @@ AUTO_ROWS = 16_384  # B x K at most
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_K = 128  # fractions per sample one row block can hold
 MAX_EMB = 256  # embedding width (and cosine features) the kernel tiles hold
+# rows (b, k) per block at least: the backward's weight-gradient dots reduce over a block's rows,
+# and tl.dot compiled for a GPU needs K >= 16 (the interpreter takes fewer)
+MIN_DOT_ROWS = 16
 
 
 # --------------------------------------------------------------------------
@@ -425,10 +428,11 @@ def _read_rules(path: str) -> list[dict]:
                       for k in ("emb", "max_emb", "max_rows", "programs"))
                or r.get("dtype", "float32") not in ("float32", "bfloat16")  # a typo would never match
                or any(not _is_pow2(v) for k in KINDS if k in r for v in r[k][:3])  # tile sizes and warps
+               or any(r[k][0] < MIN_DOT_ROWS for k in KINDS if k in r)
                or any(k in r and not _is_pow2(r[k]) for k in ("emb", "max_emb")))
         if bad:
             raise ValueError(f"RAMAC_IQN_TUNING={path}: rule {i} is malformed ({r!r}); a rule takes "
-                             f"{sorted(_FIELDS)}, each kernel kind as [block_m, block_n, warps, stages]")
+                             f"{sorted(_FIELDS)}, each kernel kind as [block_m >= {MIN_DOT_ROWS}, block_n, warps, stages]")
     return rules
 
 
@@ -474,9 +478,10 @@ class _Plan:
         configs, default_programs = launch_configs(trunk.dtype, self.e_p, C * B * K)
         configs.update(tuning or {})
         self.launch = {}
+        least = -(-MIN_DOT_ROWS // self.k_p)  # samples per block that give the backward's dots 16 rows
         for kind, (bm, bn, warps, stages) in configs.items():
             bn = min(block_n or bn, _pow2(H, 16))
-            self.launch[kind] = (max(1, (block_m or bm) // self.k_p), bn, warps, stages)  # samples per block
+            self.launch[kind] = (max(least, (block_m or bm) // self.k_p), bn, warps, stages)  # samples per block
         self.programs = programs
         self.default_programs = default_programs
         self.precision = "ieee" if trunk.dtype == torch.float32 else "tf32"  # ignored by bf16 dots

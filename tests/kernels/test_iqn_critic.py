@@ -129,13 +129,13 @@ def test_tuning_rules_from_a_file(tmp_path, monkeypatch, device):
     rules = [{"dtype": "float32", "max_emb": 16, "max_rows": 60, "fwd": [16, 16, 4, 1], "rows": [32, 16, 4, 1],
               "programs": 3},
              {"dtype": "float32", "emb": 32, "max_rows": 60, "head": [64, 64, 4, 2]},  # another width
-             {"dtype": "float32", "max_rows": 60, "head": [8, 32, 4, 2], "fwd": [64, 64, 8, 2]}]  # fwd: rule 0's
+             {"dtype": "float32", "max_rows": 60, "head": [32, 32, 4, 2], "fwd": [64, 64, 8, 2]}]  # fwd: rule 0's
     path = tmp_path / "tuning.json"
     path.write_text(json.dumps({"rules": rules}))
     monkeypatch.setenv("RAMAC_IQN_TUNING", str(path))
     params, taus = make(2, 7, 4, 16, 8, 40, device=device, seed=6)  # 56 rows
     plan = _Plan(params[0], taus, *params[1:], None, None, None)
-    assert plan.launch == {"fwd": (4, 16, 4, 1), "rows": (8, 16, 4, 1), "head": (2, 32, 4, 2)}
+    assert plan.launch == {"fwd": (4, 16, 4, 1), "rows": (8, 16, 4, 1), "head": (8, 32, 4, 2)}
     assert plan.default_programs == 3
     check(params, taus)
     big, taus = make(2, 9, 4, 16, 8, 40, device=device, seed=6)  # 72 rows: the defaults
@@ -158,6 +158,7 @@ def test_tuning_rules_from_a_file(tmp_path, monkeypatch, device):
                                           ('[{"max_rows": -1}]', "rule 0 is malformed"),
                                           ('[{"dtype": "bf16"}]', "rule 0 is malformed"),
                                           ('[{"fwd": [48, 32, 4, 1]}]', "rule 0 is malformed"),
+                                          ('[{"head": [8, 32, 4, 2]}]', "rule 0 is malformed"),  # < 16 rows
                                           ('{"rule": []}', "expected a list")])
 def test_a_bad_tuning_file_is_an_error_naming_it(tmp_path, monkeypatch, text, problem):
     path = tmp_path / "bad.json"
@@ -176,6 +177,15 @@ def test_default_rules_cover_every_dtype_and_width():
             configs, programs = launch_configs(dtype, e_p, 10**9)
             assert set(configs) == {"fwd", "rows", "head"} and programs > 0
     assert all(r["dtype"] in ("float32", "bfloat16") for r in DEFAULT_RULES)
+
+
+def test_blocks_keep_sixteen_rows_for_the_backwards_dots(device):
+    # a block of 8 rows (2 samples of K_P = 4) would give the backward's weight-gradient dots K = 8,
+    # which Triton refuses to compile for a GPU: blocks are raised to 16 rows (4 samples)
+    params, taus = make(2, 7, 4, 16, 8, 40, device=device, seed=6)
+    plan = _Plan(params[0], taus, *params[1:], 8, None, None)
+    assert {kind: launch[0] for kind, launch in plan.launch.items()} == {"fwd": 4, "rows": 4, "head": 4}
+    check(params, taus, block_m=8)
 
 
 def test_some_inputs_without_grad(device):

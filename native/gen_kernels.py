@@ -100,22 +100,23 @@ def check_shapes(a) -> None:
 # fp16 copies and no B) and its limits
 CTA_SOURCE = Path(__file__).resolve().parent / "src" / "one_state.cu"
 CTA_ENTRIES = {True: "ramac_one_state_noise", False: "ramac_one_state_seed"}
-CTA_HIDDEN, CTA_THREADS, CTA_W3_SHARED_ROWS, CTA_T_MAX, CTA_PARAMS = 256, 512, 4, 128, 18
+CTA_HIDDEN, CTA_THREADS, CTA_W3_SHARED_ROWS, CTA_T_MAX, CTA_PARAMS = 256, 512, 5, 128, 18
 
 
 def cta_shared(hidden: int, action_pad: int, t_max: int = CTA_T_MAX) -> int:
     """one_state.cu's SHARED: W2 and W3's shared rows (fp16), w_x and w_out (fp32), two activation
-    buffers, x_t and T_MAX + 1 steps of noise. The kernel checks the launch gives it this much."""
+    buffers, x_t, T_MAX + 1 steps of noise and T_MAX rows of 8 schedule constants. The kernel checks
+    the launch gives it this much."""
     warps = CTA_THREADS // 32
     return 2 * hidden * hidden + 2 * warps * CTA_W3_SHARED_ROWS * hidden + \
-        4 * (2 * action_pad * hidden + 2 * hidden + action_pad + (t_max + 1) * action_pad)
+        4 * (2 * action_pad * hidden + 2 * hidden + action_pad + (t_max + 1) * action_pad + t_max * 8)
 
 
 def cta_command(a, nvcc: str, out: Path) -> list[str]:
     """nvcc's command line for the one-CTA kernel's cubin (the shared-memory size the library will
     launch with checked against the kernel's own at compile time)."""
     return [nvcc, "-cubin", f"-arch=sm_{a.arch}", "-O3", f"-DRAMAC_H={a.hidden}", f"-DRAMAC_A_P={a.action_pad}",
-            f"-DRAMAC_T_MAX={CTA_T_MAX}", f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}",
+            f"-DRAMAC_S_P={a.state_pad}", f"-DRAMAC_T_MAX={CTA_T_MAX}", f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}",
             str(CTA_SOURCE), "-o", str(out)]
 
 

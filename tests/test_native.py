@@ -201,7 +201,7 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     noise = torch.randn(6, B, 6, device="cuda", generator=g)
     with NativeSampler(halfcheetah_export) as native:
         got = native.sample(states, noise=noise)
-        cta = "one-state cta" in native.build_info()
+        cta = "one-state cta" in native.build_info
     # the library's kernel for B: at one state its GEMV variant (RAMAC_ONE_STATE), fp32 weights,
     # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel;
     # the one-CTA CUDA kernel (fp16 W2 and W3) has no Python twin: the reference check below

@@ -2,8 +2,9 @@
 // variant, issue 17 item 4): the chain native/FORMAT.md describes, T steps, every product a dot
 // product on the CUDA cores in fp32 with the two hidden H x H weight matrices held on chip in fp16
 // for the whole chain -- W2 in shared memory (128 KB at H = 256), W3 mostly in registers (each thread
-// 12 of its 16 x 8 slice, the other quarter of W3 in shared memory) -- so that after one read of the weights from L2 a step costs only on-chip work and
-// four block barriers, where the split Triton kernels meet at a grid barrier through L2 every step.
+// 11 of its 16 x 8 slice, the rest of W3 in shared memory) -- so that after one read of the weights
+// from L2 a step costs only on-chip work and four block barriers, where the split Triton kernels
+// meet at a grid barrier through L2 every step.
 //
 // Layout (H = 256, 512 threads = 16 warps): for a hidden layer, warp w owns outputs
 // [16 w, 16 w + 16) and lane l the inputs [8 l, 8 l + 8) of each; in two passes of 8 outputs, a
@@ -17,6 +18,7 @@
 // buffer, or drawn from the device seed exactly as Triton's tl.randn(seed, offset) at the offsets
 // of that layout (Philox 4x32-10, Box-Muller), so a seed gives the noise of the Triton kernels.
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
 #include <stdint.h>
 
 #ifndef RAMAC_H
@@ -25,24 +27,29 @@
 #ifndef RAMAC_A_P
 #define RAMAC_A_P 16
 #endif
+#ifndef RAMAC_S_P
+#define RAMAC_S_P 32
+#endif
 #ifndef RAMAC_T_MAX
 #define RAMAC_T_MAX 128
 #endif
 
 namespace {
 
-constexpr int H = RAMAC_H, A_P = RAMAC_A_P, T_MAX = RAMAC_T_MAX;
+constexpr int H = RAMAC_H, A_P = RAMAC_A_P, S_P = RAMAC_S_P, T_MAX = RAMAC_T_MAX;
 constexpr int THREADS = 512, WARPS = THREADS / 32;
 constexpr int OUTS = H / WARPS;  // outputs per warp
 constexpr int INS = H / 32;      // inputs per lane
-constexpr int W3_REGS = 12;      // of a warp's 16 rows of W3, those a lane keeps in registers (the rest
+constexpr int W3_REGS = 11;      // of a warp's 16 rows of W3, those a lane keeps in registers (the rest
                                  // in shared memory: all 16, 64 registers, spilled at 128 a thread)
 constexpr int PASS = 8;          // outputs reduced together (two passes of the warp's 16: fewer live registers)
 static_assert(H == 256, "the one-CTA chain kernel is written for H = 256 (16 outputs x 8 inputs per lane)");
+constexpr int NCOEF = 8;         // schedule constants per step (the export's coefs columns)
 // shared memory, bytes: W2 and W3's shared rows (fp16), w_x and w_out (fp32), two activation buffers,
-// x_t and the noise of T_MAX steps
-// (native/gen_kernels.py computes the same number for the library's launch: one_state_shared)
-constexpr unsigned SHARED = 2 * H * H + 2 * WARPS * (OUTS - W3_REGS) * H + 4 * (2 * A_P * H + 2 * H + A_P + (T_MAX + 1) * A_P);
+// x_t, the noise and the schedule of T_MAX steps
+// (native/gen_kernels.py computes the same number for the library's launch: cta_shared)
+constexpr unsigned SHARED = 2 * H * H + 2 * WARPS * (OUTS - W3_REGS) * H +
+                            4 * (2 * A_P * H + 2 * H + A_P + (T_MAX + 1) * A_P + T_MAX * NCOEF);
 static_assert(A_P <= WARPS, "one warp per action dimension");
 #ifdef RAMAC_EXPECT_SHARED  // what the library launches with (gen_kernels.py passes its own count)
 static_assert(SHARED == RAMAC_EXPECT_SHARED, "gen_kernels.py's cta_shared() and this kernel's SHARED differ");
@@ -145,6 +152,7 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
   float* hb = ha + H;
   float* xs = hb + H;                                       // (A_P,) x_t
   float* zs = xs + A_P;                                     // (T + 1, A_P) noise
+  float* cs = zs + (T_MAX + 1) * A_P;                       // (T, NCOEF) the schedule (16-byte aligned)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   unsigned shared;
   asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(shared));
@@ -153,37 +161,63 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
     return;
   }
 
-  // the weights on chip: W2 into shared memory, this lane's slice of W3 into registers
-  for (int i = tid; i < H * H / 8; i += THREADS)
-    reinterpret_cast<uint4*>(w2s)[i] = reinterpret_cast<const uint4*>(w2h)[i];
-  uint4 w3r[W3_REGS];
+  // Everything a step reads from memory comes on chip first, all requests in flight at once: each
+  // thread's 16-byte chunks of W2, W3's shared rows, w_x, w_out and the schedule as asynchronous
+  // copies into shared memory (no registers held, no thread waits on one before issuing the next:
+  // one load after another took ~20 us of L2 round trips), its 11 rows of W3 into registers
+#pragma unroll
+  for (int j = 0; j < H * H / 8 / THREADS; ++j) {
+    const int i = tid + j * THREADS;
+    __pipeline_memcpy_async(reinterpret_cast<uint4*>(w2s) + i, reinterpret_cast<const uint4*>(w2h) + i, 16);
+  }
+  constexpr int W3_SHARED_CHUNKS = WARPS * (OUTS - W3_REGS) * H / 8;  // row r of warp w: W3 row 16 w + W3_REGS + r
+#pragma unroll
+  for (int j = 0; j < (W3_SHARED_CHUNKS + THREADS - 1) / THREADS; ++j) {
+    const int i = tid + j * THREADS;
+    if (i < W3_SHARED_CHUNKS) {
+      const int row = i / (H / 8), col = i % (H / 8), w = row / (OUTS - W3_REGS), r = row % (OUTS - W3_REGS);
+      __pipeline_memcpy_async(reinterpret_cast<uint4*>(w3s) + i,
+                              reinterpret_cast<const uint4*>(w3h + (w * OUTS + W3_REGS + r) * H) + col, 16);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < (A_P * H / 4 + THREADS - 1) / THREADS; ++j) {  // w_x (A_P, H) and w_out (H, A_P), padded
+    const int i = tid + j * THREADS;
+    if (i < A_P * H / 4) {
+      __pipeline_memcpy_async(reinterpret_cast<float4*>(wxs) + i, reinterpret_cast<const float4*>(w_x) + i, 16);
+      __pipeline_memcpy_async(reinterpret_cast<float4*>(wos) + i, reinterpret_cast<const float4*>(w_out) + i, 16);
+    }
+  }
+  if (tid < T * NCOEF / 4)
+    __pipeline_memcpy_async(reinterpret_cast<float4*>(cs) + tid, reinterpret_cast<const float4*>(coef) + tid, 16);
+  __pipeline_commit();
+  const int jr = warp * OUTS + (lane >> 2);  // the hidden unit this lane holds after a first pass's reduction
+  const float b2r[2] = {b2[jr], b2[jr + PASS]}, b3r[2] = {b3[jr], b3[jr + PASS]};
+  const float bo = warp < A ? b_out[warp] : 0.0f;  // the output layer: warp a < A computes eps[a]
+  float ct = 0.0f, s_part = 0.0f;  // layer 1's time row and state part, one unit per thread of the first H
+  if (tid < H) {
+    ct = c_time[(T - 1) * H + tid];
+#pragma unroll
+    for (int i = 0; i < S_P; ++i)  // w_s is zero past row S; all S_P loads issued before the sums
+      s_part = fmaf(i < S ? state[i] : 0.0f, w_s[i * H + tid], s_part);
+  }
+  uint4 w3r[W3_REGS];  // after the state part: its 32 loads and these would not fit the registers together
 #pragma unroll
   for (int o = 0; o < W3_REGS; ++o) w3r[o] = *reinterpret_cast<const uint4*>(w3h + (warp * OUTS + o) * H + lane * INS);
-  for (int i = tid; i < WARPS * (OUTS - W3_REGS) * H / 8; i += THREADS) {  // row r of warp w: W3 row 16 w + W3_REGS + r
-    const int row = i / (H / 8), col = i % (H / 8), w = row / (OUTS - W3_REGS), r = row % (OUTS - W3_REGS);
-    reinterpret_cast<uint4*>(w3s)[i] = reinterpret_cast<const uint4*>(w3h + (w * OUTS + W3_REGS + r) * H)[col];
-  }
-  for (int i = tid; i < A * H; i += THREADS) wxs[i] = w_x[i];
   for (int i = tid; i < (T + 1) * A; i += THREADS) {  // noise index t * A + a of the (T + 1, 1, A) layout
     const float z = HAS_NOISE ? noise[i] : triton_randn(static_cast<uint64_t>(*seed), static_cast<uint32_t>(i));
     zs[(i / A) * A_P + i % A] = z;
   }
-  const int jr = warp * OUTS + (lane >> 2);  // the hidden unit this lane holds after a first pass's reduction
-  const float b2r[2] = {b2[jr], b2[jr + PASS]}, b3r[2] = {b3[jr], b3[jr + PASS]};
-  float s_part = 0.0f;  // layer 1's state part, one unit per thread of the first H
-  if (tid < H)
-    for (int i = 0; i < S; ++i) s_part = fmaf(state[i], w_s[i * H + tid], s_part);
-  for (int i = tid; i < H * A_P; i += THREADS) wos[i] = w_out[i];
-  const float bo = warp < A ? b_out[warp] : 0.0f;  // the output layer: warp a < A computes eps[a]
+  __pipeline_wait_prior(0);
   __syncthreads();
-  if (tid < A) xs[tid] = zs[T * A_P + tid];
-  float ct = tid < H ? c_time[(T - 1) * H + tid] : 0.0f;
+  if (tid < A_P) xs[tid] = tid < A ? zs[T * A_P + tid] : 0.0f;
   __syncthreads();
 
   for (int t = T - 1; t >= 0; --t) {
     if (tid < H) {  // layer 1: one unit per thread
       float a1 = s_part + ct;
-      for (int a = 0; a < A; ++a) a1 = fmaf(xs[a], wxs[a * H + tid], a1);
+#pragma unroll
+      for (int a = 0; a < A_P; ++a) a1 = fmaf(xs[a], wxs[a * H + tid], a1);  // w_x and x_t are 0 past A
       ha[tid] = mish(a1);
       if (t > 0) ct = c_time[(t - 1) * H + tid];  // the next step's, loaded while this one runs
     }
@@ -221,7 +255,7 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
 #pragma unroll
       for (int bit = 16; bit >= 1; bit /= 2) e += __shfl_xor_sync(FULL, e, bit);
       if (lane == 0) {
-        const float* c = coef + t * 8;  // recip, recipm1, mean1, mean2, sigma
+        const float* c = cs + t * NCOEF;  // recip, recipm1, mean1, mean2, sigma
         const float x = xs[warp];
         const float x0 = fminf(fmaxf(c[0] * x - c[1] * (e + bo), -max_action), max_action);
         xs[warp] = c[2] * x0 + c[3] * x + c[4] * zs[t * A_P + warp];
@@ -234,7 +268,7 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
 
 }  // namespace
 
-// One block of 512 threads, dynamic shared memory ramac_one_state_shared() bytes; T <= RAMAC_T_MAX,
+// One block of 512 threads, dynamic shared memory SHARED bytes (gen_kernels.py's cta_shared()); T <= RAMAC_T_MAX,
 // S <= the state pad, A <= A_P. w2h, w3h: (H, H) fp16, [output][input] (the export's w2, w3
 // transposed); w_x, w_s, w_out: the export's fp32 tensors; seed: an int64 on the device.
 #define RAMAC_ONE_STATE_ARGS                                                                                 \

@@ -376,19 +376,19 @@ def test_combo_kernels_reach_inductor_unless_turned_off(monkeypatch):
     assert all(o.get("combo_kernels") is True for o in default) and not any("combo_kernels" in o for o in off)
 
 
-def test_shape_padding_reaches_inductor_when_asked(monkeypatch):
-    """RAMAC_SHAPE_PAD=1 forces Inductor's padding of unaligned matrix products in every compiled
-    method of the update; by default it is left to Inductor; any other value is an error."""
+def test_shape_padding_reaches_inductor_unless_turned_off(monkeypatch):
+    """By default every compiled method of the update has Inductor pad its unaligned matrix
+    products; RAMAC_SHAPE_PAD=0 leaves that to Inductor; any other value is an error."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
     cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
     monkeypatch.delenv("RAMAC_SHAPE_PAD", raising=False)
     make_agent("radac", 3, 2, cfg).compile_update()
     n = len(seen)
-    monkeypatch.setenv("RAMAC_SHAPE_PAD", "1")
+    monkeypatch.setenv("RAMAC_SHAPE_PAD", "0")
     make_agent("radac", 3, 2, cfg).compile_update()
     assert n and len(seen) == 2 * n
-    assert not any("force_shape_pad" in o for o in seen[:n]) and all(o["force_shape_pad"] for o in seen[n:])
+    assert all(o["force_shape_pad"] for o in seen[:n]) and not any("force_shape_pad" in o for o in seen[n:])
     monkeypatch.setenv("RAMAC_SHAPE_PAD", "yes")
     with pytest.raises(ValueError, match="RAMAC_SHAPE_PAD"):
         make_agent("radac", 3, 2, cfg).compile_update()
@@ -422,16 +422,25 @@ def test_clip_grad_norm_is_torchs_arithmetic(max_norm):
     torch._dynamo.reset()
 
 
-def test_optimise_clips_with_the_compiled_form_when_asked(monkeypatch):
+def test_optimise_clips_with_the_compiled_form_in_compiled_code(monkeypatch):
+    """Compiled code clips with clip_grad_norm unless RAMAC_CLIP_COMPILED=0; eager code keeps torch's
+    clip_grad_norm_ (one fused launch there); a bad value is an error."""
     from ramac.agents import policy
 
     net = nn.Linear(3, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
     seen = []
     monkeypatch.setattr(policy, "clip_grad_norm", lambda ps, m: seen.append(m) or torch.zeros(()))
-    for flag, calls in (("0", 0), ("1", 1)):
-        monkeypatch.setenv("RAMAC_CLIP_COMPILED", flag)
+    for compiling, flag, calls in ((True, None, 1), (True, "0", 1), (False, None, 1), (True, "1", 2)):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+        if flag is None:
+            monkeypatch.delenv("RAMAC_CLIP_COMPILED", raising=False)
+        else:
+            monkeypatch.setenv("RAMAC_CLIP_COMPILED", flag)
         for p in net.parameters():
             p.grad = torch.ones_like(p)
         policy.optimise([(opt, net, "k")], 2.0)
-        assert len(seen) == calls
+        assert len(seen) == calls, (compiling, flag)
+    monkeypatch.setenv("RAMAC_CLIP_COMPILED", "yes")
+    with pytest.raises(ValueError, match="RAMAC_CLIP_COMPILED"):
+        policy.optimise([(opt, net, "k")], 2.0)

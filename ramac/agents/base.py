@@ -123,9 +123,10 @@ class Agent(nn.Module):
         # Inductor pads matrix products whose sizes are not multiples of 16 bytes (HalfCheetah's 17
         # state and 6 action columns, the denoiser's 39 inputs) only where it thinks them compute
         # bound, never at batch 256, where cuBLAS then runs sm_75 "align1" kernels (120 of the 1,160 us
-        # of bench/results/defaults-H200/bf16-defaults.md). RAMAC_SHAPE_PAD=1 pads them all (an A/B
-        # of issue 18, bench/studies/gpu_clip_ab.sh)
-        pad = os.environ.get("RAMAC_SHAPE_PAD", "0")
+        # of bench/results/defaults-H200/bf16-defaults.md). Padded all (the default; RAMAC_SHAPE_PAD=0
+        # leaves it to Inductor): one RADAC seed at batch 256 on graph-compile-bf16 896 -> 966
+        # updates/s on an H200 (bench/results/clip-pad-H200/)
+        pad = os.environ.get("RAMAC_SHAPE_PAD", "1")
         if pad not in ("0", "1"):
             raise ValueError(f"RAMAC_SHAPE_PAD must be 0 or 1, got {pad!r}")
         if pad == "1":

@@ -355,6 +355,7 @@ def _sum_parts(P, segments):
         ends.append(end)
     _sum_parts_kernel[(end, C)](*args, P, ends[0], ends[1], BLOCK=SUM_BLOCK, PB=SUM_PARTS, num_warps=4)
 
+
 def _pow2(n: int, least: int = 1) -> int:
     return max(least, 1 << (n - 1).bit_length())
 
@@ -435,7 +436,8 @@ def _read_rules(path: str) -> list[dict]:
                or any(k in r and not _is_pow2(r[k]) for k in ("emb", "max_emb")))
         if bad:
             raise ValueError(f"RAMAC_IQN_TUNING={path}: rule {i} is malformed ({r!r}); a rule takes "
-                             f"{sorted(_FIELDS)}, each kernel kind as [block_m >= {MIN_DOT_ROWS}, block_n, warps, stages]")
+                             f"{sorted(_FIELDS)}, each kernel kind as [block_m >= {MIN_DOT_ROWS}, block_n, warps, "
+                             f"stages]")
     return rules
 
 

@@ -116,8 +116,8 @@ def cta_command(a, nvcc: str, out: Path) -> list[str]:
     """nvcc's command line for the one-CTA kernel's cubin (the shared-memory size the library will
     launch with checked against the kernel's own at compile time)."""
     return [nvcc, "-cubin", f"-arch=sm_{a.arch}", "-O3", f"-DRAMAC_H={a.hidden}", f"-DRAMAC_A_P={a.action_pad}",
-            f"-DRAMAC_S_P={a.state_pad}", f"-DRAMAC_T_MAX={CTA_T_MAX}", f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}",
-            str(CTA_SOURCE), "-o", str(out)]
+            f"-DRAMAC_S_P={a.state_pad}", f"-DRAMAC_T_MAX={CTA_T_MAX}",
+            f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}", str(CTA_SOURCE), "-o", str(out)]
 
 
 def compile_cta(a) -> bytes:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ramac.cli import main
-from ramac.sweep import (UNCERTAIN_MARGIN, SweepError, UnitTimes, load_spec, parse_spec, plan, run_sweep, seed_scaling,
-                         sweep_tables)
+from ramac.sweep import SweepError, load_spec, parse_spec, plan, run_sweep, sweep_tables
+from ramac.sweep_budget import UNCERTAIN_MARGIN, UnitTimes, seed_scaling
 from ramac.utils import device_name
 
 TINY = """
@@ -421,7 +421,8 @@ def test_a_unit_too_long_for_the_budget_trains_the_seeds_that_fit(tmp_path):
 def test_a_unit_nothing_predicts_starts_whole_while_budget_is_left(tmp_path):
     """With no unit timed on the device (a first stretch), every seed of a unit starts: nothing
     says it would not fit."""
-    from ramac.sweep import fitting_seeds, train_units
+    from ramac.sweep import train_units
+    from ramac.sweep_budget import fitting_seeds
 
     path, out = write(tmp_path, steps=20), tmp_path / "out"
     cells = [c for c in plan(load_spec(path), out / "runs", "cpu") if c.agent == "bc"]
@@ -434,7 +435,8 @@ def test_a_unit_nothing_predicts_starts_whole_while_budget_is_left(tmp_path):
 def test_a_missing_data_set_is_built_just_before_the_first_unit_that_fits_with_it(tmp_path):
     """One process builds a task's data set only when a unit of that task is to train, and the
     budget counts the build's recorded time: a stretch that cannot train the task builds nothing."""
-    from ramac.sweep import DataSets, train_units
+    from ramac.sweep import train_units
+    from ramac.sweep_budget import DataSets
 
     path, out = write(tmp_path, steps=20), tmp_path / "out"
     cells = plan(load_spec(path), out / "runs", "cpu")

@@ -1,6 +1,6 @@
 """Launch configurations of the fused IQN critic's three kernels (kernels/iqn_critic.py: forward,
 backward "rows", backward "head") timed on a GPU at the training shapes, and the rules that pick
-the fastest, in the form kernels.iqn_critic.launch_configs reads (RAMAC_IQN_TUNING=FILE.json).
+the fastest, in the form kernels.iqn_launch.launch_configs reads (RAMAC_IQN_TUNING=FILE.json).
 
     python -m bench.studies.iqn_tune --out bench/results/iqn-tune-H200.json --rules tuning.json
 
@@ -158,7 +158,8 @@ def main(argv=None) -> int:
 
 def default_config(shape, kind) -> tuple:
     """The configuration the rules in force give `kind` at `shape`."""
-    from ramac.kernels.iqn_critic import _pow2, launch_configs
+    from ramac.kernels.iqn_critic import _pow2
+    from ramac.kernels.iqn_launch import launch_configs
 
     C, B, K, E = shape[:4]
     return tuple(launch_configs(torch.bfloat16, _pow2(E, 16), C * B * K)[0][kind])

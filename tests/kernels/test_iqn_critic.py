@@ -8,8 +8,8 @@ import torch
 
 from ramac import kernels
 from ramac.kernels import iqn_critic
-from ramac.kernels.iqn_critic import (DEFAULT_RULES, MAX_K, PROGRAMS, _Plan, iqn_quantiles, iqn_quantiles_ref,
-                                      iqn_quantiles_triton, launch_configs)
+from ramac.kernels.iqn_critic import MAX_K, _Plan, iqn_quantiles, iqn_quantiles_ref, iqn_quantiles_triton
+from ramac.kernels.iqn_launch import DEFAULT_RULES, PROGRAMS, launch_configs
 from ramac.nets import IQNCritic
 
 NAMES = ("trunk", "cos_w", "cos_b", "head_w", "head_b", "out_w", "out_b")

@@ -1,6 +1,7 @@
 """Sweep launch configurations of the chain sampler on the GPU (block sizes, warps, stages).
 
-    python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536] [--block-m 16 64]
+    python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536] [--block-m 16 64] \
+        [--block-n 32 64] [--warps 4 8] [--stages 1 2 3]
 
 Appends one JSON line per configuration as it goes (so a cut-off run keeps what it
 measured) and prints the best configuration per batch size and precision.
@@ -25,6 +26,10 @@ def main():
     ap.add_argument("--precision", nargs="+", default=["bf16"])
     ap.add_argument("--block-m", type=int, nargs="+", help="rows per program to try (default: 16 for up to 16 "
                     "states, else 16, 32, 64 and 128: at a few hundred states 16 rows spread the chain over more SMs)")
+    ap.add_argument("--block-n", type=int, nargs="+", default=[32, 64], help="weight-tile widths (default: 32 64)")
+    ap.add_argument("--warps", type=int, nargs="+", default=[4, 8], help="warps per program (default: 4 8; 16 gives "
+                    "a 128-row program's activations 512 threads at large batch)")
+    ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3], help="pipeline stages (default: 1 2 3)")
     args = ap.parse_args()
     torch.manual_seed(0)
     p = Diffusion(5, "vp").cuda().pack(Denoiser(17, 6, 256).cuda())
@@ -34,7 +39,7 @@ def main():
         for B in args.batch_size:
             state = torch.randn(B, 17, device="cuda")
             bms = args.block_m or ((16,) if B <= 16 else (16, 32, 64, 128))
-            for bm, bn, nw, ns, prec in itertools.product(bms, (32, 64), (4, 8), (1, 2, 3), args.precision):
+            for bm, bn, nw, ns, prec in itertools.product(bms, args.block_n, args.warps, args.stages, args.precision):
                 row = dict(batch=B, bm=bm, bn=bn, warps=nw, stages=ns, precision=prec)
                 try:
                     fn = lambda: sampler.sample_chain_triton(  # noqa: E731

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call (~200 s; 192 s on an H200) for issue 18: the compiled update clipping gradient norms with
-# ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles) against torch's
+# One device call (~200 s; 192 s on an H200) for issue 18: the compiled update clipping gradient
+# norms with ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles) against torch's
 # clip_grad_norm_ (whose torch._foreach_norm is an ATen fallback: 6 multi_tensor_apply launches,
 # 46 us of the 1,160 us update in bench/results/defaults-H200/), one seed at batch 256, on
 # graph-compile-bf16 and on graph-compile (fp32, what `ramac train` runs by default); and, on

@@ -394,6 +394,24 @@ def test_shape_padding_reaches_inductor_unless_turned_off(monkeypatch):
         make_agent("radac", 3, 2, cfg).compile_update()
 
 
+def test_programmatic_dependent_launch_reaches_inductor_when_asked(monkeypatch):
+    """RAMAC_PDL=1 has Inductor generate Programmatic Dependent Launch code in every compiled method
+    of the update; by default it does not; any other value is an error."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
+    cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
+    monkeypatch.delenv("RAMAC_PDL", raising=False)
+    make_agent("radac", 3, 2, cfg).compile_update()
+    n = len(seen)
+    monkeypatch.setenv("RAMAC_PDL", "1")
+    make_agent("radac", 3, 2, cfg).compile_update()
+    assert n and len(seen) == 2 * n
+    assert not any("triton.enable_pdl" in o for o in seen[:n]) and all(o["triton.enable_pdl"] for o in seen[n:])
+    monkeypatch.setenv("RAMAC_PDL", "on")
+    with pytest.raises(ValueError, match="RAMAC_PDL"):
+        make_agent("radac", 3, 2, cfg).compile_update()
+
+
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone
 def test_clip_grad_norm_is_torchs_arithmetic(max_norm):
     """ramac.agents.policy.clip_grad_norm (RAMAC_CLIP_COMPILED=1: ops Inductor compiles, where torch's

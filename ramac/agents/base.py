@@ -131,6 +131,14 @@ class Agent(nn.Module):
             raise ValueError(f"RAMAC_SHAPE_PAD must be 0 or 1, got {pad!r}")
         if pad == "1":
             inductor["force_shape_pad"] = True
+        # Programmatic Dependent Launch between Inductor's kernels (Hopper and later: a kernel's
+        # prologue overlaps its predecessor's tail, where ~450 kernels average 2.5 us each at batch
+        # 256); opt-in (RAMAC_PDL=1) until timed: an A/B of issue 18 item 3 (bench/studies/gpu_defaults.sh)
+        pdl = os.environ.get("RAMAC_PDL", "0")
+        if pdl not in ("0", "1"):
+            raise ValueError(f"RAMAC_PDL must be 0 or 1, got {pdl!r}")
+        if pdl == "1":
+            inductor["triton.enable_pdl"] = True
         options = dict(dynamic=False, options=inductor)
         for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)
             method = getattr(self, name)

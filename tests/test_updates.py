@@ -360,56 +360,39 @@ def test_a_compiled_optimiser_step_takes_gradients_with_padded_strides():
     assert all(not torch.equal(a, p) for a, p in zip(before, params))
 
 
-def test_combo_kernels_reach_inductor_unless_turned_off(monkeypatch):
-    """Inductor's combo kernels (issue 18) are in the options every compiled method of the update
-    gets; RAMAC_COMBO_KERNELS=0 leaves them out."""
+def _inductor_options(monkeypatch, env: dict) -> list[dict]:
+    """The Inductor options of every method compile_update compiles, with these environment settings
+    (None: unset)."""
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
     cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
-    monkeypatch.delenv("RAMAC_COMBO_KERNELS", raising=False)
     make_agent("radac", 3, 2, cfg).compile_update()
-    monkeypatch.setenv("RAMAC_COMBO_KERNELS", "0")
-    n = len(seen)
-    make_agent("radac", 3, 2, cfg).compile_update()
-    default, off = seen[:n], seen[n:]
-    assert default and len(off) == n and all(o["fallback_random"] for o in seen)
-    assert all(o.get("combo_kernels") is True for o in default) and not any("combo_kernels" in o for o in off)
+    assert seen and all(o["fallback_random"] for o in seen)
+    return seen
 
 
-def test_shape_padding_reaches_inductor_unless_turned_off(monkeypatch):
-    """By default every compiled method of the update has Inductor pad its unaligned matrix
-    products; RAMAC_SHAPE_PAD=0 leaves that to Inductor; any other value is an error."""
-    seen = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
-    cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
-    monkeypatch.delenv("RAMAC_SHAPE_PAD", raising=False)
-    make_agent("radac", 3, 2, cfg).compile_update()
-    n = len(seen)
-    monkeypatch.setenv("RAMAC_SHAPE_PAD", "0")
-    make_agent("radac", 3, 2, cfg).compile_update()
-    assert n and len(seen) == 2 * n
-    assert all(o["force_shape_pad"] for o in seen[:n]) and not any("force_shape_pad" in o for o in seen[n:])
-    monkeypatch.setenv("RAMAC_SHAPE_PAD", "yes")
-    with pytest.raises(ValueError, match="RAMAC_SHAPE_PAD"):
-        make_agent("radac", 3, 2, cfg).compile_update()
+# issue 18's Inductor settings: (variable, option, on by default, the value that turns it the other
+# way, a value refused or None where any value other than "0" means on)
+INDUCTOR_SWITCHES = [("RAMAC_COMBO_KERNELS", "combo_kernels", True, "0", None),
+                     ("RAMAC_SHAPE_PAD", "force_shape_pad", True, "0", "yes"),
+                     ("RAMAC_PDL", "triton.enable_pdl", False, "1", "on")]
 
 
-def test_programmatic_dependent_launch_reaches_inductor_when_asked(monkeypatch):
-    """RAMAC_PDL=1 has Inductor generate Programmatic Dependent Launch code in every compiled method
-    of the update; by default it does not; any other value is an error."""
-    seen = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw["options"]) or fn)
-    cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
-    monkeypatch.delenv("RAMAC_PDL", raising=False)
-    make_agent("radac", 3, 2, cfg).compile_update()
-    n = len(seen)
-    monkeypatch.setenv("RAMAC_PDL", "1")
-    make_agent("radac", 3, 2, cfg).compile_update()
-    assert n and len(seen) == 2 * n
-    assert not any("triton.enable_pdl" in o for o in seen[:n]) and all(o["triton.enable_pdl"] for o in seen[n:])
-    monkeypatch.setenv("RAMAC_PDL", "on")
-    with pytest.raises(ValueError, match="RAMAC_PDL"):
-        make_agent("radac", 3, 2, cfg).compile_update()
+@pytest.mark.parametrize("var,option,default,flip,bad", INDUCTOR_SWITCHES)
+def test_inductor_switches_reach_every_compiled_method(monkeypatch, var, option, default, flip, bad):
+    """Each switch's option is in (or out of) the options every compiled method of the update gets,
+    by default and when turned the other way; a value it does not know is an error."""
+    for value, on in ((None, default), (flip, not default)):
+        seen = _inductor_options(monkeypatch, {var: value})
+        assert all(o.get(option) is True for o in seen) if on else not any(option in o for o in seen), value
+    if bad is not None:
+        with pytest.raises(ValueError, match=var):
+            _inductor_options(monkeypatch, {var: bad})
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone

@@ -70,7 +70,8 @@ step env 30 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", 
 step configure 60 cmake -S . -B "$BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY"
 step build 120 cmake --build "$BUILD" -j 8
 step ctest 60 ctest --test-dir "$BUILD" -V
-# (not the CMake builds test_native.py makes itself: the steps above built and tested both already)
+# (not the CMake builds test_native.py makes itself: the build and ctest steps do that here, for the
+# default library above and, with CTA=1, the one-CTA one below)
 step pytest 120 "$PY" -m pytest tests/test_native.py -q -rs -p no:cacheprovider -k "not cmake_builds"
 step export 60 env OMP_NUM_THREADS=1 "$PY" native/make_test_export.py "$EXPORT"
 step bench_native 60 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 200 \

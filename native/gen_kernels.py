@@ -93,6 +93,10 @@ def check_shapes(a) -> None:
     if a.one_state == "cta" and a.hidden != CTA_HIDDEN:
         raise SystemExit(f"gen_kernels: --one-state cta is written for --hidden {CTA_HIDDEN}, got {a.hidden}; "
                          f"build with -DRAMAC_ONE_STATE=gemv")
+    if a.one_state == "cta" and a.action_pad > CTA_THREADS // 32:
+        raise SystemExit(f"gen_kernels: --one-state cta computes each action dimension on one of its "
+                         f"{CTA_THREADS // 32} warps, so --action-pad must be at most {CTA_THREADS // 32}, got "
+                         f"{a.action_pad}; build with -DRAMAC_ONE_STATE=gemv")
 
 
 # --one-state cta: native/src/one_state.cu, its two entries (noise given, Philox from the seed), its

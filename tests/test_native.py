@@ -279,6 +279,9 @@ def test_the_one_state_cuda_kernel_compiles_unspilled_with_the_librarys_argument
     library launches with is the kernel's own count (a static_assert in the kernel), and each entry
     takes the 18 parameters the library passes."""
     gen_kernels = _gen_kernels()
+    for bad, why in ((["--hidden", "512"], "--hidden 256"), (["--action-pad", "32"], "at most 16")):
+        with pytest.raises(SystemExit, match=why):  # what the kernel is not written for: one line, no nvcc
+            gen_kernels.check_shapes(gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", "cta", *bad]))
     a = gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", "cta"])
     cmd = gen_kernels.cta_command(a, shutil.which("nvcc"), tmp_path / "k.cubin")
     done = subprocess.run(cmd + ["-Xptxas", "-v"], capture_output=True, text=True)

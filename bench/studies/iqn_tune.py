@@ -5,8 +5,9 @@ the fastest, in the form kernels.iqn_launch.launch_configs reads (RAMAC_IQN_TUNI
     python -m bench.studies.iqn_tune --out bench/results/iqn-tune-H200.json --rules tuning.json
 
 Shapes: one critic call of RADAC on halfcheetah (batch 256, K = 32 fractions, emb 128, n_cos 32,
-hidden 256, bf16 trunk) with C = 1 stack entry (one seed), and C = 16 and 32 (seeds stacked:
-every seed's critic in one launch). For each kernel kind every candidate (block_m, block_n, warps,
+hidden 256, bf16 trunk) with C = 1 stack entry (one critic of one seed), C = 2 (a seed's two
+critics in one launch, which the timed rules left to the 16-seed rule), and C = 16 and 32 (seeds
+stacked: every seed's critic in one launch). For each kernel kind every candidate (block_m, block_n, warps,
 stages) is compiled first in parallel worker processes (Triton's cache then serves the timing
 process), then timed alone, replayed from a CUDA graph, with the other two kinds at the rules in
 force; each candidate's outputs are checked against the default configuration's. Then the
@@ -26,7 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-SHAPES = [(1, 256, 32, 128, 32, 256), (16, 256, 32, 128, 32, 256), (32, 256, 32, 128, 32, 256)]  # C, B, K, E, N, H
+SHAPES = [(1, 256, 32, 128, 32, 256), (2, 256, 32, 128, 32, 256), (16, 256, 32, 128, 32, 256),
+          (32, 256, 32, 128, 32, 256)]  # C, B, K, E, N, H
 CANDIDATES = {
     "fwd": list(itertools.product((32, 64, 128, 256), (32, 64, 128), (4, 8), (1, 2))),
     "rows": list(itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (1, 2))),

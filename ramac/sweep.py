@@ -50,9 +50,6 @@ from .sweep_budget import DataSets, UnitTimes, fitting_seeds, planning_times, un
 from .utils import atomic_write_bytes, atomic_write_json, device_name, provenance, resolve_device, save_figure
 
 
-
-
-
 class SweepError(ValueError):
     """A sweep configuration that cannot run (one line, before anything trains)."""
 

@@ -207,6 +207,15 @@ def device_name(device: torch.device) -> str:
 SOURCE_PATHS = ("ramac", "kernels", "native", "bench", "sweeps", "pyproject.toml", "CMakeLists.txt")
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting from the environment: "1" or "0", unset the default; any other value is
+    an error naming the variable."""
+    value = os.environ.get(name, "1" if default else "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, whether the source differs from it) of the checkout this package runs from; an
     installed copy, which is no checkout (bench/studies/gpu_sweep_detached.sh), is told them by

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..noise import Noise
+from ..utils import env_switch
 
 
 class Agent(nn.Module):
@@ -126,18 +127,12 @@ class Agent(nn.Module):
         # of bench/results/defaults-H200/bf16-defaults.md). Padded all (the default; RAMAC_SHAPE_PAD=0
         # leaves it to Inductor): one RADAC seed at batch 256 on graph-compile-bf16 896 -> 966
         # updates/s on an H200 (bench/results/clip-pad-H200/)
-        pad = os.environ.get("RAMAC_SHAPE_PAD", "1")
-        if pad not in ("0", "1"):
-            raise ValueError(f"RAMAC_SHAPE_PAD must be 0 or 1, got {pad!r}")
-        if pad == "1":
+        if env_switch("RAMAC_SHAPE_PAD", True):
             inductor["force_shape_pad"] = True
         # Programmatic Dependent Launch between Inductor's kernels (Hopper and later: a kernel's
         # prologue overlaps its predecessor's tail, where ~450 kernels average 2.5 us each at batch
         # 256); opt-in (RAMAC_PDL=1) until timed: an A/B of issue 18 item 3 (bench/studies/gpu_defaults.sh)
-        pdl = os.environ.get("RAMAC_PDL", "0")
-        if pdl not in ("0", "1"):
-            raise ValueError(f"RAMAC_PDL must be 0 or 1, got {pdl!r}")
-        if pdl == "1":
+        if env_switch("RAMAC_PDL", False):
             inductor["triton.enable_pdl"] = True
         options = dict(dynamic=False, options=inductor)
         for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)

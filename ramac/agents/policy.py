@@ -5,13 +5,13 @@ PolicyAgent, the base of the agents that train a generative policy."""
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
 from torch import nn
 
 from ..diffusion import Diffusion
 from ..nets import Denoiser
+from ..utils import env_switch
 from .base import Agent
 from .configs import DiffusionActorConfig
 
@@ -55,10 +55,7 @@ def compiled_clip() -> bool:
     keeps torch's one fused launch): by default, RAMAC_CLIP_COMPILED=0 opts out. On an H200, one RADAC
     seed at batch 256: graph-compile-bf16 896 -> 936 updates/s, graph-compile (fp32) 553 -> 567
     (bench/results/clip-pad-H200/)."""
-    flag = os.environ.get("RAMAC_CLIP_COMPILED", "1")
-    if flag not in ("0", "1"):
-        raise ValueError(f"RAMAC_CLIP_COMPILED must be 0 or 1, got {flag!r}")
-    return flag == "1" and torch.compiler.is_compiling()
+    return env_switch("RAMAC_CLIP_COMPILED", True) and torch.compiler.is_compiling()
 
 
 def optimise(groups, grad_norm: float) -> dict:

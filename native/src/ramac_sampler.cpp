@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -244,31 +245,26 @@ int launch(ramac_sampler* s, const float* states, int batch, const float* noise,
   void* params[26] = {&state_p, &noise_p, &out_p, &w[0], &w[1], &w[2], &w[3], &w[4],
                       &w[5], &w[6], &w[7], &w[8], &w[9], &seed_p};
   int n = 14;
-  if (v.programs < 0) {  // the one-CTA kernel: fp16 W2, W3 first, then the fp32 tensors it reads, no B
+  unsigned grid = 1;
+  if (v.programs < 0) {  // the one-CTA kernel, one block: fp16 W2, W3 first, then the fp32 tensors it reads, no B
     // (TENSOR_NAMES: w_x, w_s, c_time, w2, b2, w3, b3, w_out, b_out, coefs)
-    void* cta[18] = {&state_p, &noise_p, &out_p, &s->half_w2, &s->half_w3, &w[0], &w[1], &w[2], &w[4], &w[6],
-                     &w[7], &w[8], &w[9], &seed_p, &S, &A, &T, &max_action};
-    try {
-      CtxGuard guard(s->ctx);
-      RAMAC_CHECK(cuLaunchKernel_(s->functions[pick], 1, 1, 1, 32u * v.num_warps, 1, 1, v.shared,
-                                  reinterpret_cast<CUstream>(stream), cta, nullptr));
-    } catch (const CudaError& e) {
-      return fail(RAMAC_ERR_CUDA, e.message);
-    }
-    return RAMAC_OK;
-  }
-  if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed; B compiled in
-    params[n++] = &s->partials;
-    params[n++] = &s->barrier;
+    void* cta[] = {&state_p, &noise_p, &out_p, &s->half_w2, &s->half_w3, &w[0], &w[1], &w[2], &w[4], &w[6],
+                   &w[7], &w[8], &w[9], &seed_p, &S, &A, &T, &max_action};
+    std::copy(std::begin(cta), std::end(cta), params);
   } else {
-    params[n++] = &B;
+    if (v.programs > 0) {  // the split kernel: its partials and barrier after the seed; B compiled in
+      params[n++] = &s->partials;
+      params[n++] = &s->barrier;
+    } else {
+      params[n++] = &B;
+    }
+    for (void* arg : {static_cast<void*>(&S), static_cast<void*>(&A), static_cast<void*>(&T),
+                      static_cast<void*>(&max_action)})
+      params[n++] = arg;
+    for (; n < v.n_params && n < 26; ++n) params[n] = &scratch;
+    grid = v.programs > 0 ? static_cast<unsigned>(v.programs)
+                          : static_cast<unsigned>((batch + v.block_m - 1) / v.block_m);
   }
-  for (void* arg : {static_cast<void*>(&S), static_cast<void*>(&A), static_cast<void*>(&T),
-                    static_cast<void*>(&max_action)})
-    params[n++] = arg;
-  for (; n < v.n_params && n < 26; ++n) params[n] = &scratch;
-  unsigned grid = v.programs > 0 ? static_cast<unsigned>(v.programs)
-                                 : static_cast<unsigned>((batch + v.block_m - 1) / v.block_m);
   try {
     CtxGuard guard(s->ctx);
     RAMAC_CHECK(cuLaunchKernel_(s->functions[pick], grid, 1, 1, 32u * v.num_warps, 1, 1, v.shared,

@@ -23,6 +23,10 @@ Seeds stacked (ramac.train.stacked, under torch.func.vmap): `denoise_chain_trito
 picking each program's seed (STACKED: every tensor with a leading seed dimension), and the weight
 gradients as batched products. Diffusion.sample takes it under vmap unless RAMAC_FUSED_CHAIN_STACKED=0
 (then vmap batches the per-step chain).
+
+Compiled code (torch.compile) leaves the per-step chain to Inductor, unless RAMAC_CHAIN_UNDER_COMPILE=1:
+then the same kernels run as the custom operators ramac::denoise_chain and its backward, which
+Inductor keeps whole inside the graph (with a vmap rule for stacked seeds).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, fold_seeds, is_vmapped, seeds_first, sm_count, use_triton
+from ._dispatch import HAS_TRITON, fold_seeds, get_backend, is_vmapped, seeds_first, sm_count, use_triton
 from .sampler import _pad
 
 
@@ -90,14 +94,19 @@ FUSED_CHAIN_MAX_BATCH = 4096  # above it the per-step chain was faster (H200: 1.
 
 
 def fused_chain_enabled(state: torch.Tensor) -> bool:
-    """Whether Diffusion.sample takes this op for these states: on CUDA, outside torch.compile (which
-    fuses the per-step chain itself: compiled updates were as fast either way), up to
-    FUSED_CHAIN_MAX_BATCH states, unless RAMAC_FUSED_CHAIN=0. Forward + backward on an H200
+    """Whether Diffusion.sample takes this op for these states: up to FUSED_CHAIN_MAX_BATCH states,
+    unless RAMAC_FUSED_CHAIN=0; eagerly on CUDA; inside torch.compile (which otherwise fuses the
+    per-step chain itself) as the custom operator ramac::denoise_chain where RAMAC_CHAIN_UNDER_COMPILE=1
+    (on CUDA, or under the Triton interpreter). Forward + backward, eagerly, on an H200
     (bench/results/chain-grad-blocks-H200.json, bf16): 380 vs 651 us per-step at 256, 471 vs 771 at
     1,024, 860 vs 1,054 at 4,096, 2,892 vs 1,734 at 16,384; the graphed bf16 update at 256 went
     from 338 to 410-468 updates/s."""
-    return (os.environ.get("RAMAC_FUSED_CHAIN", "1") != "0" and state.is_cuda and not torch.compiler.is_compiling()
-            and state.shape[0] <= FUSED_CHAIN_MAX_BATCH and (not is_vmapped(state) or stacked_enabled()))
+    if (os.environ.get("RAMAC_FUSED_CHAIN", "1") == "0" or state.shape[0] > FUSED_CHAIN_MAX_BATCH
+            or is_vmapped(state) and not stacked_enabled()):
+        return False
+    if torch.compiler.is_compiling():
+        return under_compile() and (state.is_cuda or _interpreting())
+    return state.is_cuda
 
 
 def stacked_enabled() -> bool:
@@ -108,28 +117,32 @@ def stacked_enabled() -> bool:
     return os.environ.get("RAMAC_FUSED_CHAIN_STACKED", "1") != "0"
 
 
-@torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
-# torch.compile use_triton would otherwise answer False and the reference would be traced
 def denoise_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
                   precision: str | None = None):
     """The differentiable chain: fused Triton forward and backward on CUDA (fp32 tensors, hidden
-    width a power of two >= 16; inside torch.compile too, as an eager op between compiled parts),
+    width a power of two >= 16; inside torch.compile too, as an eager op between compiled parts, or
+    with RAMAC_CHAIN_UNDER_COMPILE=1 as the custom operator ramac::denoise_chain inside the graph),
     the reference op elsewhere. coefs: per step (recip, recipm1, mean1, mean2, sigma), as a
     (T, >= 5) tensor on the device (CUDA-graph capturable) or a list of tuples. precision: the
     kernels' dot inputs, "tf32" (fp32 rounded to tf32), "ieee" (exact fp32) or "bf16", always
     with fp32 accumulation, pre-activations and weight gradients (the backward's GEMMs for the
     weight and state gradients in TF32 unless "ieee", wgrad_tf32); default bf16 under bf16
     autocast (as the reference's matmuls would run), else tf32."""
+    if torch.compiler.is_compiling() and under_compile():
+        return _operator_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
+    return _eager_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
+
+
+@torch.compiler.disable  # an eager op between compiled parts (as the one-launch sampler): inside
+# torch.compile use_triton would otherwise answer False and the reference would be traced
+def _eager_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision):
     H = w2.shape[0]
     ok = (use_triton(state, noise, w1, vmap_rule=stacked_enabled()) and H >= 16 and H & (H - 1) == 0
           and all(t.dtype == torch.float32 for t in (state, noise, w1, w2, w3, w4)))
     if not ok:
         return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
-    if precision is None:
-        bf16 = torch.is_autocast_enabled(state.device.type) and \
-            torch.get_autocast_dtype(state.device.type) == torch.bfloat16
-        precision = "bf16" if bf16 else "tf32"
-    return denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision)
+    return denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action,
+                                precision or _autocast_precision(state))
 
 
 def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action: float,
@@ -150,14 +163,101 @@ def denoise_chain_triton(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, co
 
 def _fused(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision, block_m, stacked):
     _check(state, noise, w1, w2, t_emb, coefs, stacked)
+    return _Chain.apply(state, noise, *_operands(noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs),
+                        float(max_action), precision, block_m)
+
+
+def _operands(noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs) -> tuple:
+    """The kernels' operands from the denoiser's layers: layer 1 split by its inputs, its time part
+    and b1 a (T, H) table (autograd takes their gradients back to W1, b1 and the time MLP), the
+    other weights transposed, the coefficients (T, 5) in fp32."""
     A, td = noise.shape[-1], t_emb.shape[-1]
-    # layer 1 split by its inputs; the time part and b1 become a (T, H) table (autograd takes
-    # their gradients back to W1, b1 and the time MLP)
-    w_x, w_s = w1[..., :A].transpose(-1, -2), w1[..., A + td:].transpose(-1, -2)
     c_time = t_emb @ w1[..., A:A + td].transpose(-1, -2) + b1[..., None, :]
-    coef_t = coefs[..., :5].float().contiguous()
-    return _Chain.apply(state, noise, w_x, w_s, c_time, w2.transpose(-1, -2), b2, w3.transpose(-1, -2), b3,
-                        w4.transpose(-1, -2), b4, coef_t, float(max_action), precision, block_m)
+    return (w1[..., :A].transpose(-1, -2), w1[..., A + td:].transpose(-1, -2), c_time, w2.transpose(-1, -2), b2,
+            w3.transpose(-1, -2), b3, w4.transpose(-1, -2), b4, coefs[..., :5].float().contiguous())
+
+
+def _chain_forward(state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out, coef_t, max_action,
+                   precision, block_m):
+    """The forward kernel's launch: the chain's output, the weights in the layout and dtype its dots
+    take (w_x, w_s, w2t, w3t, w_outt: what the backward reads) and what it saves (x_in, a1, a2, a3,
+    eps, x_pre); every returned tensor is new (none is an input or a view of one)."""
+    lead = tuple(state.shape[:-2])  # (K,): seeds stacked
+    B, S = state.shape[-2:]
+    A, H, T = noise.shape[-1], w2t.shape[-2], coef_t.shape[-2]
+    A_P, S_P = _pad(A), _pad(S)
+    dev = state.device
+
+    dot_t = torch.bfloat16 if precision == "bf16" else torch.float32  # the weights' dtype in the dots
+
+    def padded(t, *size, dtype=dot_t):  # t zero-padded to (*lead, *size)
+        out = torch.zeros(*lead, *size, device=dev, dtype=dtype)
+        out[(...,) + tuple(slice(0, n) for n in t.shape[len(lead):])] = t
+        return out
+
+    def fresh(t, dtype=dot_t):  # a contiguous copy in dtype (never the input itself)
+        return torch.empty(t.shape, device=dev, dtype=dtype).copy_(t)
+
+    packed = (padded(w_x, A_P, H), padded(w_s, S_P, H), fresh(w2t), fresh(w3t), padded(w_outt, H, A_P))
+    w_x_p, w_s_p, w2t_p, w3t_p, w_outt_p = packed
+    state_c, noise_c = state.float().contiguous(), noise.float().contiguous()
+    coef_t = coef_t.float().contiguous()
+    saved = (torch.empty(*lead, T, B, A_P, device=dev), *(torch.empty(*lead, T, B, H, device=dev) for _ in range(3)),
+             torch.empty(*lead, T, B, A_P, device=dev), torch.empty(*lead, B, A_P, device=dev))
+    out = torch.empty(*lead, B, A, device=dev)
+    bm = block_m or _forward_block(B, dev, lead[0] if lead else 1)
+    if B and all(lead):
+        _chain_fwd_kernel[(triton.cdiv(B, bm), *lead)](
+            state_c, noise_c, out, w_x_p, w_s_p, c_time.float().contiguous(), w2t_p, b2.float().contiguous(), w3t_p,
+            b3.float().contiguous(), w_outt_p, padded(b_out, A_P, dtype=torch.float32), coef_t, *saved,
+            B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
+            PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+            STACKED=bool(lead), **_launch(H, precision))
+    return out, packed, saved, bm
+
+
+def _chain_backward(g, state, coef_t, packed, saved, bm, max_action, precision) -> tuple:
+    """The backward kernel's launch and the weight gradients' products: the gradients of the
+    forward's inputs (state, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out), contiguous fp32.
+    The products run in fp32, also inside bf16 autocast (the updaters run forward and backward in
+    one autocast region), on tensor cores (TF32) unless the chain's own dots are exact fp32."""
+    with torch.autocast(g.device.type, enabled=False), _matmul_tf32(wgrad_tf32(precision)):
+        return _backward_in_fp32(g, state, coef_t, packed, saved, bm, max_action, precision)
+
+
+def _backward_in_fp32(g, state, coef_t, packed, saved, bm, max_action, precision) -> tuple:
+    w_x, w_s, w2t, w3t, w_outt = packed
+    x_in, a1, a2, a3, eps, x_pre = saved
+    lead = tuple(state.shape[:-2])
+    B, S = state.shape[-2:]
+    A, H, T = g.shape[-1], w2t.shape[-1], coef_t.shape[-2]
+    A_P = w_x.shape[-2]
+    d_eps, d_a1 = torch.empty_like(eps), torch.empty_like(a1)
+    d_a2, d_a3 = torch.empty_like(a2), torch.empty_like(a3)
+    g = g.float().contiguous()
+    state = state.float()
+    if B and all(lead):
+        bm = 16 if H >= 256 else bm  # the backward keeps two (BM, H) fp32 tiles live: smaller blocks spill less
+        _chain_bwd_kernel[(triton.cdiv(B, bm), *lead)](
+            g, w_x, w2t, w3t, w_outt, coef_t.float().contiguous(), x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1,
+            d_a2, d_a3, B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
+            PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+            STACKED=bool(lead), **_launch(H, precision))
+    rows = T * B  # each weight's gradient: one product over every step and state (per seed)
+    h1, h2, h3 = (F.mish(a).reshape(*lead, rows, H) for a in (a1, a2, a3))
+    d_a1r = d_a1.reshape(*lead, rows, H)
+
+    def tr(x):
+        return x.transpose(-1, -2)
+
+    d_a1_steps = d_a1.sum(-3)  # state enters layer 1 at every step
+    return (d_a1_steps @ tr(w_s[..., :S, :].float()),
+            tr(x_in.reshape(*lead, rows, A_P)[..., :A]) @ d_a1r,
+            tr(state) @ d_a1_steps,
+            d_a1.sum(-2),
+            tr(h1) @ d_a2.reshape(*lead, rows, H), d_a2.sum((-3, -2)),
+            tr(h2) @ d_a3.reshape(*lead, rows, H), d_a3.sum((-3, -2)),
+            (tr(h3) @ d_eps.reshape(*lead, rows, A_P)[..., :A]).contiguous(), d_eps.sum((-3, -2))[..., :A].contiguous())
 
 
 class _Chain(torch.autograd.Function):
@@ -167,86 +267,143 @@ class _Chain(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             raise ValueError("denoise_chain: the fused chain takes no gradient to its noise (reparameterised "
                              "draws are constants); detach it")
-        lead = tuple(state.shape[:-2])  # (K,): seeds stacked
-        B, S = state.shape[-2:]
-        A, H, T = noise.shape[-1], w2t.shape[-2], coef_t.shape[-2]
-        A_P, S_P = _pad(A), _pad(S)
-        dev = state.device
-
-        dot_t = torch.bfloat16 if precision == "bf16" else torch.float32  # the weights' dtype in the dots
-
-        def padded(t, *size, dtype=dot_t):  # t zero-padded to (*lead, *size)
-            out = torch.zeros(*lead, *size, device=dev, dtype=dtype)
-            out[(...,) + tuple(slice(0, n) for n in t.shape[len(lead):])] = t
-            return out
-
-        weights = dict(w_x=padded(w_x, A_P, H), w_s=padded(w_s, S_P, H), c_time=c_time.float().contiguous(),
-                       w2t=w2t.to(dot_t).contiguous(), b2=b2.float().contiguous(), w3t=w3t.to(dot_t).contiguous(),
-                       b3=b3.float().contiguous(), w_outt=padded(w_outt, H, A_P),
-                       b_out=padded(b_out, A_P, dtype=torch.float32))
-        state_c, noise_c = state.float().contiguous(), noise.float().contiguous()
-        saved = dict(x_in=torch.empty(*lead, T, B, A_P, device=dev), a1=torch.empty(*lead, T, B, H, device=dev),
-                     a2=torch.empty(*lead, T, B, H, device=dev), a3=torch.empty(*lead, T, B, H, device=dev),
-                     eps=torch.empty(*lead, T, B, A_P, device=dev), x_pre=torch.empty(*lead, B, A_P, device=dev))
-        out = torch.empty(*lead, B, A, device=dev)
-        bm = block_m or _forward_block(B, dev, lead[0] if lead else 1)
-        if B and all(lead):
-            _chain_fwd_kernel[(triton.cdiv(B, bm), *lead)](
-                state_c, noise_c, out, weights["w_x"], weights["w_s"], weights["c_time"], weights["w2t"],
-                weights["b2"], weights["w3t"], weights["b3"], weights["w_outt"], weights["b_out"], coef_t,
-                saved["x_in"], saved["a1"], saved["a2"], saved["a3"], saved["eps"], saved["x_pre"],
-                B, S, A, T, max_action, H=H, A_P=A_P, S_P=S_P, BM=bm, BN=min(32, H),
-                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
-                STACKED=bool(lead), **_launch(H, precision))
-        ctx.save_for_backward(state_c, coef_t, *(weights[k] for k in ("w_x", "w_s", "w2t", "w3t", "w_outt")),
-                              *saved.values())
-        ctx.shapes = (A, S, H, T, bm, float(max_action), precision)
+        out, packed, saved, bm = _chain_forward(state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out,
+                                                coef_t, max_action, precision, block_m)
+        ctx.save_for_backward(state, coef_t, *packed, *saved)
+        ctx.shapes = (bm, float(max_action), precision)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        # the weight gradients' GEMMs in fp32, also when the backward runs inside bf16 autocast (the
-        # updaters run forward and backward in one autocast region); on tensor cores (TF32) unless
-        # the chain's own dots are exact fp32
-        with torch.autocast(g.device.type, enabled=False), _matmul_tf32(wgrad_tf32(ctx.shapes[-1])):
-            return _Chain._backward(ctx, g)
-
-    @staticmethod
-    def _backward(ctx, g):
-        state, coef_t, w_x, w_s, w2t, w3t, w_outt, x_in, a1, a2, a3, eps, x_pre = ctx.saved_tensors
-        A, S, H, T, bm, max_action, precision = ctx.shapes
-        lead = tuple(state.shape[:-2])
-        B = state.shape[-2]
-        A_P = w_x.shape[-2]
-        d_eps, d_a1 = torch.empty_like(eps), torch.empty_like(a1)
-        d_a2, d_a3 = torch.empty_like(a2), torch.empty_like(a3)
-        g = g.float().contiguous()
-        if B and all(lead):
-            bm = 16 if H >= 256 else bm  # the backward keeps two (BM, H) fp32 tiles live: smaller blocks spill less
-            _chain_bwd_kernel[(triton.cdiv(B, bm), *lead)](
-                g, w_x, w2t, w3t, w_outt, coef_t, x_in, a1, a2, a3, eps, x_pre, d_eps, d_a1, d_a2, d_a3,
-                B, A, T, max_action, H=H, A_P=A_P, BM=bm, BN=min(32, H),
-                PRECISION="ieee" if precision == "ieee" else "tf32", UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
-                STACKED=bool(lead), **_launch(H, precision))
-        rows = T * B  # each weight's gradient: one product over every step and state (per seed)
-        h1, h2, h3 = (F.mish(a).reshape(*lead, rows, H) for a in (a1, a2, a3))
-        d_a1r = d_a1.reshape(*lead, rows, H)
-
-        def tr(x):
-            return x.transpose(-1, -2)
-
-        grads = dict(
-            state=d_a1.sum(-3) @ tr(w_s[..., :S, :].float()),  # state enters layer 1 at every step
-            w_x=tr(x_in.reshape(*lead, rows, A_P)[..., :A]) @ d_a1r,
-            w_s=tr(state) @ d_a1.sum(-3),
-            c_time=d_a1.sum(-2),
-            w2t=tr(h1) @ d_a2.reshape(*lead, rows, H), b2=d_a2.sum((-3, -2)),
-            w3t=tr(h2) @ d_a3.reshape(*lead, rows, H), b3=d_a3.sum((-3, -2)),
-            w_outt=tr(h3) @ d_eps.reshape(*lead, rows, A_P)[..., :A], b_out=d_eps.sum((-3, -2))[..., :A])
+        state, coef_t, *rest = ctx.saved_tensors
+        bm, max_action, precision = ctx.shapes
+        grads = _chain_backward(g, state, coef_t, rest[:5], rest[5:], bm, max_action, precision)
         need = ctx.needs_input_grad
-        names = ("w_x", "w_s", "c_time", "w2t", "b2", "w3t", "b3", "w_outt", "b_out")
-        return (grads["state"] if need[0] else None, None,
-                *(grads[n] if need[2 + i] else None for i, n in enumerate(names)), None, None, None, None)
+        return (grads[0] if need[0] else None, None,
+                *(grads[1 + i] if need[2 + i] else None for i in range(9)), None, None, None, None)
+
+
+# --------------------------------------------------------------------------
+# the same kernels as opaque operators for torch.compile
+# --------------------------------------------------------------------------
+# With RAMAC_CHAIN_UNDER_COMPILE=1, compiled code (Diffusion.sample inside a torch.compile'd actor
+# loss) calls the fused chain as the custom operator ramac::denoise_chain, which Inductor leaves
+# whole and a CUDA graph captures, instead of compiling the per-step chain (T x 4 GEMMs forward, more
+# backward) or breaking the graph around the eager op. Under torch.func.vmap (seeds stacked) its
+# vmap rule runs it once for every seed. The forward operator returns what the backward needs (the
+# weights in the dots' layout and the saved activations) as extra outputs.
+def under_compile() -> bool:
+    """RAMAC_CHAIN_UNDER_COMPILE: "1" takes the operator in compiled code, "0" (default until timed
+    against Inductor's per-step chain on a GPU) leaves the per-step chain to Inductor."""
+    mode = os.environ.get("RAMAC_CHAIN_UNDER_COMPILE", "0")
+    if mode not in ("0", "1"):
+        raise ValueError(f"RAMAC_CHAIN_UNDER_COMPILE must be 0 or 1, got {mode!r}")
+    return mode == "1"
+
+
+def _operator_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision):
+    """denoise_chain inside compiled code with the operator switched on: the operator where the
+    kernels take these tensors (CUDA, or the interpreter; fp32; hidden width a power of two >= 16;
+    coefficients a tensor), the reference otherwise."""
+    H = w2.shape[-2]
+    tensors = (state, noise, w1, w2, w3, w4)
+    if not (HAS_TRITON and get_backend() != "reference" and all(t.is_cuda or _interpreting() for t in tensors)
+            and H >= 16 and H & (H - 1) == 0 and torch.is_tensor(coefs)
+            and all(t.dtype == torch.float32 for t in tensors)):
+        return denoise_chain_ref(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action)
+    _check(state, noise, w1, w2, t_emb, coefs)
+    operands = _operands(noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs)
+    return _chain_op(state, noise.detach(), *operands, float(max_action), precision or _autocast_precision(state))[0]
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _autocast_precision(state) -> str:
+    """The dots' default: bf16 under bf16 autocast (as the reference's matmuls would run), else tf32."""
+    bf16 = torch.is_autocast_enabled(state.device.type) and \
+        torch.get_autocast_dtype(state.device.type) == torch.bfloat16
+    return "bf16" if bf16 else "tf32"
+
+
+@torch.library.custom_op("ramac::denoise_chain", mutates_args=())
+def _chain_op(state: torch.Tensor, noise: torch.Tensor, w_x: torch.Tensor, w_s: torch.Tensor, c_time: torch.Tensor,
+              w2t: torch.Tensor, b2: torch.Tensor, w3t: torch.Tensor, b3: torch.Tensor, w_outt: torch.Tensor,
+              b_out: torch.Tensor, coef_t: torch.Tensor, max_action: float, precision: str) -> list[torch.Tensor]:
+    """[out, the five weights as the dots take them, the six saved activations] (_chain_forward)."""
+    out, packed, saved, _ = _chain_forward(state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out, coef_t,
+                                           max_action, precision, None)
+    return [out, *packed, *saved]
+
+
+@_chain_op.register_fake
+def _(state, noise, w_x, w_s, c_time, w2t, b2, w3t, b3, w_outt, b_out, coef_t, max_action, precision):
+    lead, (B, S) = tuple(state.shape[:-2]), state.shape[-2:]
+    A, H, T = noise.shape[-1], w2t.shape[-2], coef_t.shape[-2]
+    A_P, S_P = _pad(A), _pad(S)
+    dot_t = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def new(*size, dtype=torch.float32):
+        return state.new_empty((*lead, *size), dtype=dtype)
+
+    return [new(B, A), new(A_P, H, dtype=dot_t), new(S_P, H, dtype=dot_t), new(H, H, dtype=dot_t),
+            new(H, H, dtype=dot_t), new(H, A_P, dtype=dot_t), new(T, B, A_P), new(T, B, H), new(T, B, H),
+            new(T, B, H), new(T, B, A_P), new(B, A_P)]
+
+
+@torch.library.custom_op("ramac::denoise_chain_backward", mutates_args=())
+def _chain_backward_op(g: torch.Tensor, state: torch.Tensor, coef_t: torch.Tensor, w_x: torch.Tensor,
+                       w_s: torch.Tensor, w2t: torch.Tensor, w3t: torch.Tensor, w_outt: torch.Tensor,
+                       x_in: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, a3: torch.Tensor, eps: torch.Tensor,
+                       x_pre: torch.Tensor, max_action: float, precision: str) -> list[torch.Tensor]:
+    """The gradients of the forward operator's tensors: state, w_x, w_s, c_time, w2t, b2, w3t, b3,
+    w_outt, b_out (_chain_backward)."""
+    lead = tuple(state.shape[:-2])
+    bm = _forward_block(state.shape[-2], state.device, lead[0] if lead else 1)
+    return list(_chain_backward(g, state, coef_t, (w_x, w_s, w2t, w3t, w_outt), (x_in, a1, a2, a3, eps, x_pre), bm,
+                                max_action, precision))
+
+
+@_chain_backward_op.register_fake
+def _(g, state, coef_t, w_x, w_s, w2t, w3t, w_outt, x_in, a1, a2, a3, eps, x_pre, max_action, precision):
+    lead, (B, S) = tuple(state.shape[:-2]), state.shape[-2:]
+    A, H, T = g.shape[-1], w2t.shape[-1], coef_t.shape[-2]
+
+    def new(*size):
+        return state.new_empty((*lead, *size), dtype=torch.float32)
+
+    return [new(B, S), new(A, H), new(S, H), new(T, H), new(H, H), new(H), new(H, H), new(H), new(H, A), new(A)]
+
+
+def _chain_op_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0], inputs[11], *output[1:])
+    ctx.max_action, ctx.precision = inputs[12], inputs[13]
+
+
+def _chain_op_grad(ctx, grads):
+    state, coef_t, *rest = ctx.saved_tensors
+    g = _chain_backward_op(grads[0], state, coef_t, *rest, ctx.max_action, ctx.precision)
+    need = ctx.needs_input_grad
+    return (g[0] if need[0] else None, None, *(g[1 + i] if need[2 + i] else None for i in range(9)),
+            None, None, None)
+
+
+_chain_op.register_autograd(_chain_op_grad, setup_context=_chain_op_setup)
+
+
+def _seeds_folded(op, n_tensors):
+    """A vmap rule for op: its first n_tensors arguments with the seeds first (one call for every
+    seed, the kernels' STACKED layout), each output stacked along dimension 0."""
+    def rule(info, in_dims, *args):
+        tensors = seeds_first(info.batch_size, args[:n_tensors], in_dims[:n_tensors])
+        outs = op(*tensors, *args[n_tensors:])
+        return outs, [0] * len(outs)
+    return rule
+
+
+_chain_op.register_vmap(_seeds_folded(_chain_op, 12))
+_chain_backward_op.register_vmap(_seeds_folded(_chain_backward_op, 14))
 
 
 def wgrad_tf32(precision: str) -> bool:

@@ -506,13 +506,18 @@ def iqn_quantiles_triton(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b
 def _iqn_fold(K, in_dims, trunk, taus, *weights_and_config):
     """Under vmap over K seeds: the seeds become (more) stacked critics, C' = K x C, one launch."""
     *weights, config = weights_and_config
+    return _critics_folded(lambda *a: IQNQuantilesFn.apply(*a, config), K, in_dims, trunk, taus, *weights)
+
+
+def _critics_folded(op, K, in_dims, trunk, taus, *weights):
+    """op(trunk, taus, *weights) over stacked critics (C', B, ...) for K seeds' critics: each seed's
+    own stack of critics (if any) and the seeds folded into one C' = K x C, the quantiles (K, ..., B, N)."""
     trunk, taus, *weights = seeds_first(K, (trunk, taus, *weights), in_dims[:8])
     lead = trunk.shape[1:-2]  # a seed's own stack of critics, if any
     B, N = trunk.shape[-2], taus.shape[-1]
     taus = taus.reshape(K, *(1,) * (len(lead) + 2 - taus.dim() + 1), *taus.shape[1:])
     taus = taus.expand(K, *lead, B, N).reshape(-1, B, N)
-    q = IQNQuantilesFn.apply(trunk.reshape(-1, *trunk.shape[-2:]), taus,
-                             *(w.reshape(-1, *w.shape[1 + len(lead):]) for w in weights), config)
+    q = op(trunk.reshape(-1, *trunk.shape[-2:]), taus, *(w.reshape(-1, *w.shape[1 + len(lead):]) for w in weights))
     return q.view(K, *lead, B, N)
 
 
@@ -529,8 +534,9 @@ def _iqn_fold(K, in_dims, trunk, taus, *weights_and_config):
 # it against Inductor's code where the speed rule says no).
 def under_compile() -> str:
     """The rule for torch.compile'd code (RAMAC_IQN_UNDER_COMPILE): "auto" (default: the operator
-    where the eager speed rule takes the kernels, outside vmap: the operator has no rule that folds
-    stacked seeds), "1" (always the operator) or "0" (never)."""
+    where the eager speed rule takes the kernels, outside vmap: stacked seeds compiled with the
+    operator, one call for all seeds by its vmap rule, are not yet timed against Inductor's code),
+    "1" (always the operator) or "0" (never)."""
     mode = os.environ.get("RAMAC_IQN_UNDER_COMPILE", "auto")
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"RAMAC_IQN_UNDER_COMPILE must be auto, 0 or 1, got {mode!r}")
@@ -582,6 +588,14 @@ def _fused_grad(ctx, dq):
 
 
 _fused_op.register_autograd(_fused_grad, setup_context=_fused_setup)
+
+
+def _fused_vmap(info, in_dims, *tensors):
+    """Seeds stacked (torch.func.vmap): one call of the operator for every seed's critics."""
+    return _critics_folded(lambda *a: _fused_op(*a), info.batch_size, in_dims, *tensors), 0
+
+
+_fused_op.register_vmap(_fused_vmap)
 
 
 def iqn_quantiles(trunk, taus, cos_w, cos_b, head_w, head_b, out_w, out_b):

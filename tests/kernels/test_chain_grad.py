@@ -8,6 +8,7 @@ import torch
 
 from ramac import kernels
 from ramac.diffusion import Diffusion
+from ramac.kernels import chain_grad
 from ramac.kernels.chain_grad import denoise_chain, denoise_chain_ref, denoise_chain_triton
 from ramac.nets import Denoiser
 
@@ -199,9 +200,9 @@ def test_the_weight_gradient_products_take_tf32_unless_the_dots_are_exact(precis
     from ramac.kernels import chain_grad
 
     seen = []
-    real = chain_grad._Chain._backward
-    monkeypatch.setattr(chain_grad._Chain, "_backward", staticmethod(
-        lambda ctx, g: seen.append(torch.backends.cuda.matmul.fp32_precision) or real(ctx, g)))
+    real = chain_grad._backward_in_fp32
+    monkeypatch.setattr(chain_grad, "_backward_in_fp32",
+                        lambda *a: seen.append(torch.backends.cuda.matmul.fp32_precision) or real(*a))
     model, diffusion, state, noise = setup(5, 3, 2, 16, 2, device)
     before = torch.backends.cuda.matmul.fp32_precision
     for off in ("1", "0"):
@@ -254,3 +255,115 @@ def test_the_forward_block_counts_each_seeds_programs(monkeypatch):
     assert _forward_block(256, cuda, seeds=8) == 16 and _forward_block(256, cuda, seeds=9) == 32
     assert _forward_block(17, cuda, seeds=66) == 16 and _forward_block(17, cuda, seeds=70) == 32  # 140 programs
     assert _forward_block(16, cuda, seeds=1000) == 16  # one block per seed holds all its states
+
+
+# ---- the custom operators for torch.compile (RAMAC_CHAIN_UNDER_COMPILE=1) ----
+
+def _operator_args(model, diffusion, state, noise, lead=()):
+    params, _ = chain_args(model, diffusion)
+    ops = chain_grad._operands(noise, *params, diffusion.coefs)
+    grow = (lambda t: t.expand(*lead, *t.shape).clone()) if lead else (lambda t: t)
+    return (grow(state), grow(noise), *(grow(o.detach()).requires_grad_() for o in ops[:-1]), grow(ops[-1]), 1.0,
+            "ieee")
+
+
+@pytest.mark.parametrize("lead", [(), (2,)])
+def test_the_chain_operators_registrations(lead, device):
+    """Schema, fake (meta) shapes, dtypes and strides and the autograd registration of
+    ramac::denoise_chain and its backward operator, alone and with seeds stacked."""
+    args = _operator_args(*setup(7, 5, 3, 16, 3, device, scale=2.0), lead=lead)
+    torch.library.opcheck(torch.ops.ramac.denoise_chain.default, args,
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    outs = torch.ops.ramac.denoise_chain.default(*(a.detach() if torch.is_tensor(a) else a for a in args))
+    g = torch.randn_like(outs[0])
+    torch.library.opcheck(torch.ops.ramac.denoise_chain_backward.default,
+                          (g, args[0], args[11], *outs[1:], 1.0, "ieee"), test_utils=("test_schema", "test_faketensor"))
+
+
+def _graphs(fn, *args):
+    """fn compiled by Dynamo (fullgraph) with a backend that keeps each graph's code and runs it eagerly."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(gm.code)
+        return gm.forward
+
+    torch._dynamo.reset()
+    out = torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    torch._dynamo.reset()
+    return out, seen
+
+
+def test_under_compile_the_operator_is_the_chain_when_switched_on(device, monkeypatch):
+    """Compiled Diffusion.sample leaves the chain to Inductor by default and calls ramac::denoise_chain
+    once with RAMAC_CHAIN_UNDER_COMPILE=1, with the per-step chain's values and gradients (exact fp32
+    dots here)."""
+    model, diffusion, state, noise = setup(21, 7, 4, 32, 5, device, scale=2.0)
+    g_out = torch.randn(21, 4, generator=torch.Generator().manual_seed(3)).to(device)
+    wrt = list(model.parameters())
+
+    def sampled(state, noise):
+        out = diffusion.sample(model, state, noise)
+        return out, torch.autograd.grad(out, wrt, g_out)
+
+    monkeypatch.setenv("RAMAC_FUSED_CHAIN", "0")
+    want, grads_want = sampled(state, noise)
+    monkeypatch.delenv("RAMAC_FUSED_CHAIN")
+    monkeypatch.setattr(chain_grad, "_autocast_precision", lambda state: "ieee")
+    _, seen = _graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
+    assert seen and not any("ramac.denoise_chain" in code for code in seen)
+    monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
+    _, seen = _graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
+    assert sum(code.count("ramac.denoise_chain.default(") for code in seen) == 1
+    torch._dynamo.reset()
+    got, grads_got = torch.compile(sampled, backend="aot_eager")(state, noise)
+    torch._dynamo.reset()
+    tol = 1e-4 if device.type == "cpu" else 1e-3
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    for (name, _), a, b in zip(model.named_parameters(), grads_got, grads_want):
+        torch.testing.assert_close(a, b, atol=tol * max(1e-6, b.abs().max().item()), rtol=tol, msg=name)
+
+
+def test_under_compile_stacked_seeds_share_one_operator_call(device, monkeypatch):
+    """Compiled over torch.func.vmap (seeds stacked), the operator's vmap rule runs the chain once for
+    every seed, and each seed's actions and weight gradients are its own chain's."""
+    K, B, S, A, H, T = 3, 9, 5, 2, 16, 3
+    seeds = [setup(B, S, A, H, T, device, seed=10 + k, max_action=0.5, scale=2.0) for k in range(K)]
+    g_out = torch.randn(K, B, A, generator=torch.Generator().manual_seed(5)).to(device)
+    coefs = seeds[0][1].coefs
+    want, want_grads = [], []
+    for k, (model, diffusion, state, noise) in enumerate(seeds):
+        params = [p.detach().requires_grad_() for p in chain_args(model, diffusion)[0]]
+        out = denoise_chain_ref(state, noise, *params, coefs, 0.5)
+        want.append(out.detach())
+        want_grads.append(torch.autograd.grad(out, params, g_out[k]))
+    stacked = [torch.stack([chain_args(m, d)[0][i].detach() for m, d, _, _ in seeds]).requires_grad_()
+               for i in range(len(NAMES))]
+    states, noises = torch.stack([s[2] for s in seeds]), torch.stack([s[3] for s in seeds])
+
+    def one(state, noise, *params):
+        return denoise_chain(state, noise, *params, coefs, 0.5, precision="ieee")
+
+    def run_stacked(states, noises, *stacked):
+        got = torch.func.vmap(one)(states, noises, *stacked)
+        return got, torch.autograd.grad(got, stacked, g_out)
+
+    monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
+    _, seen = _graphs(torch.func.vmap(one), states, noises, *stacked)
+    assert any("ramac.denoise_chain" in code for code in seen)
+    launches = []  # the forward kernel's launches (without the rule vmap would run the operator per seed)
+    forward = chain_grad._chain_forward
+    monkeypatch.setattr(chain_grad, "_chain_forward", lambda *a: launches.append(1) or forward(*a))
+    got, grads = torch.compile(run_stacked, backend="aot_eager")(states, noises, *stacked)
+    torch._dynamo.reset()
+    assert len(launches) == 1
+    tol = 1e-5 if device.type == "cpu" else 1e-4
+    torch.testing.assert_close(got, torch.stack(want), atol=tol, rtol=tol)
+    for i, name in enumerate(NAMES):
+        torch.testing.assert_close(grads[i], torch.stack([g[i] for g in want_grads]), atol=tol, rtol=tol, msg=name)
+
+
+def test_the_under_compile_setting_is_checked(monkeypatch):
+    monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "yes")
+    with pytest.raises(ValueError, match="RAMAC_CHAIN_UNDER_COMPILE must be 0 or 1, got 'yes'"):
+        chain_grad.under_compile()

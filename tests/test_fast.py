@@ -143,3 +143,14 @@ def test_metrics_average_over_the_updates_that_report_them():
     m.add({"critic/loss1": torch.tensor(2.0)}, 4)
     m.count += 1
     assert m.read()[0] == {"critic/loss1": 2.0}
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_updater_tells_the_agent_which_path_it_compiles_for(bf16, monkeypatch):
+    """compile_update learns whether the update runs under bf16 autocast (Inductor's shape padding
+    is the bf16 path's default alone)."""
+    a = agent("cpu")
+    seen = []
+    monkeypatch.setattr(a, "compile_update", lambda **kw: seen.append(kw))
+    FastUpdater(a, dataset(), B, graph=False, bf16=bf16, compile=True)
+    assert seen == [{"bf16": bf16}]

@@ -360,7 +360,7 @@ def test_a_compiled_optimiser_step_takes_gradients_with_padded_strides():
     assert all(not torch.equal(a, p) for a, p in zip(before, params))
 
 
-def _inductor_options(monkeypatch, env: dict) -> list[dict]:
+def _inductor_options(monkeypatch, env: dict, bf16: bool = True) -> list[dict]:
     """The Inductor options of every method compile_update compiles, with these environment settings
     (None: unset)."""
     seen = []
@@ -371,13 +371,13 @@ def _inductor_options(monkeypatch, env: dict) -> list[dict]:
         else:
             monkeypatch.setenv(name, value)
     cfg = build_configs("bandit", "radac", cpu_sized=True, agent_overrides={"actor_hidden": 8})[0]
-    make_agent("radac", 3, 2, cfg).compile_update()
+    make_agent("radac", 3, 2, cfg).compile_update(bf16=bf16)
     assert seen and all(o["fallback_random"] for o in seen)
     return seen
 
 
-# issue 18's Inductor settings: (variable, option, on by default, the value that turns it the other
-# way, a value refused or None where any value other than "0" means on)
+# issue 18's Inductor settings: (variable, option, on by default on the bf16 path, the value that
+# turns it the other way, a value refused or None where any value other than "0" means on)
 INDUCTOR_SWITCHES = [("RAMAC_COMBO_KERNELS", "combo_kernels", True, "0", None),
                      ("RAMAC_SHAPE_PAD", "force_shape_pad", True, "0", "yes"),
                      ("RAMAC_PDL", "triton.enable_pdl", False, "1", "on")]
@@ -393,6 +393,18 @@ def test_inductor_switches_reach_every_compiled_method(monkeypatch, var, option,
     if bad is not None:
         with pytest.raises(ValueError, match=var):
             _inductor_options(monkeypatch, {var: bad})
+
+
+def test_shape_padding_is_the_bf16_paths_default_alone(monkeypatch):
+    """Inductor pads unaligned matrix products on the bf16 path by default (faster there) and not on
+    the fp32 path (slower there); RAMAC_SHAPE_PAD=1 pads both, =0 neither."""
+    def padded(value, bf16):
+        return all(o.get("force_shape_pad") is True for o in _inductor_options(monkeypatch, {"RAMAC_SHAPE_PAD": value},
+                                                                                 bf16=bf16))
+
+    assert padded(None, True) and not padded(None, False)
+    assert padded("1", True) and padded("1", False)
+    assert not padded("0", True) and not padded("0", False)
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])  # clipped, and left alone

@@ -20,7 +20,7 @@ mirror, advanced by `advanced()` once per update that really ran (eager or repla
     agent.optimizers()              the optimisers it owns (the updater picks their kernels)
     agent.before_capture()          drop caches a capture must not read (weight packs)
     agent.sync()                    before evaluating or saving after replays
-    agent.compile_update()          run the update's pieces through torch.compile
+    agent.compile_update(bf16)      run the update's pieces through torch.compile
     agent.act(obs, generator=None)  evaluation actions (its own evaluation policy) from raw observations
     agent.set_obs_norm(mean, std)   act() normalises observations as the training data were
     agent.full_state() / load_full_state(state)
@@ -99,10 +99,11 @@ class Agent(nn.Module):
     def sync(self) -> None:
         """Called after graph replays, before anything reads the agent's eager state."""
 
-    def compile_update(self) -> None:
-        """Compile what pays to compile (default: nothing)."""
+    def compile_update(self, bf16: bool = False) -> None:
+        """Compile what pays to compile (default: nothing); bf16: the update runs under bf16
+        autocast (some of Inductor's settings pay on one path only)."""
 
-    def _compile_methods(self, *names: str) -> None:
+    def _compile_methods(self, *names: str, bf16: bool = False) -> None:
         """torch.compile these methods of the update, once per agent. The update's draws are
         ramac.noise's integer arithmetic, which Inductor fuses and computes as eager does: a
         compiled update computes the eager one's numbers up to float rounding. The optimisers take
@@ -124,10 +125,11 @@ class Agent(nn.Module):
         # Inductor pads matrix products whose sizes are not multiples of 16 bytes (HalfCheetah's 17
         # state and 6 action columns, the denoiser's 39 inputs) only where it thinks them compute
         # bound, never at batch 256, where cuBLAS then runs sm_75 "align1" kernels (120 of the 1,160 us
-        # of bench/results/defaults-H200/bf16-defaults.md). Padded all (the default; RAMAC_SHAPE_PAD=0
-        # leaves it to Inductor): one RADAC seed at batch 256 on graph-compile-bf16 896 -> 966
-        # updates/s on an H200 (bench/results/clip-pad-H200/)
-        if env_switch("RAMAC_SHAPE_PAD", True):
+        # of bench/results/defaults-H200/bf16-defaults.md). Padded all on the bf16 path (the default;
+        # RAMAC_SHAPE_PAD=0 leaves it to Inductor, =1 pads the fp32 path too): one RADAC seed at
+        # batch 256 on an H200, graph-compile-bf16 896 -> 966 updates/s (bench/results/clip-pad-H200/),
+        # graph-compile (fp32) 566 -> 548 (bench/results/defaults2-H200/)
+        if env_switch("RAMAC_SHAPE_PAD", bf16):
             inductor["force_shape_pad"] = True
         # Programmatic Dependent Launch between Inductor's kernels (Hopper and later: a kernel's
         # prologue overlaps its predecessor's tail, where ~450 kernels average 2.5 us each at batch

@@ -32,8 +32,8 @@ class BC(PolicyAgent):
     def optimizers(self):
         return [self.policy.opt]
 
-    def compile_update(self):
-        self._compile_methods("actor_loss", "_optimise")
+    def compile_update(self, bf16: bool = False):
+        self._compile_methods("actor_loss", "_optimise", bf16=bf16)
 
     def act(self, obs, generator=None):
         return self.policy.act(self.norm_obs(obs), generator)

@@ -137,8 +137,8 @@ class CODAC(RADAC):
         self._step_actor_and_average(actor_loss, info)
         return info
 
-    def compile_update(self) -> None:
-        self._compile_methods("critic_losses", "actor_loss", "_optimise", "_average")
+    def compile_update(self, bf16: bool = False) -> None:
+        self._compile_methods("critic_losses", "actor_loss", "_optimise", "_average", bf16=bf16)
 
     def optimizers(self):
         return [self.policy.opt, self.critic1_opt, self.critic2_opt, self.lagrange_opt]

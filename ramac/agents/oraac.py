@@ -68,8 +68,8 @@ class ORAAC(RADAC):
             self.step_t.add_(1)
         return info
 
-    def compile_update(self) -> None:
-        self._compile_methods("vae_loss", "critic_loss", "actor_loss", "_optimise", "_average")
+    def compile_update(self, bf16: bool = False) -> None:
+        self._compile_methods("vae_loss", "critic_loss", "actor_loss", "_optimise", "_average", bf16=bf16)
 
     def optimizers(self):
         return [self.policy.opt, self.critic1_opt, self.critic2_opt, self.policy.vae_opt]

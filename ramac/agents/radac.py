@@ -199,7 +199,7 @@ class RADAC(PolicyAgent):
         weights = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / keep.numel()))
         return weights, kept / keep.numel()
 
-    def compile_update(self) -> None:
+    def compile_update(self, bf16: bool = False) -> None:
         """Run the update's pieces through torch.compile: both losses (forward and
         backward), the clipped optimiser steps, and the EMA / target averaging.
 
@@ -209,7 +209,7 @@ class RADAC(PolicyAgent):
         the one-launch next-action sampler stays as it is. Random draws: see
         Agent._compile_methods.
         """
-        self._compile_methods("critic_loss", "actor_loss", "_optimise", "_average")
+        self._compile_methods("critic_loss", "actor_loss", "_optimise", "_average", bf16=bf16)
 
     # ---- update -------------------------------------------------------------
     def eta_at(self, step: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ class FastUpdater:
         self.agent, self.data, self.batch_size = agent, data, batch_size
         self.graph, self.bf16, self.indices, self.warmup = graph, bf16, indices, warmup
         if compile:  # compiled on the first (eager warm-up) step of each phase
-            agent.compile_update()
+            agent.compile_update(bf16=bf16)
         self.device = device
         # on CUDA: capturable and fused Adam; RAMAC_ADAM=foreach keeps the multi-tensor path (to
         # measure what fusing gains); compiled updates trace the multi-tensor path, which Inductor fuses

@@ -10,7 +10,8 @@ variant, with fp32 weights (the library uploads an fp32 copy of the dot weights 
 build's) and launched as sample_chain launches it; `--one-state tile` compiles `_chain_split_kernel`
 with B = 1 as the Python sampler's JIT takes it; both take the same run-time arguments; `--one-state
 cta` compiles native/src/one_state.cu with nvcc instead: the whole chain in one thread block with
-W2 and W3 on chip in fp16, H = 256 only), then
+W2 and W3 on chip in fp16, H = 256 only; `--one-state mma` the same kernel with its hidden layers
+on the tensor cores, RAMAC_CTA_MMA), then
 every launch configuration `_launch_config` picks for some batch size on a GPU of `--sms` SMs
 (bf16: 16-row programs while one wave of them covers the batch, then 64-row ones, then 64-row ones
 with narrower weight tiles), each with HAS_NOISE true (noise read from a (T + 1, B, A)
@@ -76,11 +77,12 @@ def parse_args(argv=None):
     p.add_argument("--action-pad", type=int, default=16, help="A_P: action dim padded, a power of two >= 16")
     p.add_argument("--precision", default="bf16", choices=("bf16", "tf32", "fp32"), help="tensor-core inputs")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="compiles run side by side")
-    p.add_argument("--one-state", default="gemv", choices=("gemv", "tile", "cta"),
+    p.add_argument("--one-state", default="gemv", choices=("gemv", "tile", *CTA_KINDS),
                    help="the kernel for one state: the split Triton kernels gemv (default, fp32 weights: 32.6 us "
                         "against tile's 69 us on an H200, graphed from Python) or tile, or cta (native/src/"
-                        "one_state.cu: one thread block, fp16 weights on chip; H = 256; compiled with nvcc)")
-    p.add_argument("--nvcc", default=None, help="nvcc for --one-state cta (default: the one on PATH)")
+                        "one_state.cu: one thread block, fp16 weights on chip; H = 256; compiled with nvcc), or "
+                        "mma (cta with its hidden layers on the tensor cores)")
+    p.add_argument("--nvcc", default=None, help="nvcc for --one-state cta or mma (default: the one on PATH)")
     return p.parse_args(argv)
 
 
@@ -90,18 +92,22 @@ def check_shapes(a) -> None:
             raise SystemExit(f"gen_kernels: {name} must be a power of two >= 16, got {v}")
     if a.sms < 1:
         raise SystemExit(f"gen_kernels: --sms must be >= 1, got {a.sms}")
-    if a.one_state == "cta" and a.hidden != CTA_HIDDEN:
-        raise SystemExit(f"gen_kernels: --one-state cta is written for --hidden {CTA_HIDDEN}, got {a.hidden}; "
-                         f"build with -DRAMAC_ONE_STATE=gemv")
-    if a.one_state == "cta" and a.action_pad > CTA_THREADS // 32:
-        raise SystemExit(f"gen_kernels: --one-state cta computes each action dimension on one of its "
+    if a.one_state in CTA_KINDS and a.hidden != CTA_HIDDEN:
+        raise SystemExit(f"gen_kernels: --one-state {a.one_state} is written for --hidden {CTA_HIDDEN}, got "
+                         f"{a.hidden}; build with -DRAMAC_ONE_STATE=gemv")
+    if a.one_state in CTA_KINDS and a.action_pad > CTA_THREADS // 32:
+        raise SystemExit(f"gen_kernels: --one-state {a.one_state} computes each action dimension on one of its "
                          f"{CTA_THREADS // 32} warps, so --action-pad must be at most {CTA_THREADS // 32}, got "
                          f"{a.action_pad}; build with -DRAMAC_ONE_STATE=gemv")
 
 
-# --one-state cta: native/src/one_state.cu, its two entries (noise given, Philox from the seed), its
-# launch (one block of CTA_THREADS threads, 18 parameters: the run-time arguments with W2 and W3 as
-# fp16 copies and no B) and its limits
+# --one-state cta (and mma): native/src/one_state.cu, its two entries (noise given, Philox from the
+# seed), its launch (one block of CTA_THREADS threads, 18 parameters: the run-time arguments with W2
+# and W3 as fp16 copies and no B) and its limits; the variant table's `programs` tells the library
+# which order the fp16 copies take (CTA_PROGRAMS: [output][input] for cta, the tensor cores'
+# fragment order for mma)
+CTA_KINDS = ("cta", "mma")
+CTA_PROGRAMS = {"cta": -1, "mma": -2}
 CTA_SOURCE = Path(__file__).resolve().parent / "src" / "one_state.cu"
 CTA_ENTRIES = {True: "ramac_one_state_noise", False: "ramac_one_state_seed"}
 CTA_HIDDEN, CTA_THREADS, CTA_W3_SHARED_ROWS, CTA_T_MAX, CTA_PARAMS = 256, 512, 5, 128, 18
@@ -120,7 +126,7 @@ def cta_command(a, nvcc: str, out: Path) -> list[str]:
     """nvcc's command line for the one-CTA kernel's cubin (the shared-memory size the library will
     launch with checked against the kernel's own at compile time)."""
     return [nvcc, "-cubin", f"-arch=sm_{a.arch}", "-O3", f"-DRAMAC_H={a.hidden}", f"-DRAMAC_A_P={a.action_pad}",
-            f"-DRAMAC_S_P={a.state_pad}", f"-DRAMAC_T_MAX={CTA_T_MAX}",
+            f"-DRAMAC_S_P={a.state_pad}", f"-DRAMAC_T_MAX={CTA_T_MAX}", f"-DRAMAC_CTA_MMA={int(a.one_state == 'mma')}",
             f"-DRAMAC_EXPECT_SHARED={cta_shared(a.hidden, a.action_pad)}", str(CTA_SOURCE), "-o", str(out)]
 
 
@@ -128,7 +134,8 @@ def compile_cta(a) -> bytes:
     """The one-CTA kernel's cubin, from nvcc."""
     nvcc = a.nvcc or shutil.which("nvcc")
     if not nvcc:
-        raise SystemExit("gen_kernels: --one-state cta needs nvcc (the CUDA toolkit) on PATH, or --nvcc PATH")
+        raise SystemExit(f"gen_kernels: --one-state {a.one_state} needs nvcc (the CUDA toolkit) on PATH, or "
+                         f"--nvcc PATH")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "one_state.cubin"
         done = subprocess.run(cta_command(a, nvcc, out), capture_output=True, text=True)
@@ -279,9 +286,10 @@ def c_bytes(data: bytes, width: int = 32) -> str:
     return "\n".join(f'    "{hexed[i:i + step]}"' for i in range(0, len(hexed), step))
 
 
-def write_c(out_dir: Path, a: dict, results, triton_version: str, cta: bytes | None = None) -> None:
-    """ramac_kernels.c: the cubins and the variant table; cta: the one-CTA kernel's cubin, whose two
-    entries come first (one state)."""
+def write_c(out_dir: Path, a: dict, results, triton_version: str, cta: bytes | None = None,
+            one_state: str = "cta") -> None:
+    """ramac_kernels.c: the cubins and the variant table; cta: the one-CTA kernel's cubin (one_state
+    cta or mma), whose two entries come first (one state)."""
     parts = ["/* Generated by native/gen_kernels.py: do not edit. */", '#include "kernels_table.h"', ""]
     rows = []
     if cta is not None:
@@ -289,7 +297,7 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str, cta: bytes | N
         shared = cta_shared(a["hidden"], a["action_pad"])
         for has_noise in (True, False):
             rows.append(f'    {{"{CTA_ENTRIES[has_noise]}", cubin_cta, {len(cta)}, 1, 0, {CTA_THREADS // 32}, 1, '
-                        f'{int(has_noise)}, 1, {shared}, {CTA_PARAMS}, -1, 1, {CTA_T_MAX}}},')
+                        f'{int(has_noise)}, 1, {shared}, {CTA_PARAMS}, {CTA_PROGRAMS[one_state]}, 1, {CTA_T_MAX}}},')
     for i, ((_, kind, (bm, bn, warps, stages), has_noise), max_batch, meta, cubin, n_params) in enumerate(results):
         programs = a["hidden"] // bn if kind in ("split", "gemv") else 0
         parts.append(f"static const unsigned char cubin_{i}[{len(cubin) + 1}] =\n{c_bytes(cubin)};\n")
@@ -299,7 +307,7 @@ def write_c(out_dir: Path, a: dict, results, triton_version: str, cta: bytes | N
     parts.append("const ramac_variant RAMAC_VARIANTS[] = {\n" + "\n".join(rows) + "\n};")
     parts.append(f"const int RAMAC_NUM_VARIANTS = {len(rows)};")
     build = (f"sm_{a['arch']} H={a['hidden']} S_P={a['state_pad']} A_P={a['action_pad']} {a['precision']} "
-             f"one-state {'cta' if cta is not None else 'triton'} triton {triton_version}")
+             f"one-state {one_state if cta is not None else 'triton'} triton {triton_version}")
     parts.append(f'const ramac_build RAMAC_BUILD = {{{a["arch"]}, {a["hidden"]}, {a["state_pad"]}, '
                  f'{a["action_pad"]}, "{a["precision"]}", "{build}"}};\n')
     tmp = out_dir / "ramac_kernels.c.tmp"
@@ -312,7 +320,7 @@ def variants(precision: str, hidden: int, one_state: str = "gemv", sms: int = 13
     from ramac.kernels.sampler_split import split_fits
 
     one_block = [("one-block", cfg, hi) for hi, cfg in launch_configs(precision, sms)]
-    if one_state == "cta":  # one state: the CUDA kernel (compile_cta), ahead of these
+    if one_state in CTA_KINDS:  # one state: the CUDA kernel (compile_cta), ahead of these
         return one_block
     split, most = (gemv_config(hidden), 1) if one_state == "gemv" else split_config(hidden)
     return ([("gemv" if one_state == "gemv" else "split", split, most)] if split_fits(hidden) else []) + one_block
@@ -352,13 +360,13 @@ def main(argv=None) -> int:
                          "has_noise": has_noise, "max_batch": max_batch, "cubin_bytes": len(cubin),
                          "ptx_params": len(params), **meta})
     cta = None
-    if a.one_state == "cta":
+    if a.one_state in CTA_KINDS:
         cta = compile_cta(a)
-        manifest[:0] = [{"kernel": "cta", "entry": CTA_ENTRIES[n], "block_m": 1, "num_warps": CTA_THREADS // 32,
+        manifest[:0] = [{"kernel": a.one_state, "entry": CTA_ENTRIES[n], "block_m": 1, "num_warps": CTA_THREADS // 32,
                          "programs": 1, "has_noise": n, "max_batch": 1, "max_steps": CTA_T_MAX,
                          "shared": cta_shared(a.hidden, a.action_pad), "cubin_bytes": len(cta)} for n in (True, False)]
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    write_c(a.out_dir, args, results, triton.__version__, cta)
+    write_c(a.out_dir, args, results, triton.__version__, cta, a.one_state)
     (a.out_dir / "ramac_kernels.json").write_text(json.dumps(
         {**args, "one_state": a.one_state, "triton": triton.__version__, "variants": manifest}, indent=1) + "\n")
     print(f"gen_kernels: {len(manifest)} variants of the chain sampler for sm_{a.arch} ({a.precision}, H={a.hidden}, "

@@ -7,9 +7,11 @@
 #   OUT=/some/folder bash native/gpu_check.sh
 #
 # A failing step is reported and the script goes on; the archive is written whatever happens.
-# Budget: ~4 minutes (the optional steps are skipped when time runs short). CTA=1 (the default)
-# also builds -DRAMAC_ONE_STATE=cta (native/src/one_state.cu, the one-CTA kernel for one state) into
-# build-cta/ and runs its ctest, the Python parity tests against it and its batch-1 bench.
+# Budget: ~5 minutes (the optional steps are skipped when time runs short). It also builds
+# -DRAMAC_ONE_STATE=cta and =mma (native/src/one_state.cu, the one-CTA kernels for one state: CUDA
+# cores and tensor cores) into build-cta/ and build-mma/ and runs their ctest, the Python parity
+# tests against each and their batch-1 bench (ONE_STATES="cta" or "mma" picks one, CTA=0 none);
+# DEFAULT=0 skips the default library's build, tests and bench.
 set -euo pipefail
 
 OUT=${OUT:?set OUT to an output folder}
@@ -67,35 +69,45 @@ ARCH=${ARCH:-90}
 say "native check on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1 || echo 'no GPU?'), sm_$ARCH"
 step env 30 bash -c "nvidia-smi; $PY -c 'import torch, triton; print(\"torch\", torch.__version__, torch.version.cuda, \"triton\", triton.__version__)'; cmake --version | head -n1; nvcc --version | tail -n2; gcc --version | head -n1; git log -1 --oneline || true"
 
-step configure 60 cmake -S . -B "$BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY"
-step build 120 cmake --build "$BUILD" -j 8
-step ctest 60 ctest --test-dir "$BUILD" -V
-# (not the CMake builds test_native.py makes itself: the build and ctest steps do that here, for the
-# default library above and, with CTA=1, the one-CTA one below)
-step pytest 120 "$PY" -m pytest tests/test_native.py -q -rs -p no:cacheprovider -k "not cmake_builds"
-step export 60 env OMP_NUM_THREADS=1 "$PY" native/make_test_export.py "$EXPORT"
-step bench_native 60 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 200 \
-  --launch both --out "$WORK/bench_native.json"
-step bench_native_noise 45 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 100 \
-  --launch both --noise --out "$WORK/bench_native_noise.json"
-if [[ ${CTA:-1} == 1 ]]; then
-  CTA_BUILD="$PWD/build-cta"
-  step configure_cta 60 cmake -S . -B "$CTA_BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY" -DRAMAC_ONE_STATE=cta
-  step build_cta 120 cmake --build "$CTA_BUILD" -j 8
-  step ctest_cta 60 ctest --test-dir "$CTA_BUILD" -V
-  step pytest_cta 90 env RAMAC_NATIVE_LIB="$CTA_BUILD/libramac_sampler.so" "$PY" -m pytest tests/test_native.py -q -rs \
-    -p no:cacheprovider -k "native_equals or seed_path"
-  step bench_cta 45 "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 --launch both \
-    --out "$WORK/bench_cta.json"
-  step bench_cta_noise 45 "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 --launch both \
-    --noise --out "$WORK/bench_cta_noise.json"
-  if command -v ncu >/dev/null; then
-    optional ncu_cta_B1 40 ncu --kernel-name regex:ramac_one_state.* --launch-skip 3 --launch-count 1 \
-      --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-      "$CTA_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 3 --warmup 2 --launch plain \
-      --out "$WORK/ncu_cta_B1.json"
-  fi
+if [[ ${DEFAULT:-1} == 1 ]]; then  # DEFAULT=0: the one-state CUDA kernels alone (their builds need the export only)
+  step configure 60 cmake -S . -B "$BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY"
+  step build 120 cmake --build "$BUILD" -j 8
+  step ctest 60 ctest --test-dir "$BUILD" -V
+  # (not the CMake builds test_native.py makes itself: the build and ctest steps do that here, for the
+  # default library above and the one-state CUDA kernels' below)
+  step pytest 120 "$PY" -m pytest tests/test_native.py -q -rs -p no:cacheprovider -k "not cmake_builds"
 fi
+step export 60 env OMP_NUM_THREADS=1 "$PY" native/make_test_export.py "$EXPORT"
+if [[ ${DEFAULT:-1} == 1 ]]; then
+  step bench_native 60 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 200 \
+    --launch both --out "$WORK/bench_native.json"
+  step bench_native_noise 45 "$BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 16 256 4096 65536 --iters 100 \
+    --launch both --noise --out "$WORK/bench_native_noise.json"
+fi
+# the one-state CUDA kernels (native/src/one_state.cu): cta on the CUDA cores, mma on the tensor cores;
+# ONE_STATES picks (CTA=0, as before, none); each into build-KIND/ with its ctest, the Python parity
+# tests against it, its batch-1 bench and an ncu summary with the warps' stall reasons
+[[ ${CTA:-1} == 1 ]] || ONE_STATES=""
+for kind in ${ONE_STATES-cta mma}; do
+  KIND_BUILD="$PWD/build-$kind"
+  step "configure_$kind" 60 cmake -S . -B "$KIND_BUILD" -DRAMAC_ARCH="$ARCH" -DRAMAC_PYTHON="$PY" \
+    -DRAMAC_ONE_STATE="$kind"
+  step "build_$kind" 120 cmake --build "$KIND_BUILD" -j 8
+  step "ctest_$kind" 60 ctest --test-dir "$KIND_BUILD" -V
+  step "pytest_$kind" 90 env RAMAC_NATIVE_LIB="$KIND_BUILD/libramac_sampler.so" "$PY" -m pytest tests/test_native.py \
+    -q -rs -p no:cacheprovider -k "native_equals or seed_path"
+  step "bench_$kind" 45 "$KIND_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 --launch both \
+    --out "$WORK/bench_$kind.json"
+  step "bench_${kind}_noise" 45 "$KIND_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 1000 \
+    --launch both --noise --out "$WORK/bench_${kind}_noise.json"
+  if command -v ncu >/dev/null; then
+    optional "ncu_${kind}_B1" 40 ncu --kernel-name regex:ramac_one_state.* --launch-skip 3 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+      --section WarpStateStats --section InstructionStats \
+      "$KIND_BUILD/ramac_sampler_bench" --export "$EXPORT" --batch 1 --iters 3 --warmup 2 --launch plain \
+      --out "$WORK/ncu_${kind}_B1.json"
+  fi
+done
 optional bench_python 100 "$PY" -m ramac bench sampler --batch-size 1 16 256 4096 65536 --steps 5 --no-compile \
   --out "$WORK/bench_python_sampler.json"
 if command -v ncu >/dev/null; then

@@ -201,10 +201,10 @@ def test_native_equals_python_sampler_on_the_same_noise(B, halfcheetah_export):
     noise = torch.randn(6, B, 6, device="cuda", generator=g)
     with NativeSampler(halfcheetah_export) as native:
         got = native.sample(states, noise=noise)
-        cta = "one-state cta" in native.build_info
+        cta = "one-state cta" in native.build_info or "one-state mma" in native.build_info
     # the library's kernel for B: at one state its GEMV variant (RAMAC_ONE_STATE), fp32 weights,
     # against Python's GEMV launch (sample_chain's for one state); elsewhere the one-block kernel;
-    # the one-CTA CUDA kernel (fp16 W2 and W3) has no Python twin: the reference check below
+    # the one-CTA CUDA kernels (fp16 W2 and W3; cta or mma) have no Python twin: the reference check below
     if B == 1 and cta:
         pass
     elif B == 1:  # the same kernel, launch and fp32 weights: the same numbers up to fp32 rounding
@@ -242,10 +242,11 @@ def test_native_seed_path_is_the_kernels_philox_stream(B, halfcheetah_export):
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("nvcc") is None,
                     reason="needs cmake and the CUDA toolkit")
-@pytest.mark.parametrize("one_state", ["gemv", "cta"])  # the default, and the one-CTA CUDA kernel
+@pytest.mark.parametrize("one_state", ["gemv", "cta", "mma"])  # the default, and the one-CTA CUDA kernels
 def test_cmake_builds_and_ctest_passes_or_skips(tmp_path, one_state):
     """The top-level CMakeLists.txt: configure, build (cubins compiled on the CPU), ctest (~30 s on
-    2 cores; in CI, so a kernel change that breaks the ahead-of-time build fails there)."""
+    2 cores; in CI, so a kernel change that breaks the ahead-of-time build fails there). The one-CTA
+    kernels' rows tell the library the order of their fp16 weights (programs -1 or -2)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     build = tmp_path / "build"
     for cmd in (["cmake", "-S", str(ROOT), "-B", str(build), f"-DRAMAC_PYTHON={sys.executable}",
@@ -253,6 +254,10 @@ def test_cmake_builds_and_ctest_passes_or_skips(tmp_path, one_state):
                 ["cmake", "--build", str(build), "-j", "2"]):
         subprocess.run(cmd, check=True, env=env, capture_output=True)
     assert (build / "libramac_sampler.so").exists() and (build / "ramac_sampler_bench").exists()
+    table = (build / "generated" / "ramac_kernels.c").read_text()
+    rows = re.findall(r'\{"ramac_one_state_\w+", cubin_cta, \d+, (?:-?\d+, ){8}(-?\d+), 1, \d+\},', table)
+    assert rows == {"gemv": [], "cta": ["-1"] * 2, "mma": ["-2"] * 2}[one_state], table[-1500:]
+    assert f"one-state {one_state if one_state != 'gemv' else 'triton'}" in table
     r = subprocess.run(["ctest", "--test-dir", str(build)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sampler_errors ...................   Passed" in r.stdout
@@ -273,26 +278,30 @@ def _gen_kernels():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs the CUDA toolkit")
-def test_the_one_state_cuda_kernel_compiles_unspilled_with_the_librarys_arguments(tmp_path):
-    """native/src/one_state.cu (-DRAMAC_ONE_STATE=cta) as the build compiles it for an H200: ptxas
-    spills nothing (W3's registers are sized to the 128 a thread has), the shared memory the
-    library launches with is the kernel's own count (a static_assert in the kernel), and each entry
-    takes the 18 parameters the library passes."""
+@pytest.mark.parametrize("one_state", ["cta", "mma"])  # CUDA cores, and tensor cores (RAMAC_CTA_MMA)
+def test_the_one_state_cuda_kernel_compiles_unspilled_with_the_librarys_arguments(tmp_path, one_state):
+    """native/src/one_state.cu (-DRAMAC_ONE_STATE=cta or mma) as the build compiles it for an H200:
+    ptxas spills nothing (W3's registers are sized to the 128 a thread has), the shared memory the
+    library launches with is the kernel's own count (a static_assert in the kernel), each entry
+    takes the 18 parameters the library passes, and mma's hidden layers are 2 x 16 mma.sync a step."""
     gen_kernels = _gen_kernels()
     for bad, why in ((["--hidden", "512"], "--hidden 256"), (["--action-pad", "32"], "at most 16")):
         with pytest.raises(SystemExit, match=why):  # what the kernel is not written for: one line, no nvcc
-            gen_kernels.check_shapes(gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", "cta", *bad]))
-    a = gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", "cta"])
+            gen_kernels.check_shapes(gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", one_state,
+                                                             *bad]))
+    a = gen_kernels.parse_args(["--out-dir", str(tmp_path), "--one-state", one_state])
     cmd = gen_kernels.cta_command(a, shutil.which("nvcc"), tmp_path / "k.cubin")
     done = subprocess.run(cmd + ["-Xptxas", "-v"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning" not in done.stderr, done.stderr[-2000:]
     spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
     assert len(spills) >= 2 and set(spills) == {"0"}, done.stderr
     ptx = tmp_path / "k.ptx"
     subprocess.run([c if c != "-cubin" else "-ptx" for c in cmd[:-1]] + [str(ptx)], check=True, capture_output=True)
     for entry in gen_kernels.CTA_ENTRIES.values():
-        params = re.search(r"\.entry\s+" + entry + r"\s*\((.*?)\)", ptx.read_text(), re.S)
-        assert params and len(re.findall(r"\.param\s", params.group(1))) == gen_kernels.CTA_PARAMS, entry
+        body = re.search(r"\.entry\s+" + entry + r"\s*\((.*?)\)(.*?)\n}\n", ptx.read_text(), re.S)
+        assert body and len(re.findall(r"\.param\s", body.group(1))) == gen_kernels.CTA_PARAMS, entry
+        assert body.group(2).count("mma.sync.aligned.m16n8k16") == (32 if one_state == "mma" else 0), entry
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or not __import__("ramac").kernels.HAS_TRITON,
@@ -323,6 +332,73 @@ def test_the_one_state_kernels_philox_is_tritons_randn(tmp_path):
         want = torch.empty(256, device=dev)
         randn[(1,)](torch.tensor([seed], dtype=torch.int64, device=dev), want, 256)
         torch.testing.assert_close(got, want.cpu(), atol=1e-6, rtol=0)
+
+
+def _mma_tiles(packed, xb, warp, kt, H):
+    """The 16 x 16 A tile and 16 x 8 B tile one mma.m16n8k16 of `warp` at k-tile kt multiplies, put
+    together from what each lane l = 4 g + t hands it as PTX lays the fragments out: chunk
+    ((warp * H / 16 + kt) * 32 + l) of the packed weights as a0..a7 (rows g, g + 8; columns 2t + (i & 1)
+    + 8 (i >> 2)) and the 8 bytes at (4 kt + t) * 4 halves of the input as b0..b3 (rows 2t + (i & 1)
+    + 8 (i >> 1), column g)."""
+    A = torch.full((16, 16), float("nan"), dtype=torch.float64)
+    B = torch.full((16, 8), float("nan"), dtype=torch.float64)
+    for lane in range(32):
+        g, t = divmod(lane, 4)
+        chunk = packed[((warp * (H // 16) + kt) * 32 + lane) * 8:][:8]
+        for i in range(8):
+            A[g + 8 * ((i >> 1) & 1), 2 * t + (i & 1) + 8 * (i >> 2)] = chunk[i]
+        b = xb[(4 * kt + t) * 4:][:4]
+        for i in range(4):
+            B[2 * t + (i & 1) + 8 * (i >> 1), g] = b[i]
+    return A, B
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_the_tensor_core_kernels_orders_compute_each_layer(tmp_path):
+    """The tensor-core one-CTA kernel (-DRAMAC_ONE_STATE=mma) takes W2 and W3 in the A fragment order
+    the library packs (one_state_layout.h's a_fragment) and its input in the B order (b_slot), W3's
+    last k-tiles in shared memory (w3_shared_source / w3_shared_chunk): run on the CPU, those orders
+    put every element of every mma's tiles where PTX's fragment layout needs it, every B column is
+    the input, and each warp's 16 mma give its 16 outputs of W x."""
+    H, regs = 256, 11  # one_state.cu's H and W3_REGS
+    harness = tmp_path / "layout.cpp"
+    shared = 16 * (16 - regs) * 32  # chunks of W3 in shared memory
+    harness.write_text(f'#include "{ROOT / "native/src/one_state_layout.h"}"\n#include <cstdio>\n'
+                       "#define P(v) std::printf(\"%d\\n\", v)\n"
+                       "int main() { using namespace ramac_layout; int j, k;\n"
+                       f"  for (int n = 0; n < {H * H}; ++n) {{ a_fragment(n, {H}, j, k); P(j); P(k); }}\n"
+                       f"  for (int i = 0; i < {H}; ++i) P(b_slot(i));\n"
+                       f"  for (int i = 0; i < {shared}; ++i) P(w3_shared_source(i, {H}, {regs}));\n"
+                       f"  for (int w = 0; w < 16; ++w) for (int kt = {regs}; kt < 16; ++kt)\n"
+                       f"    for (int l = 0; l < 32; ++l) P(w3_shared_chunk(w, kt, l, {H}, {regs})); }}\n")
+    subprocess.run([shutil.which("g++"), "-O1", str(harness), "-o", str(tmp_path / "layout")], check=True,
+                   capture_output=True)
+    out = [int(v) for v in subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True,
+                                          text=True).stdout.split()]
+    pairs = torch.tensor(out[:2 * H * H]).view(-1, 2)
+    slots = torch.tensor(out[2 * H * H:][:H])
+    shared_source = torch.tensor(out[2 * H * H + H:][:shared])
+    shared_chunk = torch.tensor(out[2 * H * H + H + shared:]).view(16, 16 - regs, 32)
+    assert len(set(map(tuple, pairs.tolist()))) == H * H and pairs.min() == 0 and pairs.max() == H - 1  # a permutation
+    assert sorted(slots.tolist()) == list(range(H))
+    gen = torch.Generator().manual_seed(0)
+    W, x = torch.randn(H, H, generator=gen, dtype=torch.float64), torch.randn(H, generator=gen, dtype=torch.float64)
+    packed = W[pairs[:, 0], pairs[:, 1]]  # what the library uploads: the n-th half is W[j][k]
+    xb = torch.empty(H, dtype=torch.float64)
+    xb[slots] = x  # what a layer writes for the next: input j at b_slot(j)
+    want = W @ x
+    for warp in range(16):
+        out_rows = torch.zeros(16, 8, dtype=torch.float64)
+        for kt in range(16):
+            A, B = _mma_tiles(packed, xb, warp, kt, H)
+            assert not A.isnan().any() and not B.isnan().any()
+            assert (B == x[16 * kt:16 * kt + 16, None]).all()  # every column the same input
+            out_rows += A @ B
+        torch.testing.assert_close(out_rows, want[16 * warp:16 * warp + 16, None].expand(16, 8))
+    # W3's k-tiles past the registers: the chunk a lane reads in shared memory is the one it needs
+    need = torch.tensor([[[(w * 16 + kt) * 32 + lane for lane in range(32)] for kt in range(regs, 16)]
+                         for w in range(16)])
+    assert torch.equal(shared_source[shared_chunk], need)
 
 
 @pytest.mark.skipif(not __import__("ramac").kernels.HAS_TRITON, reason="needs Triton")

@@ -24,7 +24,9 @@ typedef struct {
                                   programs share the hidden layer; block_m sizes the partials);
                                   -1: the one-CTA CUDA kernel for one state (native/src/one_state.cu:
                                   18 arguments, W2 and W3 as fp16 copies [output][input], no B; one
-                                  block of 32 x num_warps threads) */
+                                  block of 32 x num_warps threads); -2: the same with its hidden
+                                  layers on the tensor cores (RAMAC_CTA_MMA), W2 and W3 in the mma
+                                  A fragment order (one_state_layout.h) */
   int fp32_weights;            /* 1: reads the dot weights in fp32 whatever the build's precision (the
                                   GEMV variant; the one-CTA kernel's w_x, w_s and w_out); 0: in the
                                   build's dtype */

@@ -13,13 +13,26 @@
 // Layer 1 (x_t and the state) is one output per thread of the first H threads, with the state's
 // part computed once for all steps; the output layer is one warp per action dimension.
 //
+// RAMAC_CTA_MMA=1 (the library's `-DRAMAC_ONE_STATE=mma`) computes the two hidden layers on the
+// tensor cores instead: each warp's 16 outputs as 16 mma.sync.m16n8k16 (fp16 inputs, fp32
+// accumulation) over the 16 k-tiles of the layer's input, in four independent chains; the weights
+// come in the fragment order of the A operand (the library packs them so: a lane's 8 halves of
+// k-tile kt are one 16-byte chunk, ((warp * 16 + kt) * 32 + lane)), W3's first W3_REGS k-tiles in
+// registers and the rest in shared memory; the input vector is the B operand, every one of its 8
+// columns the same vector (so every column of the product is the layer's output), kept in shared
+// memory in fp16 in the B fragment's order, 8 bytes per lane and k-tile. Where the CUDA-core loop
+// spends ~900 instructions a warp on a step, these take ~100.
+//
 // Numbers: fp16 weights (10-bit mantissa, the weights checked against fp16's range when the library
-// loads them), fp32 activations, accumulation and everything else. Noise: read from a (T + 1, 1, A)
+// loads them), fp32 activations, accumulation and everything else (RAMAC_CTA_MMA: the hidden
+// layers' inputs rounded to fp16 for the tensor cores). Noise: read from a (T + 1, 1, A)
 // buffer, or drawn from the device seed exactly as Triton's tl.randn(seed, offset) at the offsets
 // of that layout (Philox 4x32-10, Box-Muller), so a seed gives the noise of the Triton kernels.
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 #include <stdint.h>
+
+#include "one_state_layout.h"
 
 #ifndef RAMAC_H
 #define RAMAC_H 256
@@ -32,6 +45,9 @@
 #endif
 #ifndef RAMAC_T_MAX
 #define RAMAC_T_MAX 128
+#endif
+#ifndef RAMAC_CTA_MMA
+#define RAMAC_CTA_MMA 0
 #endif
 
 namespace {
@@ -93,6 +109,7 @@ __host__ __device__ __noinline__ float triton_randn(uint64_t seed, uint32_t offs
   return sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2);
 }
 
+#if !RAMAC_CTA_MMA
 // one stage of the butterfly: a lane keeps the upper or lower half of the HALF * 2 values it still
 // holds (by its bit BIT) and adds the partner's (lane ^ BIT) copy of that half
 template <int HALF, int BIT>
@@ -117,6 +134,8 @@ __device__ __forceinline__ float reduce_scatter8(float (&v)[PASS], int lane) {
   return s + __shfl_xor_sync(FULL, s, 1);
 }
 
+#endif
+
 __device__ __forceinline__ void load_inputs(const float* h, int lane, float (&in)[INS]) {
   const float4* p = reinterpret_cast<const float4*>(h + lane * INS);
   const float4 a = p[0], b = p[1];
@@ -124,6 +143,33 @@ __device__ __forceinline__ void load_inputs(const float* h, int lane, float (&in
   in[4] = b.x; in[5] = b.y; in[6] = b.z; in[7] = b.w;
 }
 
+#if RAMAC_CTA_MMA
+// ---- the tensor-core layers ----
+constexpr int KT = H / 16;  // k-tiles of a hidden layer's input
+
+using ramac_layout::b_slot;  // the input's B order (one_state_layout.h, with the weights' A order)
+
+// d += A B for one k-tile: A a lane's 16-byte chunk of the weights' fragment, B its 8 bytes of the input
+__device__ __forceinline__ void mma16816(float (&d)[4], uint4 a, uint2 b) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b.x), "r"(b.y));
+}
+
+// a warp's 16 outputs of a hidden layer (before bias and activation): rows g and g + 8 of its tile
+// in (c[0], c[2]); chunk(kt) the lane's weight chunk of k-tile kt, x the input in the B order
+template <typename Chunk>
+__device__ __forceinline__ float2 layer_mma(Chunk chunk, const __half* x, int lane) {
+  float acc[4][4] = {};  // four independent chains of four k-tiles: the tensor cores' latency overlapped
+  const uint2* bx = reinterpret_cast<const uint2*>(x) + (lane & 3);
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) mma16816(acc[kt & 3], chunk(kt), bx[kt * 4]);
+  return make_float2((acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]),
+                     (acc[0][2] + acc[1][2]) + (acc[2][2] + acc[3][2]));
+}
+
+#else
 __device__ __forceinline__ float dot8(uint4 w, const float (&in)[INS]) {
   const __half2* p = reinterpret_cast<const __half2*>(&w);
   float s = 0.0f;
@@ -135,6 +181,7 @@ __device__ __forceinline__ float dot8(uint4 w, const float (&in)[INS]) {
   }
   return s;
 }
+#endif
 
 template <bool HAS_NOISE>
 __device__ void chain(const float* __restrict__ state, const float* __restrict__ noise, float* __restrict__ out,
@@ -150,6 +197,10 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
   float* wos = wxs + A_P * H;                               // (H, A_P) the output layer's weights
   float* ha = wos + H * A_P;                                // two (H,) activation buffers
   float* hb = ha + H;
+#if RAMAC_CTA_MMA  // ha: the third layer's output; hb: the second and third layers' inputs, fp16 in the B order
+  __half* xa = reinterpret_cast<__half*>(hb);
+  __half* xb = xa + H;
+#endif
   float* xs = hb + H;                                       // (A_P,) x_t
   float* zs = xs + A_P;                                     // (T + 1, A_P) noise
   float* cs = zs + (T_MAX + 1) * A_P;                       // (T, NCOEF) the schedule (16-byte aligned)
@@ -175,9 +226,14 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
   for (int j = 0; j < (W3_SHARED_CHUNKS + THREADS - 1) / THREADS; ++j) {
     const int i = tid + j * THREADS;
     if (i < W3_SHARED_CHUNKS) {
+#if RAMAC_CTA_MMA  // the fragment order's chunks of k-tiles W3_REGS.. (one_state_layout.h)
+      __pipeline_memcpy_async(reinterpret_cast<uint4*>(w3s) + i,
+                              reinterpret_cast<const uint4*>(w3h) + ramac_layout::w3_shared_source(i, H, W3_REGS), 16);
+#else
       const int row = i / (H / 8), col = i % (H / 8), w = row / (OUTS - W3_REGS), r = row % (OUTS - W3_REGS);
       __pipeline_memcpy_async(reinterpret_cast<uint4*>(w3s) + i,
                               reinterpret_cast<const uint4*>(w3h + (w * OUTS + W3_REGS + r) * H) + col, 16);
+#endif
     }
   }
 #pragma unroll
@@ -203,7 +259,12 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
   }
   uint4 w3r[W3_REGS];  // after the state part: its 32 loads and these would not fit the registers together
 #pragma unroll
-  for (int o = 0; o < W3_REGS; ++o) w3r[o] = *reinterpret_cast<const uint4*>(w3h + (warp * OUTS + o) * H + lane * INS);
+  for (int o = 0; o < W3_REGS; ++o)
+#if RAMAC_CTA_MMA  // k-tile o of the warp's rows
+    w3r[o] = reinterpret_cast<const uint4*>(w3h)[(warp * KT + o) * 32 + lane];
+#else
+    w3r[o] = *reinterpret_cast<const uint4*>(w3h + (warp * OUTS + o) * H + lane * INS);
+#endif
   for (int i = tid; i < (T + 1) * A; i += THREADS) {  // noise index t * A + a of the (T + 1, 1, A) layout
     const float z = HAS_NOISE ? noise[i] : triton_randn(static_cast<uint64_t>(*seed), static_cast<uint32_t>(i));
     zs[(i / A) * A_P + i % A] = z;
@@ -218,11 +279,35 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
       float a1 = s_part + ct;
 #pragma unroll
       for (int a = 0; a < A_P; ++a) a1 = fmaf(xs[a], wxs[a * H + tid], a1);  // w_x and x_t are 0 past A
+#if RAMAC_CTA_MMA
+      xa[b_slot(tid)] = __float2half_rn(mish(a1));
+#else
       ha[tid] = mish(a1);
+#endif
       if (t > 0) ct = c_time[(t - 1) * H + tid];  // the next step's, loaded while this one runs
     }
     __syncthreads();
-    float in[INS], v[PASS];
+    float in[INS];
+#if RAMAC_CTA_MMA
+    {  // layers 2 and 3 on the tensor cores: W2 from shared memory, W3 from registers and shared memory
+      const uint4* w2c = reinterpret_cast<const uint4*>(w2s) + warp * KT * 32 + lane;
+      float2 c = layer_mma([&](int kt) { return w2c[kt * 32]; }, xa, lane);
+      if (!(lane & 3)) {
+        xb[b_slot(jr)] = __float2half_rn(mish(c.x + b2r[0]));
+        xb[b_slot(jr + PASS)] = __float2half_rn(mish(c.y + b2r[1]));
+      }
+      __syncthreads();
+      const uint4* w3c = reinterpret_cast<const uint4*>(w3s);
+      c = layer_mma([&](int kt) {
+        return kt < W3_REGS ? w3r[kt < W3_REGS ? kt : 0] : w3c[ramac_layout::w3_shared_chunk(warp, kt, lane, H, W3_REGS)];
+      }, xb, lane);
+      if (!(lane & 3)) {
+        ha[jr] = mish(c.x + b3r[0]);
+        ha[jr + PASS] = mish(c.y + b3r[1]);
+      }
+    }
+#else
+    float v[PASS];
     load_inputs(ha, lane, in);  // layer 2: W2 from shared memory
 #pragma unroll
     for (int p = 0; p < OUTS / PASS; ++p) {
@@ -246,6 +331,7 @@ __device__ void chain(const float* __restrict__ state, const float* __restrict__
       const float h = mish(reduce_scatter8(v, lane) + b3r[p]);
       if (!(lane & 3)) ha[jr + p * PASS] = h;
     }
+#endif
     __syncthreads();
     if (warp < A) {  // the output layer and the posterior step, one warp per action dimension
       load_inputs(ha, lane, in);

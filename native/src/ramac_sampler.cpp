@@ -13,6 +13,7 @@
 
 #include "cuda_driver.h"
 #include "export_reader.h"
+#include "one_state_layout.h"
 #include "kernels_table.h"
 
 namespace ramac {
@@ -127,25 +128,30 @@ void upload(ramac_sampler* s) {
     offsets32[i] = align();
     append_fp32(s->host.tensors.at(TENSOR_NAMES[i]));
   }
-  // the one-CTA kernel keeps W2 and W3 on chip in fp16, transposed to [output][input]
-  bool half_copy = false;
-  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) half_copy = half_copy || RAMAC_VARIANTS[i].programs < 0;
+  // the one-CTA kernel keeps W2 and W3 on chip in fp16, transposed to [output][input] (programs -1)
+  // or in the tensor cores' fragment order (programs -2, one_state.cu's RAMAC_CTA_MMA)
+  bool half_copy = false, fragments = false;
+  for (int i = 0; i < RAMAC_NUM_VARIANTS; ++i) {
+    half_copy = half_copy || RAMAC_VARIANTS[i].programs < 0;
+    fragments = fragments || RAMAC_VARIANTS[i].programs == -2;
+  }
   size_t half_at[2] = {};
   const int H = RAMAC_BUILD.hidden;
   for (int m = 0; m < 2 && half_copy; ++m) {
     const std::vector<float>& t = s->host.tensors.at(m == 0 ? "w2" : "w3");  // (H, H) inputs x outputs
     half_at[m] = align();
-    for (int j = 0; j < H; ++j)
-      for (int k = 0; k < H; ++k) {
-        const float v = t[size_t(k) * H + j];
-        if (!(std::fabs(v) <= 65504.0f))
-          throw LoadError{RAMAC_ERR_FORMAT, std::string("weight ") + (m == 0 ? "w2" : "w3") + " = " + std::to_string(v) +
-                                                " is outside fp16's range, which the one-state kernel keeps W2 and W3 in; "
-                                                "rebuild with -DRAMAC_ONE_STATE=gemv"};
-        const __half h = __float2half_rn(v);
-        const unsigned char* p = reinterpret_cast<const unsigned char*>(&h);
-        staging.insert(staging.end(), p, p + 2);
-      }
+    for (int n = 0; n < H * H; ++n) {
+      int j = n / H, k = n % H;  // the n-th half written: output j, input k
+      if (fragments) ramac_layout::a_fragment(n, H, j, k);
+      const float v = t[size_t(k) * H + j];
+      if (!(std::fabs(v) <= 65504.0f))
+        throw LoadError{RAMAC_ERR_FORMAT, std::string("weight ") + (m == 0 ? "w2" : "w3") + " = " + std::to_string(v) +
+                                              " is outside fp16's range, which the one-state kernel keeps W2 and W3 in; "
+                                              "rebuild with -DRAMAC_ONE_STATE=gemv"};
+      const __half h = __float2half_rn(v);
+      const unsigned char* p = reinterpret_cast<const unsigned char*>(&h);
+      staging.insert(staging.end(), p, p + 2);
+    }
   }
   offsets[10] = align();
   staging.resize(offsets[10] + 24, 0);  // the seed, 0 until a call sets it; at +16 the barrier, zero

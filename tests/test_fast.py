@@ -154,3 +154,20 @@ def test_the_updater_tells_the_agent_which_path_it_compiles_for(bf16, monkeypatc
     monkeypatch.setattr(a, "compile_update", lambda **kw: seen.append(kw))
     FastUpdater(a, dataset(), B, graph=False, bf16=bf16, compile=True)
     assert seen == [{"bf16": bf16}]
+
+
+def test_compiled_updates_draw_the_eager_batches():
+    """With compile on, the batch draw (indices from the device step, then the gathers) runs as one
+    compiled function, drawing the indices the eager draw does at every step."""
+    data = dataset()
+    seen = {}
+    for compiled in (False, True):
+        a = agent("cpu")
+        fast = FastUpdater(a, data, B, graph=False, compile=compiled)
+        assert hasattr(fast._draw, "_torchdynamo_orig_callable") == compiled
+        seen[compiled] = []
+        for _ in range(3):
+            fast.step()
+            seen[compiled].append(fast.idx.clone())
+    assert all(torch.equal(x, y) for x, y in zip(seen[False], seen[True]))
+    assert not torch.equal(seen[True][0], seen[True][1])  # the step moves the draw on

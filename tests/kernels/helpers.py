@@ -50,3 +50,18 @@ def precision_atol(ref, precision: str, device: torch.device, want: torch.Tensor
             lowp = ref().float()
     floor = GPU_FLOOR[precision] if device.type == "cuda" else SAMPLER_TOL[precision]
     return max(2 * (lowp - want).abs().max().item(), floor)
+
+
+def compiled_graphs(fn, *args):
+    """(fn(*args), the code of each graph Dynamo traced): fn compiled (fullgraph) with a backend that
+    keeps each graph's code and runs it eagerly; Dynamo's caches reset before and after."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(gm.code)
+        return gm.forward
+
+    torch._dynamo.reset()
+    out = torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    torch._dynamo.reset()
+    return out, seen

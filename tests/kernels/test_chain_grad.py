@@ -12,6 +12,8 @@ from ramac.kernels import chain_grad
 from ramac.kernels.chain_grad import denoise_chain, denoise_chain_ref, denoise_chain_triton
 from ramac.nets import Denoiser
 
+from .helpers import compiled_graphs
+
 NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "t_emb")
 
 
@@ -280,20 +282,6 @@ def test_the_chain_operators_registrations(lead, device):
                           (g, args[0], args[11], *outs[1:], 1.0, "ieee"), test_utils=("test_schema", "test_faketensor"))
 
 
-def _graphs(fn, *args):
-    """fn compiled by Dynamo (fullgraph) with a backend that keeps each graph's code and runs it eagerly."""
-    seen = []
-
-    def backend(gm, example_inputs):
-        seen.append(gm.code)
-        return gm.forward
-
-    torch._dynamo.reset()
-    out = torch.compile(fn, backend=backend, fullgraph=True)(*args)
-    torch._dynamo.reset()
-    return out, seen
-
-
 def test_under_compile_the_operator_is_the_chain_when_switched_on(device, monkeypatch):
     """Compiled Diffusion.sample leaves the chain to Inductor by default and calls ramac::denoise_chain
     once with RAMAC_CHAIN_UNDER_COMPILE=1, with the per-step chain's values and gradients (exact fp32
@@ -310,10 +298,10 @@ def test_under_compile_the_operator_is_the_chain_when_switched_on(device, monkey
     want, grads_want = sampled(state, noise)
     monkeypatch.delenv("RAMAC_FUSED_CHAIN")
     monkeypatch.setattr(chain_grad, "_autocast_precision", lambda state: "ieee")
-    _, seen = _graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
+    _, seen = compiled_graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
     assert seen and not any("ramac.denoise_chain" in code for code in seen)
     monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
-    _, seen = _graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
+    _, seen = compiled_graphs(lambda s, n: diffusion.sample(model, s, n), state, noise)
     assert sum(code.count("ramac.denoise_chain.default(") for code in seen) == 1
     torch._dynamo.reset()
     got, grads_got = torch.compile(sampled, backend="aot_eager")(state, noise)
@@ -349,7 +337,7 @@ def test_under_compile_stacked_seeds_share_one_operator_call(device, monkeypatch
         return got, torch.autograd.grad(got, stacked, g_out)
 
     monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
-    _, seen = _graphs(torch.func.vmap(one), states, noises, *stacked)
+    _, seen = compiled_graphs(torch.func.vmap(one), states, noises, *stacked)
     assert any("ramac.denoise_chain" in code for code in seen)
     launches = []  # the forward kernel's launches (without the rule vmap would run the operator per seed)
     forward = chain_grad._chain_forward

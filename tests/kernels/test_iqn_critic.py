@@ -12,6 +12,8 @@ from ramac.kernels.iqn_critic import MAX_K, _Plan, iqn_quantiles, iqn_quantiles_
 from ramac.kernels.iqn_launch import DEFAULT_RULES, PROGRAMS, launch_configs
 from ramac.nets import IQNCritic
 
+from .helpers import compiled_graphs
+
 NAMES = ("trunk", "cos_w", "cos_b", "head_w", "head_b", "out_w", "out_b")
 
 # (C or None, B, K, emb, n_cos, hidden, taus): "sample" (..., B, K), "shared" (K,), "entry" (C, 1, K),
@@ -277,18 +279,6 @@ def test_rejects_bad_shapes(device):
         iqn_quantiles_triton(params[0], torch.rand(MAX_K + 1, device=device), *params[1:])
 
 
-def _compiled_graphs(fn, *args):
-    """fn compiled by Dynamo with a backend that keeps each traced graph's code (and runs it eagerly)."""
-    seen = []
-
-    def backend(gm, example_inputs):
-        seen.append(gm.code)
-        return gm.forward
-
-    torch._dynamo.reset()
-    return torch.compile(fn, backend=backend, fullgraph=True)(*args), seen
-
-
 @pytest.mark.parametrize("critics", [None, 2])
 def test_under_compile_stacked_seeds_fold_into_one_operator_call(critics, monkeypatch, device):
     # under vmap (seeds stacked, ramac.train.stacked) the default traces the reference (the operator
@@ -308,10 +298,10 @@ def test_under_compile_stacked_seeds_fold_into_one_operator_call(critics, monkey
 
     with kernels.use("auto"):
         monkeypatch.delenv("RAMAC_IQN_UNDER_COMPILE", raising=False)
-        _, seen = _compiled_graphs(fn, *stacked)
+        _, seen = compiled_graphs(fn, *stacked)
         assert seen and not any("ramac.iqn_quantiles" in code for code in seen)
         monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
-        _, seen = _compiled_graphs(fn, *stacked)
+        _, seen = compiled_graphs(fn, *stacked)
         assert any("ramac.iqn_quantiles" in code for code in seen)
         torch._dynamo.reset()
         launches = []  # the operator's forward launches (without the rule vmap would run it per seed)
@@ -353,7 +343,7 @@ def test_custom_operator_registrations(stacked, device):
 
 
 def _traces_operator(params, taus) -> bool:
-    _, seen = _compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
+    _, seen = compiled_graphs(lambda *p: iqn_quantiles(p[0], taus, *p[1:]), *params)
     assert seen
     return any("ramac.iqn_quantiles" in code for code in seen)
 

@@ -405,3 +405,18 @@ def test_seeds_stacked_through_the_fused_chain_equal_each_seed_alone(monkeypatch
     monkeypatch.setattr(chain_grad, "_fused", lambda *a, **k: calls.append(k["stacked"]) or real(*a, **k))
     test_seed_i_of_a_stack_equals_seed_i_alone("radac", torch.device("cuda"), monkeypatch)
     assert True in calls and False in calls  # stacked launches, and the seeds alone took the fused chain too
+
+
+def test_the_stacked_batch_draw_compiles_to_the_eager_draw(monkeypatch):
+    """Each seed's batch draw (under vmap) compiled, as the compiled stacked updater runs it, draws
+    the eager draw's batches: the same indices for each seed, different ones across seeds."""
+    monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    agents = [seeded_agent("bc", s, torch.device("cpu")) for s in SEEDS]
+    inner = make_seeds_updater(agents, dataset(), B, graph=False, compile=False).inner
+    eager = inner._draw_batch()
+    torch._dynamo.reset()
+    compiled = torch.compile(inner._draw_batch, dynamic=False)()
+    torch._dynamo.reset()
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+    assert eager.obs.shape[0] == len(SEEDS) and not torch.equal(eager.obs[0], eager.obs[1])

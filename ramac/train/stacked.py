@@ -358,7 +358,7 @@ class _Stacked:
         seeds.init_optimizer_states()
         self.metrics = DeviceMetrics((seeds.K,))
 
-    def _batch(self):
+    def _draw_batch(self):  # (compiled with the update where it compiles: FastUpdater._draw)
         stack = self.seeds
         return self.data.gather(stack.call(lambda: batch_indices(stack.agent, self.data, self.batch_size)))
 

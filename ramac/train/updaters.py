@@ -100,6 +100,9 @@ class EagerUpdater:
         self.metrics = DeviceMetrics()
 
     def _batch(self):
+        return self._draw_batch()
+
+    def _draw_batch(self):
         return self.data.gather(batch_indices(self.agent, self.data, self.batch_size))
 
     def step(self) -> None:

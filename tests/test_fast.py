@@ -25,13 +25,18 @@ def agent(device):
     return RADAC(S, A, cfg).to(device)
 
 
-@pytest.mark.parametrize("compiled,graph", [(False, None), (True, False), (True, True)],
-                         ids=["plain", "compiled", "compiled-graph"])
-def test_fast_update_matches_eager(device, compiled, graph):
+@pytest.mark.parametrize("compiled,graph,operators", [(False, None, False), (True, False, False), (True, True, False),
+                                                       (True, True, True)],
+                         ids=["plain", "compiled", "compiled-graph", "compiled-graph-operators"])
+def test_fast_update_matches_eager(device, compiled, graph, operators, monkeypatch):
     """Same seed and batches: the fast update (graphed on CUDA; losses through torch.compile when
-    compiled) leaves the same parameters as the eager update after 10 steps of both phases."""
+    compiled; operators: the fused IQN critic and chain as custom operators inside the compiled
+    losses) leaves the same parameters as the eager update after 10 steps of both phases."""
     if graph and device.type != "cuda":
         pytest.skip("CUDA graphs need a GPU")
+    if operators:
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
+        monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
     graph = device.type == "cuda" if graph is None else graph  # plain: graphed wherever it can be
     data = dataset(device)
     eager, fast_agent = agent(device), agent(device)

@@ -57,14 +57,20 @@ def test_seed_i_of_a_stack_equals_seed_i_alone(algo, device, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled path is CUDA's")
-def test_the_compiled_stack_computes_what_the_eager_one_does(monkeypatch):
+@pytest.mark.parametrize("operators", [False, True])
+def test_the_compiled_stack_computes_what_the_eager_one_does(monkeypatch, operators):
     """Graph + torch.compile (the optimiser steps and averaging as for one agent, each vmapped loss
     compiled on its own: see SeedStack) against the graphed eager stack, radac, six updates; a
-    compiled loss that falls back to eager (the check's warning) fails the test."""
+    compiled loss that falls back to eager (the check's warning) fails the test. operators: the
+    compiled losses call the fused IQN critic and chain as custom operators, one call for all seeds
+    (RAMAC_IQN_UNDER_COMPILE=1, RAMAC_CHAIN_UNDER_COMPILE=1)."""
     import warnings
 
     warnings.simplefilter("error", RuntimeWarning)
     monkeypatch.setenv("RAMAC_STACK_SEEDS", "1")
+    if operators:
+        monkeypatch.setenv("RAMAC_IQN_UNDER_COMPILE", "1")
+        monkeypatch.setenv("RAMAC_CHAIN_UNDER_COMPILE", "1")
     cuda = torch.device("cuda")
     data = dataset(cuda)
     runs = []

@@ -116,27 +116,7 @@ class Agent(nn.Module):
         for opt in self.optimizers():
             for group in opt.param_groups:  # Inductor fuses the multi-tensor ops, not the fused kernel
                 group["fused"], group["foreach"] = False, True
-        inductor = {"fallback_random": True}
-        # Inductor's horizontal fusion of independent kernels (issue 18 item 3): on an H200, one seed
-        # at batch 256 (graph-compile-bf16) 713 -> 803 updates/s alone, 737 -> 857 with the IQN
-        # critic's operator (bench/results/speed-ab-H200/, qh-combo-H200/); RAMAC_COMBO_KERNELS=0 opts out
-        if os.environ.get("RAMAC_COMBO_KERNELS", "1") != "0":
-            inductor["combo_kernels"] = True
-        # Inductor pads matrix products whose sizes are not multiples of 16 bytes (HalfCheetah's 17
-        # state and 6 action columns, the denoiser's 39 inputs) only where it thinks them compute
-        # bound, never at batch 256, where cuBLAS then runs sm_75 "align1" kernels (120 of the 1,160 us
-        # of bench/results/defaults-H200/bf16-defaults.md). Padded all on the bf16 path (the default;
-        # RAMAC_SHAPE_PAD=0 leaves it to Inductor, =1 pads the fp32 path too): one RADAC seed at
-        # batch 256 on an H200, graph-compile-bf16 896 -> 966 updates/s (bench/results/clip-pad-H200/),
-        # graph-compile (fp32) 566 -> 548 (bench/results/defaults2-H200/)
-        if env_switch("RAMAC_SHAPE_PAD", bf16):
-            inductor["force_shape_pad"] = True
-        # Programmatic Dependent Launch between Inductor's kernels (Hopper and later: a kernel's
-        # prologue overlaps its predecessor's tail, where ~450 kernels average 2.5 us each at batch
-        # 256); opt-in (RAMAC_PDL=1) until timed: an A/B of issue 18 item 3 (bench/studies/gpu_defaults.sh)
-        if env_switch("RAMAC_PDL", False):
-            inductor["triton.enable_pdl"] = True
-        options = dict(dynamic=False, options=inductor)
+        options = dict(dynamic=False, options=inductor_options(bf16))
         for name in names:  # a method that knows how it compiles says so (seeds stacked: ramac.train.stacked)
             method = getattr(self, name)
             setattr(self, name, method.compiled(**options) if hasattr(method, "compiled") else
@@ -181,3 +161,30 @@ def _owned(obj):
     if torch.is_tensor(obj) and obj.untyped_storage().nbytes() > obj.numel() * obj.element_size():
         return obj.clone()
     return obj
+
+
+def inductor_options(bf16: bool) -> dict:
+    """The Inductor settings of every compiled piece of an update (the agents' methods, the
+    updater's batch draw); bf16: the update runs under bf16 autocast."""
+    inductor = {"fallback_random": True}
+    # Inductor's horizontal fusion of independent kernels (issue 18 item 3): on an H200, one seed
+    # at batch 256 (graph-compile-bf16) 713 -> 803 updates/s alone, 737 -> 857 with the IQN
+    # critic's operator (bench/results/speed-ab-H200/, qh-combo-H200/); RAMAC_COMBO_KERNELS=0 opts out
+    if os.environ.get("RAMAC_COMBO_KERNELS", "1") != "0":
+        inductor["combo_kernels"] = True
+    # Inductor pads matrix products whose sizes are not multiples of 16 bytes (HalfCheetah's 17
+    # state and 6 action columns, the denoiser's 39 inputs) only where it thinks them compute
+    # bound, never at batch 256, where cuBLAS then runs sm_75 "align1" kernels (120 of the 1,160 us
+    # of bench/results/defaults-H200/bf16-defaults.md). Padded all on the bf16 path (the default;
+    # RAMAC_SHAPE_PAD=0 leaves it to Inductor, =1 pads the fp32 path too): one RADAC seed at
+    # batch 256 on an H200, graph-compile-bf16 896 -> 966 updates/s (bench/results/clip-pad-H200/),
+    # graph-compile (fp32) 566 -> 548 (bench/results/defaults2-H200/)
+    if env_switch("RAMAC_SHAPE_PAD", bf16):
+        inductor["force_shape_pad"] = True
+    # Programmatic Dependent Launch between Inductor's kernels (Hopper and later: a kernel's
+    # prologue overlaps its predecessor's tail, where ~450 kernels average 2.5 us each at batch
+    # 256); opt-in (RAMAC_PDL=1): one RADAC seed at batch 256 on graph-compile-bf16, 1,031 -> 1,052
+    # updates/s on an H200, within the spread of repeated runs (bench/results/defaults2-H200/)
+    if env_switch("RAMAC_PDL", False):
+        inductor["triton.enable_pdl"] = True
+    return inductor

@@ -26,6 +26,7 @@ import os
 
 import torch
 
+from ..agents.base import inductor_options
 from ..data import OfflineDataset
 from ..cuda_graphs import on_side_stream
 from ..nvtx import nvtx_range
@@ -147,7 +148,8 @@ class FastUpdater:
         # the mini-batch: indices drawn from the device step and the five gathers, one compiled
         # function where the update compiles (Inductor fuses the draw's integer hashing, ~25 eager
         # kernels, and the gathers)
-        self._draw = torch.compile(self._draw_batch, dynamic=False) if compile else self._draw_batch
+        self._draw = (torch.compile(self._draw_batch, dynamic=False, options=inductor_options(bf16)) if compile
+                      else self._draw_batch)
         if compile:  # compiled on the first (eager warm-up) step of each phase
             agent.compile_update(bf16=bf16)
         self.device = device

@@ -619,7 +619,7 @@ def _plot_task(task: str, runs: list[dict], cells: list[Cell], out: Path) -> Non
             if row.get("kind") == "eval" and key in row:
                 curves[c.agent].setdefault(row["step"], []).append(row[key])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for agent, points in curves.items():
+    for agent, points in sorted(curves.items()):  # sorted: each method's colour as in the risk figure
         steps = sorted(points)
         mean = np.array([np.mean(points[s]) for s in steps])
         lo = np.array([np.min(points[s]) for s in steps])

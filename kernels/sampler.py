@@ -177,6 +177,7 @@ if HAS_TRITON:
         HAS_NOISE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         STACKED: tl.constexpr = False,  # seeds stacked: program_id(1) picks a seed, every tensor
         # then has a leading seed dimension (contiguous), weights, states, noise and actions alike
+        LEAN: tl.constexpr = False,  # the layers in the order that keeps fewer values live (lean_enabled)
     ):
         if STACKED:
             (state_ptr, noise_ptr, out_ptr, w_x_ptr, w_s_ptr, c_time_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, w_out_ptr,
@@ -202,20 +203,43 @@ if HAS_TRITON:
         b_out = tl.load(b_out_ptr + a_cols)
         for i in range(T):
             t = T - 1 - i
-            c_t = tl.load(c_time_ptr + t * H + hk)
-            w_s = tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :])
-            w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
-            h1 = _dot(s, w_s, None, DOT_PRECISION, UPCAST)
-            h1 = _dot(x.to(dot_t), w_x, h1, DOT_PRECISION, UPCAST) + c_t[None, :]
-            h1 = _mish(h1).to(dot_t)
-            acc = tl.zeros([BM, H], dtype=tl.float32)
-            for n0 in range(0, H, BN):
-                h2c = _dot(h1, tl.load(w2_ptr + n0 + w2_offs), None, DOT_PRECISION, UPCAST)  # (BM, BN)
-                h2c = _mish(h2c + tl.load(b2_ptr + n0 + bn)[None, :]).to(dot_t)
-                acc = _dot(h2c, tl.load(w3_ptr + n0 * H + w3_offs), acc, DOT_PRECISION, UPCAST)  # (BM, H)
-            h3 = _mish(acc + b3[None, :]).to(dot_t)
-            w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
-            eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
+            if LEAN:
+                # layers 1 and 2 over chunks of layer 1's outputs (each chunk of h1 made from the small
+                # layer-1 inputs and folded into layer 2's accumulator at once), then layers 3 and the
+                # output over chunks of layer 3's outputs (each folded into eps at once): at most one
+                # (BM, H) tensor live, where the default order holds h1 and layer 3's accumulator together
+                xd = x.to(dot_t)
+                acc = tl.zeros([BM, H], dtype=tl.float32)
+                for k0 in range(0, H, BN):
+                    h1c = _dot(s, tl.load(w_s_ptr + s_cols[:, None] * H + k0 + bn[None, :]), None, DOT_PRECISION,
+                               UPCAST)
+                    h1c = _dot(xd, tl.load(w_x_ptr + a_cols[:, None] * H + k0 + bn[None, :]), h1c, DOT_PRECISION,
+                               UPCAST)
+                    h1c = _mish(h1c + tl.load(c_time_ptr + t * H + k0 + bn)[None, :]).to(dot_t)  # (BM, BN)
+                    acc = _dot(h1c, tl.load(w2_ptr + k0 * H + w3_offs), acc, DOT_PRECISION, UPCAST)  # (BM, H)
+                h2 = _mish(acc + tl.load(b2_ptr + hk)[None, :]).to(dot_t)
+                eps = tl.zeros([BM, A_P], dtype=tl.float32)
+                for m0 in range(0, H, BN):
+                    h3c = _dot(h2, tl.load(w3_ptr + m0 + w2_offs), None, DOT_PRECISION, UPCAST)  # (BM, BN)
+                    h3c = _mish(h3c + tl.load(b3_ptr + m0 + bn)[None, :]).to(dot_t)
+                    eps = _dot(h3c, tl.load(w_out_ptr + (m0 + bn[:, None]) * A_P + a_cols[None, :]), eps,
+                               DOT_PRECISION, UPCAST)
+                eps = eps + b_out[None, :]
+            else:
+                c_t = tl.load(c_time_ptr + t * H + hk)
+                w_s = tl.load(w_s_ptr + s_cols[:, None] * H + hk[None, :])
+                w_x = tl.load(w_x_ptr + a_cols[:, None] * H + hk[None, :])
+                h1 = _dot(s, w_s, None, DOT_PRECISION, UPCAST)
+                h1 = _dot(x.to(dot_t), w_x, h1, DOT_PRECISION, UPCAST) + c_t[None, :]
+                h1 = _mish(h1).to(dot_t)
+                acc = tl.zeros([BM, H], dtype=tl.float32)
+                for n0 in range(0, H, BN):
+                    h2c = _dot(h1, tl.load(w2_ptr + n0 + w2_offs), None, DOT_PRECISION, UPCAST)  # (BM, BN)
+                    h2c = _mish(h2c + tl.load(b2_ptr + n0 + bn)[None, :]).to(dot_t)
+                    acc = _dot(h2c, tl.load(w3_ptr + n0 * H + w3_offs), acc, DOT_PRECISION, UPCAST)  # (BM, H)
+                h3 = _mish(acc + b3[None, :]).to(dot_t)
+                w_out = tl.load(w_out_ptr + hk[:, None] * A_P + a_cols[None, :])
+                eps = _dot(h3, w_out, None, DOT_PRECISION, UPCAST) + b_out[None, :]
 
             z = _chain_noise(noise_ptr, seed_ptr, t * B * A + noise_offs, x_ok, HAS_NOISE)
             x = _posterior_step(x, eps, z, coef_ptr, t, max_action)  # padded columns stay 0: eps, z, x are 0
@@ -322,8 +346,22 @@ def _launch(p: PackedDenoiser, dot_weights, state, noise, seed, out, precision, 
         state.shape[-2], p.state_dim, p.action_dim, c_time.shape[-2], p.max_action,
         H=w2.shape[-1], A_P=w_x.shape[-2], S_P=w_s.shape[-2], BM=bm, BN=bn,
         HAS_NOISE=has_noise, DOT_PRECISION="ieee" if precision == "fp32" else "tf32",
-        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", STACKED=seeds is not None, num_warps=nw, num_stages=ns,
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1", STACKED=seeds is not None, LEAN=lean_enabled(),
+        num_warps=nw, num_stages=ns,
     )
+
+
+def lean_enabled() -> bool:
+    """RAMAC_SAMPLER_LEAN=1: the one-block kernel computes layers 1 + 2 and 3 + output in chunks that
+    keep one (BM, H) tensor live instead of two. Compiled for sm_90 on the CPU (Triton 3.9) it
+    spills nothing at the two launch settings _launch_config picks on an H200 (16 x 64 x 8 warps:
+    166 registers; 64 x 32 x 8: 200), where the default order takes 255 and spills 382 and 128 bytes
+    (bench/results/sampler-regs-cpu.md); opt-in until timed on a GPU
+    (bench/studies/sweep_sampler.py --lean 0 1)."""
+    mode = os.environ.get("RAMAC_SAMPLER_LEAN", "0")
+    if mode not in ("0", "1"):
+        raise ValueError(f"RAMAC_SAMPLER_LEAN must be 0 or 1, got {mode!r}")
+    return mode == "1"
 
 
 _PACKED_TENSORS = ("w_x", "w_s", "c_time", "w2", "b2", "w3", "b3", "w_out", "b_out", "coefs")

@@ -189,7 +189,7 @@ def signature(precision: str, kind: str = "one-block") -> dict:
     return {n: sig[n] for n in fn.arg_names}
 
 
-CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST", "STACKED")
+CONSTEXPRS = ("H", "A_P", "S_P", "BM", "BN", "HAS_NOISE", "DOT_PRECISION", "UPCAST", "STACKED", "LEAN")
 SPLIT_CONSTEXPRS = ("B", "H", "A_P", "S_P", "BM", "HC", "NPROG", "HAS_NOISE", "DOT_PRECISION", "UPCAST")
 GEMV_CONSTEXPRS = ("H", "A_P", "S_P", "HC", "NPROG", "HAS_NOISE")
 
@@ -230,7 +230,7 @@ def compile_variant(job):
     elif kind == "split":
         constexprs.update(B=1, HC=bn, NPROG=a["hidden"] // bn)
     else:  # one seed's weights (the stacked launch is Python's)
-        constexprs.update(BN=min(bn, a["hidden"]), STACKED=False)
+        constexprs.update(BN=min(bn, a["hidden"]), STACKED=False, LEAN=False)
     sig = signature(a["precision"], kind)
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in ALIGNED}
     options = {"num_warps": warps, "num_stages": stages, "enable_fp_fusion": True}  # the JIT's default

@@ -2,7 +2,7 @@
 configuration, compiled for a GPU on the CPU (no GPU needed): which configurations are worth timing
 with bench/studies/sweep_sampler.py.
 
-    python -m bench.studies.sampler_regs [--arch 90] [--configs 64,32,8,2 128,32,16,2 ...]
+    python -m bench.studies.sampler_regs [--arch 90] [--configs 64,32,8,2 128,32,16,2 ...] [--lean 0 1]
 
 Each configuration (BM, BN, warps, stages) is compiled as native/gen_kernels.py compiles it (bf16,
 HalfCheetah's H = 256, S_P = 32, A_P = 16, noise given) and assembled by the ptxas Triton itself uses,
@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--configs", nargs="+", default=DEFAULT, help="BM,BN,warps,stages each")
+    ap.add_argument("--lean", type=int, nargs="+", default=[0, 1], choices=(0, 1),
+                    help="the kernel's layer order (LEAN: kernels.sampler.lean_enabled); default both")
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "native"))
@@ -36,12 +38,12 @@ def main(argv=None) -> int:
     ptxas = nvidia.get_ptxas(args.arch).path
     fn = gen_kernels.kernel("one-block")[0]
     print(f"_chain_kernel, bf16, H=256, S_P=32, A_P=16, sm_{args.arch}, triton {triton.__version__}")
-    print("| BM | BN | warps | stages | registers | spill stores (bytes) | wgmma | mma.sync | shared (bytes) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for config in args.configs:
+    print("| lean | BM | BN | warps | stages | registers | spill stores (bytes) | wgmma | mma.sync | shared (bytes) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for lean, config in ((lean, config) for lean in args.lean for config in args.configs):
         bm, bn, warps, stages = (int(v) for v in config.split(","))
         constexprs = dict(H=256, A_P=16, S_P=32, BM=bm, BN=bn, HAS_NOISE=True, DOT_PRECISION="tf32", UPCAST=False,
-                          STACKED=False)
+                          STACKED=False, LEAN=bool(lean))
         src = triton.compiler.ASTSource(fn=fn, signature=gen_kernels.signature("bf16", "one-block"),
                                         constexprs=constexprs)
         k = triton.compile(src, target=GPUTarget("cuda", args.arch, 32),
@@ -56,9 +58,9 @@ def main(argv=None) -> int:
         regs = re.findall(r"Used (\d+) registers", done.stderr)
         spills = re.findall(r"(\d+) bytes spill stores", done.stderr)
         if done.returncode or not regs:
-            print(f"| {bm} | {bn} | {warps} | {stages} | ptxas failed: {done.stderr.strip()[-120:]} |||||")
+            print(f"| {lean} | {bm} | {bn} | {warps} | {stages} | ptxas failed: {done.stderr.strip()[-120:]} |||||")
             continue
-        print(f"| {bm} | {bn} | {warps} | {stages} | {regs[0]} | {spills[0] if spills else '?'} | "
+        print(f"| {lean} | {bm} | {bn} | {warps} | {stages} | {regs[0]} | {spills[0] if spills else '?'} | "
               f"{ptx.count('wgmma.mma_async')} | {ptx.count('mma.sync')} | {k.metadata.shared} |", flush=True)
     return 0
 

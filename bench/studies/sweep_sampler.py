@@ -1,7 +1,7 @@
 """Sweep launch configurations of the chain sampler on the GPU (block sizes, warps, stages).
 
     python -m bench.studies.sweep_sampler --out FILE.jsonl [--batch-size 1 65536] [--block-m 16 64] \
-        [--block-n 32 64] [--warps 4 8] [--stages 1 2 3]
+        [--block-n 32 64] [--warps 4 8] [--stages 1 2 3] [--lean 0 1]
 
 Appends one JSON line per configuration as it goes (so a cut-off run keeps what it
 measured) and prints the best configuration per batch size and precision.
@@ -10,6 +10,7 @@ measured) and prints the best configuration per batch size and precision.
 import argparse
 import itertools
 import json
+import os
 
 import torch
 
@@ -30,6 +31,8 @@ def main():
     ap.add_argument("--warps", type=int, nargs="+", default=[4, 8], help="warps per program (default: 4 8; 16 gives "
                     "a 128-row program's activations 512 threads at large batch)")
     ap.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3], help="pipeline stages (default: 1 2 3)")
+    ap.add_argument("--lean", type=int, nargs="+", default=[0], choices=(0, 1),
+                    help="the kernel's layer order: 0 the default, 1 RAMAC_SAMPLER_LEAN's (default: 0)")
     args = ap.parse_args()
     torch.manual_seed(0)
     p = Diffusion(5, "vp").cuda().pack(Denoiser(17, 6, 256).cuda())
@@ -39,8 +42,10 @@ def main():
         for B in args.batch_size:
             state = torch.randn(B, 17, device="cuda")
             bms = args.block_m or ((16,) if B <= 16 else (16, 32, 64, 128))
-            for bm, bn, nw, ns, prec in itertools.product(bms, args.block_n, args.warps, args.stages, args.precision):
-                row = dict(batch=B, bm=bm, bn=bn, warps=nw, stages=ns, precision=prec)
+            for bm, bn, nw, ns, prec, lean in itertools.product(bms, args.block_n, args.warps, args.stages,
+                                                                args.precision, args.lean):
+                row = dict(batch=B, bm=bm, bn=bn, warps=nw, stages=ns, precision=prec, lean=lean)
+                os.environ["RAMAC_SAMPLER_LEAN"] = str(lean)  # read at each launch
                 try:
                     fn = lambda: sampler.sample_chain_triton(  # noqa: E731
                         p, state, seed=seed, precision=prec, block_m=bm, block_n=bn, num_warps=nw, num_stages=ns)

@@ -206,3 +206,32 @@ def test_a_launch_setting_too_large_for_the_gpu_falls_back(device, monkeypatch):
         got = sample_chain_triton(p, state, noise, precision="bf16", block_n=64)
         torch.testing.assert_close(got, want, atol=tolerance(p, state, noise, "bf16", want), rtol=0)
     assert [t[1] for t in tried] == [64, 32, 32]  # refused once, then the fitting setting straight away
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("S,A,T,hidden,block_n", [(17, 6, 5, 128, 32), (1, 2, 3, 32, 32), (11, 3, 2, 64, 16)])
+def test_the_lean_layer_order_computes_the_same_chain(S, A, T, hidden, block_n, precision, device, monkeypatch):
+    """RAMAC_SAMPLER_LEAN=1 (layers 1 + 2 and 3 + output in chunks of block_n units): the reference's
+    actions within the precision's tolerance, given and Philox noise, and the default order's up to
+    the sums' order."""
+    model, diffusion, p = packed(S, A, T, hidden=hidden, device=device)
+    g = torch.Generator().manual_seed(hidden)
+    state = (3 * torch.randn(37, S, generator=g)).to(device)
+    noise = torch.randn(T + 1, 37, A, generator=g).to(device)
+    want = sample_chain_ref(p, state, noise)
+    default = sample_chain_triton(p, state, noise, precision=precision, block_m=16, block_n=block_n)
+    seeded = sample_chain_triton(p, state, seed=3, precision=precision, block_m=16, block_n=block_n)
+    monkeypatch.setenv("RAMAC_SAMPLER_LEAN", "1")
+    got = sample_chain_triton(p, state, noise, precision=precision, block_m=16, block_n=block_n)
+    torch.testing.assert_close(got, want, atol=tolerance(p, state, noise, precision, want), rtol=0)
+    torch.testing.assert_close(got, default, atol=1e-4 if precision == "fp32" else 2e-2, rtol=0)
+    lean_seeded = sample_chain_triton(p, state, seed=3, precision=precision, block_m=16, block_n=block_n)
+    torch.testing.assert_close(lean_seeded, seeded, atol=1e-4 if precision == "fp32" else 2e-2, rtol=0)
+
+
+def test_the_lean_setting_is_checked(monkeypatch):
+    from ramac.kernels.sampler import lean_enabled
+
+    monkeypatch.setenv("RAMAC_SAMPLER_LEAN", "yes")
+    with pytest.raises(ValueError, match="RAMAC_SAMPLER_LEAN must be 0 or 1, got 'yes'"):
+        lean_enabled()

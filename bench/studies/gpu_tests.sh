@@ -16,6 +16,9 @@ gpu_study gpu-tests
 # they need ~10 min, more than a call holds beside the sweep), each within STEP_S; STEPS picks some
 S=${STEP_S:-420}
 STEPS=${STEPS:-kernels-a kernels-b kernels-c updates}
+# CPU threads per group: four pytest processes and a sweep on 16 cores (each taking all 16, the
+# CPU-bound bandit training of test_sampler's distribution test took 237 s in the seventh session)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 pt=(python3 -m pytest -q -p no:cacheprovider -x --no-header -rfE --durations=10)
 declare -A files=(
   [kernels-a]="tests/kernels/test_quantile_huber.py tests/kernels/test_risk.py tests/kernels/test_iqn_critic.py tests/kernels/test_fold_seeds.py"

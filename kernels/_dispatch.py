@@ -30,6 +30,15 @@ def _current() -> str:
     return chosen if chosen is not None else os.environ.get("RAMAC_KERNELS", "auto")
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting of the kernels from the environment: "1" or "0", unset the default; any other
+    value is an error naming the variable (ramac.utils.env_switch's rule; kernels import no ramac)."""
+    value = os.environ.get(name, "1" if default else "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def get_backend() -> str:
     """The selected backend: "auto" (Triton on CUDA), "triton" or "reference"."""
     name = _current()

@@ -37,7 +37,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, fold_seeds, get_backend, is_vmapped, seeds_first, sm_count, use_triton
+from ._dispatch import HAS_TRITON, env_switch, fold_seeds, get_backend, is_vmapped, seeds_first, sm_count, use_triton
 from .sampler import _pad
 
 
@@ -295,10 +295,7 @@ class _Chain(torch.autograd.Function):
 def under_compile() -> bool:
     """RAMAC_CHAIN_UNDER_COMPILE: "1" takes the operator in compiled code, "0" (default until timed
     against Inductor's per-step chain on a GPU) leaves the per-step chain to Inductor."""
-    mode = os.environ.get("RAMAC_CHAIN_UNDER_COMPILE", "0")
-    if mode not in ("0", "1"):
-        raise ValueError(f"RAMAC_CHAIN_UNDER_COMPILE must be 0 or 1, got {mode!r}")
-    return mode == "1"
+    return env_switch("RAMAC_CHAIN_UNDER_COMPILE", False)
 
 
 def _operator_chain(state, noise, w1, b1, w2, b2, w3, b3, w4, b4, t_emb, coefs, max_action, precision):

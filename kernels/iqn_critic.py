@@ -592,7 +592,7 @@ _fused_op.register_autograd(_fused_grad, setup_context=_fused_setup)
 
 def _fused_vmap(info, in_dims, *tensors):
     """Seeds stacked (torch.func.vmap): one call of the operator for every seed's critics."""
-    return _critics_folded(lambda *a: _fused_op(*a), info.batch_size, in_dims, *tensors), 0
+    return _critics_folded(_fused_op, info.batch_size, in_dims, *tensors), 0
 
 
 _fused_op.register_vmap(_fused_vmap)

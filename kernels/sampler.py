@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import HAS_TRITON, is_vmapped, seeds_first, sm_count, use_triton
+from ._dispatch import HAS_TRITON, env_switch, is_vmapped, seeds_first, sm_count, use_triton
 from .sampler_split import SPLIT_AUTO_MAX_BATCH, launch_split, split_enabled, split_fits
 
 PRECISIONS = ("bf16", "tf32", "fp32")
@@ -358,10 +358,7 @@ def lean_enabled() -> bool:
     166 registers; 64 x 32 x 8: 200), where the default order takes 255 and spills 382 and 128 bytes
     (bench/results/sampler-regs-cpu.md); opt-in until timed on a GPU
     (bench/studies/sweep_sampler.py --lean 0 1)."""
-    mode = os.environ.get("RAMAC_SAMPLER_LEAN", "0")
-    if mode not in ("0", "1"):
-        raise ValueError(f"RAMAC_SAMPLER_LEAN must be 0 or 1, got {mode!r}")
-    return mode == "1"
+    return env_switch("RAMAC_SAMPLER_LEAN", False)
 
 
 _PACKED_TENSORS = ("w_x", "w_s", "c_time", "w2", "b2", "w3", "b3", "w_out", "b_out", "coefs")

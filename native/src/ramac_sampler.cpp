@@ -85,7 +85,7 @@ struct ramac_sampler {
   CUdeviceptr arena = 0;  // every tensor, 256-byte aligned, then the int64 seed, the split kernel's barrier
   CUdeviceptr ptr[10] = {};  // and partials
   CUdeviceptr ptr32[10] = {};  // the same tensors with the dot weights in fp32 (fp32_weights variants)
-  CUdeviceptr half_w2 = 0, half_w3 = 0;  // the one-CTA kernel's W2 and W3: fp16, [output][input]
+  CUdeviceptr half_w2 = 0, half_w3 = 0;  // the one-CTA kernel's W2 and W3: fp16, [output][input] or mma's order
   CUdeviceptr seed = 0;
   CUdeviceptr barrier = 0;   // two int32, zero at load; the split kernel leaves the count at 0 after each use
   CUdeviceptr partials = 0;  // 2 x programs x block_m x hidden fp32 (one launch at a time per handle)
